@@ -1,0 +1,55 @@
+# The two entry points of the README. Everything else is Snakemake's job.
+#   make all_tracks   set up (.venv, embedded data) and run every track on the embedded default
+#   make test         set up and run the whole test suite (what CI runs)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
+PYTEST_ARGS ?=
+
+.PHONY: all_tracks test venv data dry-run lint clean-results
+
+all_tracks: venv data
+	$(BIN)/snakemake --profile profiles/local all_tracks
+	@cat results/tables/leaderboard.md
+
+# pytest's exit code 5 (no test collected) is a failure of the suite, not a pass.
+test: venv data
+	$(BIN)/pytest $(PYTEST_ARGS) ; status=$$? ; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing the suite" >&2; exit 1; fi ; \
+	exit $$status
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+# The embedded data set is Debian's dataset-fashion-mnist (real images, no download at run time).
+data:
+	@if [ -f $(FASHION_MNIST_DIR)/train-images-idx3-ubyte.gz ]; then exit 0; fi; \
+	if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		(apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null; \
+	elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then \
+		sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	else \
+		echo "Fashion-MNIST not found in $(FASHION_MNIST_DIR) and apt-get is unavailable."; \
+		echo "Put the four IDX files (train-images-idx3-ubyte.gz, ...) in a folder, set the config key"; \
+		echo "data.embedded.fashion_mnist_dir in config/config.yaml to it, and run:"; \
+		echo "  make all_tracks FASHION_MNIST_DIR=/that/folder"; \
+		exit 1; \
+	fi
+
+dry-run: venv
+	$(BIN)/snakemake -n all_tracks
+
+lint: venv
+	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check Snakefile rules
+
+clean-results:
+	rm -rf results

@@ -1,0 +1,29 @@
+"""ImageNet image lists for pretraining (labels are never used), see :mod:`.layouts`."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import layouts
+
+
+def list_imagenet_images(root: str | os.PathLike, split: str = "train") -> list[Path]:
+    """Every image under ``<root>/<split>/``, in class folders or directly in it, sorted by relative path.
+
+    The sort makes the list (and so every sample index of a run) independent of the file system's order.
+    """
+    split_dir = layouts.imagenet_split_dir(root, split)
+    if not split_dir.is_dir():
+        raise FileNotFoundError(f"ImageNet {split} folder {split_dir} does not exist; "
+                                f"expected {layouts.IMAGENET_LAYOUT}")
+    relative_paths = []
+    for entry in os.scandir(split_dir):
+        if entry.is_dir():
+            relative_paths.extend(f"{entry.name}/{image.name}" for image in os.scandir(entry.path)
+                                  if layouts.is_image_file(image.name))
+        elif layouts.is_image_file(entry.name):
+            relative_paths.append(entry.name)
+    if not relative_paths:
+        raise FileNotFoundError(f"{split_dir}: no images ({', '.join(layouts.IMAGE_SUFFIXES)}); "
+                                f"expected {layouts.IMAGENET_LAYOUT}")
+    return [split_dir / relative for relative in sorted(relative_paths)]

@@ -1,0 +1,150 @@
+"""VOC2007 labels and annotations, read from the official VOCdevkit layout (see :mod:`.layouts`)."""
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import layouts
+
+POSITIVE, NEGATIVE, DIFFICULT = 1, -1, 0
+
+
+def voc07_class_names(voc_root: str | os.PathLike) -> list[str]:
+    """The classes that have ``ImageSets/Main/<class>_trainval.txt``, sorted (VOC's own order)."""
+    return layouts.voc07_classes_on_disk(voc_root, "trainval")
+
+
+def read_image_set(voc_root: str | os.PathLike, split: str) -> list[str]:
+    """Image ids of ``ImageSets/Main/<split>.txt`` in file order."""
+    path = layouts.voc07_split_list_file(voc_root, split)
+    if not path.is_file():
+        raise FileNotFoundError(f"VOC07 image list {path} does not exist; expected {layouts.VOC07_LAYOUT}")
+    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_class_labels(path: Path) -> tuple[list[str], np.ndarray]:
+    """One ``<class>_<split>.txt`` file: image ids and int8 labels in {1, -1, 0}."""
+    if not path.is_file():
+        raise FileNotFoundError(f"VOC07 class list {path} does not exist; expected {layouts.VOC07_LAYOUT}")
+    image_ids, labels = [], []
+    for line_number, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2 or fields[1] not in ("1", "-1", "0"):
+            raise ValueError(f"{path}:{line_number}: {line!r} is not '<image id> <1|-1|0>'")
+        image_ids.append(fields[0])
+        labels.append(int(fields[1]))
+    return image_ids, np.asarray(labels, dtype=np.int8)
+
+
+def read_voc07_labels(
+    voc_root: str | os.PathLike, split: str, classes: Sequence[str]
+) -> tuple[list[str], np.ndarray]:
+    """Image ids and the label matrix int8 [N, C] (1 positive, -1 negative, 0 difficult) of ``split``.
+
+    Rows follow the order of the class files, which must all list the same images in the same order as
+    ``ImageSets/Main/<split>.txt`` (when that file exists); a disagreement is an error naming both files.
+    """
+    if not classes:
+        raise ValueError(f"{voc_root}: empty VOC07 class list; give the classes or use voc07_class_names()")
+    image_ids: list[str] | None = None
+    columns = []
+    reference_file = None
+    for class_name in classes:
+        path = layouts.voc07_class_list_file(voc_root, class_name, split)
+        ids, labels = read_class_labels(path)
+        if image_ids is None:
+            image_ids, reference_file = ids, path
+        elif ids != image_ids:
+            raise ValueError(f"{path} lists {_describe_difference(image_ids, ids)} than {reference_file}; "
+                             "every class file of a split must list the same images in the same order")
+        columns.append(labels)
+    split_file = layouts.voc07_split_list_file(voc_root, split)
+    if split_file.is_file() and read_image_set(voc_root, split) != image_ids:
+        raise ValueError(f"{reference_file} lists {_describe_difference(read_image_set(voc_root, split), image_ids)} "
+                         f"than {split_file}; the class files must list the split's images in its order")
+    return image_ids, np.stack(columns, axis=1)
+
+
+def _describe_difference(reference: list[str], other: list[str]) -> str:
+    missing = sorted(set(reference) - set(other))
+    extra = sorted(set(other) - set(reference))
+    if not missing and not extra:
+        return "the same images in a different order" if len(reference) == len(other) else "duplicate images"
+    return (f"other images (missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"extra {extra[:5]}{'...' if len(extra) > 5 else ''})")
+
+
+def parse_annotation(xml_path: str | os.PathLike) -> list[dict]:
+    """Objects of one VOC annotation file, in file order.
+
+    Each object is ``{"name": str, "bbox": (xmin, ymin, xmax, ymax), "difficult": bool, "truncated": bool}``
+    with VOC's 1-based, inclusive pixel coordinates as ints. A missing ``difficult``/``truncated`` tag
+    (as in some VOC2012 files) reads as False.
+    """
+    xml_path = Path(xml_path)
+    try:
+        root = ElementTree.parse(xml_path).getroot()
+    except ElementTree.ParseError as error:
+        raise ValueError(f"{xml_path}: not a valid VOC annotation XML ({error})") from error
+    objects = []
+    for index, element in enumerate(root.iter("object")):
+        where = f"{xml_path}: object {index}"
+        name = _required_text(element, "name", where)
+        bndbox = element.find("bndbox")
+        if bndbox is None:
+            raise ValueError(f"{where} ({name}) has no <bndbox>")
+        bbox = tuple(_pixel(_required_text(bndbox, key, where), where) for key in ("xmin", "ymin", "xmax", "ymax"))
+        objects.append({
+            "name": name,
+            "bbox": bbox,
+            "difficult": _flag(element, "difficult", where),
+            "truncated": _flag(element, "truncated", where),
+        })
+    return objects
+
+
+def image_labels_from_objects(objects: Sequence[dict], classes: Sequence[str]) -> np.ndarray:
+    """VOC07's image-level rule, int8 [C]: 1 if a non-difficult object of the class is present, 0 if only
+    difficult ones are, -1 otherwise. The embedded builder writes its class files with this rule."""
+    labels = np.full(len(classes), NEGATIVE, dtype=np.int8)
+    column = {name: index for index, name in enumerate(classes)}
+    for item in objects:
+        if item["name"] not in column:
+            raise ValueError(f"object class {item['name']!r} is not in the class list {list(classes)}")
+        index = column[item["name"]]
+        if not item["difficult"]:
+            labels[index] = POSITIVE
+        elif labels[index] == NEGATIVE:
+            labels[index] = DIFFICULT
+    return labels
+
+
+def _required_text(element: ElementTree.Element, tag: str, where: str) -> str:
+    child = element.find(tag)
+    if child is None or child.text is None or not child.text.strip():
+        raise ValueError(f"{where} has no <{tag}>")
+    return child.text.strip()
+
+
+def _flag(element: ElementTree.Element, tag: str, where: str) -> bool:
+    child = element.find(tag)
+    if child is None or child.text is None:
+        return False
+    if child.text.strip() not in ("0", "1"):
+        raise ValueError(f"{where}: <{tag}> is {child.text!r}, expected 0 or 1")
+    return child.text.strip() == "1"
+
+
+def _pixel(text: str, where: str) -> int:
+    """VOC2007 coordinates are integers; a few later releases write '273.0', which is accepted."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{where}: bounding box coordinate {text!r} is not a number") from None
+    return int(round(value))

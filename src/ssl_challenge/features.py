@@ -1,0 +1,127 @@
+"""Extract pooled multi-layer features of a frozen backbone, and store them as one ``.npz`` per (model, split).
+
+The file holds one float32 array per layer (``feat1``..``feat5``) and ``metadata``: a JSON string with what is
+needed to interpret and reproduce it (backbone config, pooling plan, input size, layers, number of images).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .io import atomic_path
+from .models.pooling import pool_features
+
+# The normalisation of torchvision's ImageNet models, used by the reference evaluation pipelines.
+IMAGENET_MEAN_STD: tuple[tuple[float, float, float], tuple[float, float, float]] = (
+    (0.485, 0.456, 0.406),
+    (0.229, 0.224, 0.225),
+)
+METADATA_KEY = "metadata"
+
+
+class ImageSource(Protocol):
+    """What ``ssl_challenge.data.images`` provides: normalised float batches by index."""
+
+    def __len__(self) -> int: ...
+
+    def load_batch(self, indices: torch.Tensor, augment: bool = False,
+                   generator: torch.Generator | None = None) -> torch.Tensor: ...
+
+
+def normalise_uint8(images: torch.Tensor, mean_std=IMAGENET_MEAN_STD) -> torch.Tensor:
+    """uint8 ``[B, 3, H, W]`` in 0..255 -> float32 ``(x / 255 - mean) / std`` on the same device."""
+    mean = torch.tensor(mean_std[0], dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    std = torch.tensor(mean_std[1], dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    return (images.float() / 255.0 - mean) / std
+
+
+def load_image_batch(images: torch.Tensor | ImageSource, indices: torch.Tensor, device: torch.device,
+                     mean_std=IMAGENET_MEAN_STD) -> torch.Tensor:
+    """One normalised, un-augmented float batch on ``device`` from a uint8 tensor or an image source."""
+    if isinstance(images, torch.Tensor):
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise TypeError(f"images: expected a uint8 Tensor[N, 3, H, W], got {images.dtype} {tuple(images.shape)}")
+        return normalise_uint8(images[indices].to(device), mean_std)
+    if not hasattr(images, "load_batch"):
+        raise TypeError(f"images: expected a uint8 Tensor or an object with load_batch(), got {type(images).__name__}")
+    return images.load_batch(indices, augment=False, generator=None).to(device)
+
+
+@torch.no_grad()
+def extract_features(
+    backbone: nn.Module,
+    images: torch.Tensor | ImageSource,
+    layers: Sequence[str],
+    plan: dict[str, dict],
+    batch_size: int,
+    device: torch.device | str,
+    normalise_mean_std=IMAGENET_MEAN_STD,
+) -> dict[str, np.ndarray]:
+    """Pooled features ``{layer: float32 [N, plan[layer]["dim"]]}`` of every image, in index order.
+
+    The backbone runs in eval mode without gradients (its train/eval flag is restored afterwards). ``images`` is
+    a uint8 ``Tensor[N, 3, H, W]`` (normalised here with ``normalise_mean_std``, batch by batch, so only one batch
+    is ever in float) or an :class:`ImageSource` that returns normalised batches itself.
+    """
+    layers = list(layers)
+    missing = [layer for layer in layers if layer not in plan]
+    if missing:
+        raise KeyError(f"pooling plan has no layer(s) {missing}; it has {sorted(plan)}")
+    device = torch.device(device)
+    num_images = len(images)
+    features = {layer: np.empty((num_images, plan[layer]["dim"]), dtype=np.float32) for layer in layers}
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        starts = range(0, num_images, batch_size)
+        for start in tqdm(starts, desc="features", unit="batch", mininterval=10):
+            indices = torch.arange(start, min(start + batch_size, num_images))
+            batch = load_image_batch(images, indices, device, normalise_mean_std)
+            pooled = pool_features(backbone(batch), plan, layers)
+            for layer in layers:
+                features[layer][start:start + len(indices)] = pooled[layer].float().cpu().numpy()
+    finally:
+        backbone.train(was_training)
+    return features
+
+
+def save_features(path: str | os.PathLike, features: dict[str, np.ndarray], metadata: dict[str, Any]) -> None:
+    """Write all layers and the JSON ``metadata`` to one ``.npz`` atomically (a killed job leaves no file)."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ValueError(f"{path}: feature files must end in .npz")
+    if METADATA_KEY in features:
+        raise ValueError(f"{path}: '{METADATA_KEY}' is reserved and cannot be a layer name")
+    counts = {layer: array.shape[0] for layer, array in features.items()}
+    if len(set(counts.values())) > 1:
+        raise ValueError(f"{path}: layers have different numbers of images {counts}")
+    arrays = {layer: np.ascontiguousarray(array, dtype=np.float32) for layer, array in features.items()}
+    arrays[METADATA_KEY] = np.array(json.dumps(metadata, sort_keys=True))
+    with atomic_path(path) as temporary:
+        np.savez(temporary, **arrays)
+
+
+def load_features(
+    path: str | os.PathLike, layers: Sequence[str] | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """``({layer: float32 [N, dim]}, metadata)``; ``layers=None`` loads every layer in the file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: feature file not found")
+    with np.load(path, allow_pickle=False) as archive:
+        if METADATA_KEY not in archive.files:
+            raise ValueError(f"{path}: not a feature file (no '{METADATA_KEY}' entry)")
+        metadata = json.loads(str(archive[METADATA_KEY]))
+        available = [name for name in archive.files if name != METADATA_KEY]
+        wanted = available if layers is None else list(layers)
+        missing = [layer for layer in wanted if layer not in available]
+        if missing:
+            raise KeyError(f"{path}: no layer(s) {missing}; the file has {sorted(available)}")
+        return {layer: archive[layer] for layer in wanted}, metadata

@@ -1,0 +1,53 @@
+"""The common interface of pretraining methods.
+
+A method is one ``torch.nn.Module`` that receives its backbone, owns its heads, loss and state (memories,
+pseudo-labels), and exposes a few hooks that the generic training loop (``ssl_challenge.engine.train``) calls.
+Everything a method needs to continue exactly after a restart lives in its ``state_dict`` (register tensors as
+buffers, or override ``extra_state``) -- the loop checkpoints it with the model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol, runtime_checkable
+
+import torch
+
+
+@dataclass
+class EpochContext:
+    """What the loop hands to ``before_epoch``.
+
+    ``extract_features(module_fn)`` runs ``module_fn(images) -> Tensor[B, D]`` over the whole training set in
+    index order, without augmentation and without gradients, and returns a ``Tensor[N, D]`` (DC's per-epoch
+    extraction, ODC's memory initialisation). ``generator`` is seeded from (seed, epoch) so draws are reproducible.
+    """
+
+    epoch: int
+    num_samples: int
+    device: torch.device
+    generator: torch.Generator
+    extract_features: Callable[[Callable[[torch.Tensor], torch.Tensor]], torch.Tensor]
+
+
+@runtime_checkable
+class PretrainingMethod(Protocol):
+    """Hooks called by the training loop, in this order per epoch:
+
+    1. ``before_epoch(context)``  -- e.g. DC clusters here; ODC initialises its memory at the first epoch.
+    2. ``epoch_indices(context)`` -> ``LongTensor[L]``: the sample order of the epoch (default: a permutation;
+       DC: uniform over clusters; ODC: with replacement). The loop cuts it into batches.
+    3. per batch: ``training_step(images[B,C,H,W], indices[B])`` -> (loss, logs); the loop runs backward and the
+       optimiser step, then calls ``after_step(indices)`` (memory updates that must follow the step).
+    """
+
+    def parameter_groups(self, base: dict) -> list[dict]:
+        """Optimiser parameter groups; ``base`` holds lr/momentum/weight_decay. Heads may set momentum 0."""
+        ...
+
+    def before_epoch(self, context: EpochContext) -> None: ...
+
+    def epoch_indices(self, context: EpochContext) -> torch.Tensor: ...
+
+    def training_step(self, images: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+    def after_step(self, indices: torch.Tensor) -> dict[str, float]: ...

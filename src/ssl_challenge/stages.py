@@ -1,0 +1,247 @@
+"""One function per workflow stage: typed config in, files out. The Snakemake scripts are thin adapters to these.
+
+Heavy imports (torch, scikit-learn) happen inside the functions so that importing this module stays cheap.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .config import from_dict
+from .io import atomic_path, write_json_atomic
+
+FEATURE_SPLITS = {
+    "voc07_trainval": ("voc07", "trainval"),
+    "voc07_test": ("voc07", "test"),
+    "places205_train": ("places205", "train"),
+    "places205_val": ("places205", "val"),
+}
+
+
+def select_device():
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def config_digest(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def copy_atomic(source: str | Path, target: str | Path) -> None:
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+# ------------------------------------------------------------------------------------------------ data
+def prepare_embedded_data(embedded: dict, out_root: str | Path, log: logging.Logger) -> dict:
+    """Build the embedded data set under ``out_root``; ``manifest.json`` is written last (the rule's output)."""
+    from .data.embedded import build_embedded_data
+
+    options = dict(embedded)
+    fashion_mnist_dir = options.pop("fashion_mnist_dir")
+    out_root = Path(out_root)
+    for stale in ("imagenet", "VOCdevkit", "places205"):  # a killed build leaves partial trees: start clean
+        shutil.rmtree(out_root / stale, ignore_errors=True)
+    manifest = build_embedded_data(fashion_mnist_dir, out_root, **options)
+    log.info("embedded data: %s", json.dumps({k: v for k, v in manifest.items() if k != "sources"}))
+    return manifest
+
+
+def split_images(split: str, roots: dict, classes: Sequence[str]) -> tuple[list[Path], list[str], np.ndarray | None]:
+    """Image paths, image ids and (for Places205) labels of an evaluation split, in the file lists' order."""
+    dataset, subset = FEATURE_SPLITS[split]
+    if dataset == "voc07":
+        from .data.voc07 import read_voc07_labels, voc07_class_names
+
+        root = Path(roots["voc07"])
+        ids, _ = read_voc07_labels(root, subset, list(classes) or voc07_class_names(root))
+        return [root / "VOC2007" / "JPEGImages" / f"{image_id}.jpg" for image_id in ids], ids, None
+    from .data.places205 import read_places205_list
+
+    root = Path(roots["places205"])
+    relative_paths, labels = read_places205_list(root, subset)
+    return [root / "images256" / path for path in relative_paths], list(relative_paths), labels
+
+
+# ------------------------------------------------------------------------------------------------ pretraining
+def pretrain_model(
+    model_config: dict,
+    pretrain_data: dict,
+    imagenet_root: str,
+    model_output: str,
+    metrics_output: str,
+    threads: int,
+    log: logging.Logger,
+) -> None:
+    """Pretrain (or resume) one model. Runs live in ``runs/<config digest>/`` beside the output, so a changed
+    config starts afresh while a killed run of the same config continues from its checkpoint."""
+    import torch
+
+    from .data.images import build_image_source
+    from .data.imagenet import list_imagenet_images
+    from .engine.train import PretrainConfig, pretrain
+
+    torch.set_num_threads(threads)
+    model_name = Path(model_output).parent.name
+    config = from_dict(PretrainConfig, model_config, where=f"models.{model_name}")
+    paths = list_imagenet_images(imagenet_root, "train")
+    log.info("%d pretraining images under %s", len(paths), imagenet_root)
+    images = build_image_source(
+        paths,
+        preload=pretrain_data["preload"],
+        resize_shorter=pretrain_data["resize_shorter"],
+        crop_size=pretrain_data["image_size"],
+        crop_padding=pretrain_data["crop_padding"],
+    )
+    run_dir = Path(model_output).parent / "runs" / config_digest(model_config | {"data": pretrain_data})
+    final = pretrain(config, images, run_dir, select_device(), log=log.info)
+    copy_atomic(run_dir / "metrics.jsonl", metrics_output)
+    copy_atomic(final, model_output)
+
+
+# ------------------------------------------------------------------------------------------------ features
+def load_backbone(model_path: str | Path, device):
+    import torch
+
+    from .models.backbones import build_backbone
+
+    checkpoint = torch.load(model_path, map_location="cpu", weights_only=False)
+    backbone = build_backbone(checkpoint["backbone_config"])
+    backbone.load_state_dict(checkpoint["backbone"], strict=True)
+    return backbone.to(device).eval(), checkpoint["backbone_config"]
+
+
+def pooling_target(features_config: dict) -> int | str:
+    pooling = features_config["pooling"]
+    return pooling if pooling == "reference" else int(pooling)
+
+
+def extract_split_features(
+    model_path: str,
+    split: str,
+    features_config: dict,
+    roots: dict,
+    classes: Sequence[str],
+    output: str,
+    threads: int,
+    log: logging.Logger,
+) -> None:
+    import torch
+
+    from .data.images import load_image_tensor
+    from .features import extract_features, save_features
+    from .models.pooling import pooling_plan
+
+    torch.set_num_threads(threads)
+    device = select_device()
+    backbone, backbone_config = load_backbone(model_path, device)
+    paths, ids, labels = split_images(split, roots, classes)
+    images = load_image_tensor(paths, resize_shorter=features_config["resize_shorter"],
+                               final_size=features_config["image_size"], threads=threads)
+    plan = pooling_plan(backbone, features_config["image_size"], pooling_target(features_config))
+    layers = list(features_config["layers"])
+    features = extract_features(backbone, images, layers, plan, features_config["batch_size"], device)
+    metadata = {
+        "split": split,
+        "image_ids": ids,
+        "labels": None if labels is None else [int(label) for label in labels],
+        "backbone_config": backbone_config,
+        "pooling_plan": plan,
+        "input_size": features_config["image_size"],
+        "resize_shorter": features_config["resize_shorter"],
+        "layers": layers,
+        "model": str(model_path),
+    }
+    save_features(output, features, metadata)
+    log.info("%s: %d images, dims %s", split, len(ids), {layer: plan[layer]["dim"] for layer in layers})
+
+
+# ------------------------------------------------------------------------------------------------ VOC07 SVM tracks
+def voc07_split_with_features(features_path, layer, voc07_root, subset, classes):
+    """Features of ``layer`` and the VOC label matrix, checked to be in the same image order."""
+    from .data.voc07 import read_voc07_labels, voc07_class_names
+    from .features import load_features
+
+    classes = list(classes) or voc07_class_names(voc07_root)
+    features, metadata = load_features(features_path, [layer])
+    ids, labels = read_voc07_labels(voc07_root, subset, classes)
+    if list(metadata["image_ids"]) != list(ids):
+        raise ValueError(f"{features_path}: image order differs from {voc07_root} ImageSets/Main/{subset}.txt; "
+                         "re-extract the features")
+    return features[layer], labels, classes
+
+
+def evaluate_voc07_svm(trainval_features, test_features, layer, svm_config, voc07_root, classes, output,
+                       n_jobs, log) -> None:
+    from .evaluation.svm import protocol_costs, train_and_test_full_svm
+
+    train_x, train_y, classes = voc07_split_with_features(trainval_features, layer, voc07_root, "trainval", classes)
+    test_x, test_y, _ = voc07_split_with_features(test_features, layer, voc07_root, "test", classes)
+    costs = protocol_costs(svm_config["costs"], svm_config["extra_powers"])
+    log.info("layer %s: %s trainval, %s test, %d costs", layer, train_x.shape, test_x.shape, len(costs))
+    result = train_and_test_full_svm(train_x, train_y, test_x, test_y, costs, classes, n_jobs=n_jobs)
+    result.update(layer=layer, dim=int(train_x.shape[1]))
+    write_json_atomic(output, result)
+    log.info("layer %s: mAP %.2f", layer, result["map"])
+
+
+def draw_voc07_lowshot_samples(lowshot_config, voc07_root, classes, output, log) -> None:
+    from .data.voc07 import read_voc07_labels, voc07_class_names
+    from .evaluation.lowshot import draw_lowshot_samples, save_lowshot_samples
+
+    classes = list(classes) or voc07_class_names(voc07_root)
+    ids, labels = read_voc07_labels(voc07_root, "trainval", classes)
+    samples = draw_lowshot_samples(labels, lowshot_config["k_values"], lowshot_config["num_samples"],
+                                   lowshot_config["seed"])
+    samples["image_ids_digest"] = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+    save_lowshot_samples(output, samples)
+    log.info("low-shot samples: k %s x %d samples", lowshot_config["k_values"], lowshot_config["num_samples"])
+
+
+def evaluate_voc07_lowshot(trainval_features, test_features, samples_path, layer, lowshot_config, voc07_root,
+                           classes, output, n_jobs, log) -> None:
+    from .evaluation.lowshot import evaluate_lowshot, load_lowshot_samples
+    from .evaluation.svm import protocol_costs
+
+    train_x, train_y, classes = voc07_split_with_features(trainval_features, layer, voc07_root, "trainval", classes)
+    test_x, test_y, _ = voc07_split_with_features(test_features, layer, voc07_root, "test", classes)
+    samples = load_lowshot_samples(samples_path)
+    costs = protocol_costs(lowshot_config["costs"], lowshot_config["extra_powers"])
+    result = evaluate_lowshot(train_x, train_y, test_x, test_y, samples, costs, classes, n_jobs=n_jobs)
+    result.update(layer=layer, dim=int(train_x.shape[1]))
+    write_json_atomic(output, result)
+    log.info("layer %s: low-shot track score %.2f", layer, result["track_score"])
+
+
+# ------------------------------------------------------------------------------------------------ Places205 probe
+def evaluate_places205_linear(inputs, probe_config, features_config, places205_root, output, metrics_output,
+                              threads, log) -> None:
+    import torch
+
+    from .evaluation.linear_probe import LinearProbeConfig, train_linear_probe_on_features
+    from .features import load_features
+    from .io import write_text_atomic
+
+    torch.set_num_threads(threads)
+    options = {key: probe_config[key] for key in ("epochs", "milestones", "lr", "batch_size")}
+    config = from_dict(LinearProbeConfig, options, where="evaluation.places205_linear")
+    layers = list(probe_config["layers"])
+    if probe_config["mode"] != "cached":
+        raise NotImplementedError("evaluation.places205_linear.mode 'online' is not wired into the workflow yet")
+    train, train_meta = load_features(inputs["train"], layers)
+    val, val_meta = load_features(inputs["val"], layers)
+    result = train_linear_probe_on_features(
+        train, np.asarray(train_meta["labels"]), val, np.asarray(val_meta["labels"]), config,
+        device=select_device(), seed=probe_config["seed"],
+    )
+    epochs = result.pop("epochs_log", [])
+    write_text_atomic(metrics_output, "".join(json.dumps(record) + "\n" for record in epochs))
+    write_json_atomic(output, result)
+    log.info("places205 top-1 per layer: %s", result["top1"])

@@ -1,0 +1,173 @@
+"""Leaderboard and stage-time tables, and plots, from the evaluation JSON files the pipeline wrote.
+
+Only measured numbers go in the measured section; the published reference rows (PROTOCOLS.md) are a separate,
+labelled section and never mixed with them.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from .io import atomic_path, write_text_atomic
+
+TRACK_COLUMNS = ["voc07_svm", "voc07_lowshot", "places205_linear"]
+PUBLISHED_SOURCE = "published: ResNet-50, ImageNet pretraining, OpenSelfSup protocol (not measured here)"
+# (model, VOC07 SVM best layer, low-shot mean over k, Places205 feat5 top-1); None where not published.
+PUBLISHED_ROWS = [
+    ("supervised", 87.17, 75.71, 53.05),
+    ("random init", 30.54, 14.84, None),
+    ("Relative-Loc", 64.78, 38.70, None),
+    ("Rotation", 67.38, 41.04, 43.72),
+    ("DeepCluster", 74.26, 54.85, 42.61),
+    ("NPID", 74.50, 51.13, 47.73),
+    ("ODC", 78.42, 58.38, 49.18),
+    ("MoCo v1", 79.18, 57.68, None),
+    ("challenge winner (seed slides, concatenation)", 79.82, 57.10, None),
+]
+
+
+def read_json(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def best_layer(results: Sequence[dict], score_key: str) -> tuple[float, str]:
+    """The best layer's score among per-layer result dicts (each with 'layer')."""
+    best = max(results, key=lambda result: result[score_key])
+    return float(best[score_key]), best["layer"]
+
+
+def model_row(model: str, files: dict) -> dict:
+    """One leaderboard row: best-layer score per track (x100) and the layer it came from."""
+    row: dict = {"model": model}
+    svm = [read_json(path) for path in files.get("voc07_svm", [])]
+    if svm:
+        row["voc07_svm"], row["voc07_svm_layer"] = best_layer(svm, "map")
+    lowshot = [read_json(path) for path in files.get("voc07_lowshot", [])]
+    if lowshot:
+        row["voc07_lowshot"], row["voc07_lowshot_layer"] = best_layer(lowshot, "track_score")
+    for path in files.get("places205_linear", []):
+        probe = read_json(path)
+        top1 = probe["top1"]
+        layer = max(top1, key=top1.get)
+        row["places205_linear"], row["places205_linear_layer"] = float(top1[layer]), layer
+    return row
+
+
+def measured_table(evaluations: dict) -> pd.DataFrame:
+    columns = ["model"] + [name for track in TRACK_COLUMNS for name in (track, f"{track}_layer")]
+    rows = [model_row(model, files) for model, files in evaluations.items()]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def published_table() -> pd.DataFrame:
+    frame = pd.DataFrame(PUBLISHED_ROWS, columns=["model", "voc07_svm", "voc07_lowshot", "places205_linear"])
+    frame["source"] = PUBLISHED_SOURCE
+    return frame
+
+
+def format_number(value) -> str:
+    return "" if value is None or pd.isna(value) else f"{value:.2f}"
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    header = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    lines = [header, rule]
+    for _, row in frame.iterrows():
+        cells = [format_number(value) if isinstance(value, float) or value is None else str(value) for value in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def latex_escape(text: str) -> str:
+    return str(text).replace("_", r"\_").replace("&", r"\&").replace("%", r"\%")
+
+
+def latex_table(frame: pd.DataFrame, caption: str) -> str:
+    columns = " & ".join(latex_escape(column) for column in frame.columns)
+    body = []
+    for _, row in frame.iterrows():
+        cells = [format_number(v) if isinstance(v, float) or v is None else latex_escape(v) for v in row]
+        body.append(" & ".join(cells) + r" \\")
+    return "\n".join([
+        r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(caption)}}}",
+        r"\begin{tabular}{" + "l" * len(frame.columns) + "}", r"\toprule", columns + r" \\", r"\midrule",
+        *body, r"\bottomrule", r"\end{tabular}", r"\end{table}", "",
+    ])
+
+
+def write_tables(measured: pd.DataFrame, published: pd.DataFrame, outputs: Sequence[str]) -> None:
+    """leaderboard.csv (a `section` column separates measured from published rows), .md and .tex."""
+    csv_path, md_path, tex_path = (next(p for p in outputs if p.endswith(ext)) for ext in (".csv", ".md", ".tex"))
+    combined = pd.concat([measured.assign(section="measured"), published.assign(section="published")])
+    with atomic_path(csv_path) as tmp:
+        combined.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL)
+    published_view = published.drop(columns=["source"])
+    write_text_atomic(md_path, "\n".join([
+        "# Leaderboard", "", "Measured by this pipeline (best layer per track, x100):", "",
+        markdown_table(measured), "", f"## Published reference figures ({PUBLISHED_SOURCE})", "",
+        markdown_table(published_view), "",
+    ]))
+    write_text_atomic(tex_path, latex_table(measured, "Measured by this pipeline (best layer per track)")
+                      + latex_table(published_view, PUBLISHED_SOURCE))
+
+
+def stage_times(benchmark_dir: str | Path) -> pd.DataFrame:
+    """Wall time of every job from Snakemake's benchmark files (stage = first folder, job = the rest)."""
+    rows = []
+    root = Path(benchmark_dir)
+    for path in sorted(root.rglob("*.tsv")):
+        relative = path.relative_to(root).with_suffix("")
+        frame = pd.read_csv(path, sep="\t")
+        rows.append({"stage": relative.parts[0], "job": "/".join(relative.parts[1:]) or relative.parts[0],
+                     "seconds": float(frame["s"].iloc[-1]), "max_rss_mb": float(frame["max_rss"].iloc[-1])})
+    return pd.DataFrame(rows, columns=["stage", "job", "seconds", "max_rss_mb"])
+
+
+def plot_lowshot(evaluations: dict, output: str | Path) -> None:
+    """Low-shot mAP against k per model (best layer), with the min-max range over samples."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for model, files in evaluations.items():
+        results = [read_json(path) for path in files.get("voc07_lowshot", [])]
+        if not results:
+            continue
+        best = max(results, key=lambda result: result["track_score"])
+        ks = sorted(best["per_k"], key=int)
+        means = [best["per_k"][k]["mean"] for k in ks]
+        lows = [best["per_k"][k]["mean"] - best["per_k"][k]["min"] for k in ks]
+        highs = [best["per_k"][k]["max"] - best["per_k"][k]["mean"] for k in ks]
+        axis.errorbar([int(k) for k in ks], means, yerr=[lows, highs], marker="o", capsize=3,
+                      label=f"{model} ({best['layer']})")
+    axis.set_xscale("log", base=2)
+    axis.set_xlabel("positives per class (k)")
+    axis.set_ylabel("VOC07 test mAP (%)")
+    axis.set_title("VOC07 low-shot SVM (measured)")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    with atomic_path(output) as tmp:
+        figure.savefig(tmp, dpi=120)
+    plt.close(figure)
+
+
+def write_leaderboard(evaluations: dict, benchmark_dir: str, table_outputs: Sequence[str], stage_times_output: str,
+                      lowshot_plot: str, log: logging.Logger) -> pd.DataFrame:
+    measured = measured_table(evaluations)
+    write_tables(measured, published_table(), table_outputs)
+    times = stage_times(benchmark_dir)
+    with atomic_path(stage_times_output) as tmp:
+        times.to_csv(tmp, index=False)
+    plot_lowshot(evaluations, lowshot_plot)
+    log.info("leaderboard:\n%s", measured.to_string(index=False))
+    log.info("stage wall times (s):\n%s", times.groupby("stage")["seconds"].sum().to_string())
+    return measured

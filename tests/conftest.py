@@ -1,0 +1,41 @@
+"""Shared test fixtures: the repository root, a scratch copy of the workflow, and the snakemake command."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+WORKFLOW_PATHS = ["Snakefile", "rules", "workflow", "config", "envs", "profiles", "src"]
+
+
+def copy_workflow(target: Path) -> Path:
+    """A scratch copy of the workflow (no results, no venv) that a test may edit freely."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_PATHS:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        elif source.exists():
+            shutil.copy2(source, target / name)
+    return target
+
+
+def run_snakemake(workdir: Path, *args: str, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(workdir / "src"))
+    result = subprocess.run(
+        SNAKEMAKE + list(args), cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+@pytest.fixture
+def workflow_copy(tmp_path: Path) -> Path:
+    return copy_workflow(tmp_path / "workflow")

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import json
+import logging
+
+import pandas as pd
+
+from ssl_challenge.tables import PUBLISHED_ROWS, write_leaderboard
+
+
+def write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+    return str(path)
+
+
+def lowshot_result(layer, means):
+    per_k = {str(k): {"mean": m, "min": m - 1, "max": m + 1, "std": 0.5, "cost": 1.0} for k, m in means.items()}
+    return {"layer": layer, "per_k": per_k, "track_score": sum(means.values()) / len(means)}
+
+
+def test_leaderboard_takes_the_best_layer_and_keeps_published_rows_apart(tmp_path):
+    evaluations = {}
+    for model, offset in (("random", 0.0), ("rot", 10.0)):
+        base = tmp_path / "eval" / model
+        evaluations[model] = {
+            "voc07_svm": [write(base / f"svm_{layer}.json", {"layer": layer, "map": score + offset})
+                          for layer, score in (("feat4", 40.0), ("feat5", 45.0))],
+            "voc07_lowshot": [write(base / "low_feat5.json", lowshot_result("feat5", {1: 10 + offset, 2: 20 + offset}))],
+            "places205_linear": [write(base / "probe.json", {"top1": {"feat4": 50.0 + offset, "feat5": 30.0}})],
+        }
+    bench = tmp_path / "benchmarks" / "pretrain"
+    bench.mkdir(parents=True)
+    (bench / "rot.tsv").write_text("s\th:m:s\tmax_rss\n12.5\t0:00:12\t100.0\n")
+    outputs = [str(tmp_path / "tables" / f"leaderboard{ext}") for ext in (".csv", ".md", ".tex")]
+    measured = write_leaderboard(evaluations, str(tmp_path / "benchmarks"), outputs,
+                                 str(tmp_path / "tables" / "stage_times.csv"), str(tmp_path / "low.png"),
+                                 logging.getLogger("test"))
+    row = measured.set_index("model").loc["rot"]
+    assert row["voc07_svm"] == 55.0 and row["voc07_svm_layer"] == "feat5"
+    assert row["voc07_lowshot"] == 25.0
+    assert row["places205_linear"] == 60.0 and row["places205_linear_layer"] == "feat4"
+    table = pd.read_csv(outputs[0])
+    assert (table["section"] == "published").sum() == len(PUBLISHED_ROWS)
+    assert set(table.loc[table["section"] == "measured", "model"]) == {"random", "rot"}
+    markdown = (tmp_path / "tables" / "leaderboard.md").read_text()
+    assert markdown.index("Measured") < markdown.index("Published")
+    times = pd.read_csv(tmp_path / "tables" / "stage_times.csv")
+    assert times.loc[0, "seconds"] == 12.5 and times.loc[0, "stage"] == "pretrain"

@@ -1,0 +1,59 @@
+"""Dry runs: the DAG of all_tracks, config validation before any job, and the cost of building the DAG."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from conftest import run_snakemake
+
+
+def write_config(path: Path, overrides: dict) -> Path:
+    path.write_text(yaml.safe_dump(overrides))
+    return path
+
+
+def test_dry_run_lists_every_stage_quickly(workflow_copy):
+    started = time.monotonic()
+    result = run_snakemake(workflow_copy, "-n", "all_tracks")
+    elapsed = time.monotonic() - started
+    output = result.stdout + result.stderr
+    for rule in ("prepare_data", "pretrain", "extract_features", "svm_full", "lowshot_samples", "svm_lowshot",
+                 "linear_probe", "leaderboard", "all_tracks"):
+        assert rule in output, f"rule {rule} missing from the dry run"
+    assert elapsed < 5.0, f"dry run took {elapsed:.1f} s"
+
+
+def test_dag_building_never_imports_torch(workflow_copy):
+    env = dict(os.environ, PYTHONPATH=str(workflow_copy / "src"))
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "snakemake", "-n", "all_tracks"],
+                            cwd=workflow_copy, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time")}
+    assert "ssl_challenge.data.layouts" in imported  # the check ran in this process
+    assert not {name for name in imported if name == "torch" or name.startswith("torch.")}
+
+
+def test_unknown_config_key_fails_before_any_job(workflow_copy, tmp_path):
+    config = write_config(tmp_path / "bad.yaml", {"features": {"layerz": ["feat5"]}})
+    result = run_snakemake(workflow_copy, "-n", "--configfile", str(config), check=False)
+    assert result.returncode != 0
+    assert "layerz" in result.stdout + result.stderr
+
+
+def test_wrong_type_names_the_key(workflow_copy, tmp_path):
+    config = write_config(tmp_path / "bad.yaml", {"evaluation": {"voc07_svm": {"costs": "ten"}}})
+    result = run_snakemake(workflow_copy, "-n", "--configfile", str(config), check=False)
+    assert result.returncode != 0
+    assert "costs" in result.stdout + result.stderr
+
+
+def test_missing_fashion_mnist_is_reported_with_its_key(workflow_copy, tmp_path):
+    config = write_config(tmp_path / "bad.yaml", {"data": {"embedded": {"fashion_mnist_dir": str(tmp_path / "x")}}})
+    result = run_snakemake(workflow_copy, "-n", "--configfile", str(config), check=False)
+    assert result.returncode != 0
+    assert "data.embedded.fashion_mnist_dir" in result.stdout + result.stderr

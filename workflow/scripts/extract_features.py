@@ -1,0 +1,20 @@
+"""Extract the multi-layer features of one model on one evaluation split."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+from ssl_challenge.jobs import job_logging  # noqa: E402
+
+with job_logging(snakemake) as log:
+    from ssl_challenge.stages import extract_split_features
+
+    extract_split_features(
+        model_path=snakemake.input.model,
+        split=snakemake.wildcards.split,
+        features_config=snakemake.params.features,
+        roots=snakemake.params.roots,
+        classes=snakemake.params.classes,
+        output=snakemake.output.features,
+        threads=snakemake.threads,
+        log=log,
+    )

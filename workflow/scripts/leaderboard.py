@@ -1,0 +1,18 @@
+"""Leaderboard tables (CSV, Markdown, LaTeX), stage wall times and the low-shot plot."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+from ssl_challenge.jobs import job_logging  # noqa: E402
+
+with job_logging(snakemake) as log:
+    from ssl_challenge.tables import write_leaderboard
+
+    write_leaderboard(
+        evaluations=snakemake.params.evaluations,
+        benchmark_dir=snakemake.params.benchmark_dir,
+        table_outputs=list(snakemake.output.tables),
+        stage_times_output=snakemake.output.stage_times,
+        lowshot_plot=snakemake.output.lowshot_plot,
+        log=log,
+    )

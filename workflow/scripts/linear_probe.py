@@ -1,0 +1,20 @@
+"""Track 3: the Places205 linear probe (one BatchNorm + fc head per layer) of one model."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+from ssl_challenge.jobs import job_logging  # noqa: E402
+
+with job_logging(snakemake) as log:
+    from ssl_challenge.stages import evaluate_places205_linear
+
+    evaluate_places205_linear(
+        inputs=dict(snakemake.input.items()),
+        probe_config=snakemake.params.probe,
+        features_config=snakemake.params.features,
+        places205_root=snakemake.params.roots["places205"],
+        output=snakemake.output.result,
+        metrics_output=snakemake.output.metrics,
+        threads=snakemake.threads,
+        log=log,
+    )

@@ -1,0 +1,17 @@
+"""Draw and save the low-shot samples once, so that every model is evaluated on the same ones."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+from ssl_challenge.jobs import job_logging  # noqa: E402
+
+with job_logging(snakemake) as log:
+    from ssl_challenge.stages import draw_voc07_lowshot_samples
+
+    draw_voc07_lowshot_samples(
+        lowshot_config=snakemake.params.lowshot,
+        voc07_root=snakemake.params.roots["voc07"],
+        classes=snakemake.params.classes,
+        output=snakemake.output.samples,
+        log=log,
+    )

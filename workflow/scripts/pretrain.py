@@ -1,0 +1,19 @@
+"""Pretrain one model; a killed or preempted job resumes from its checkpoint when the rule runs again."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+from ssl_challenge.jobs import job_logging  # noqa: E402
+
+with job_logging(snakemake) as log:
+    from ssl_challenge.stages import pretrain_model
+
+    pretrain_model(
+        model_config=snakemake.params.model,
+        pretrain_data=snakemake.params.pretrain_data,
+        imagenet_root=snakemake.params.roots["imagenet"],
+        model_output=snakemake.output.model,
+        metrics_output=snakemake.output.metrics,
+        threads=snakemake.threads,
+        log=log,
+    )

@@ -1,0 +1,21 @@
+"""Track 1: the VOC07 full linear SVM protocol on one layer of one model."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+from ssl_challenge.jobs import job_logging  # noqa: E402
+
+with job_logging(snakemake) as log:
+    from ssl_challenge.stages import evaluate_voc07_svm
+
+    evaluate_voc07_svm(
+        trainval_features=snakemake.input.trainval,
+        test_features=snakemake.input.test,
+        layer=snakemake.wildcards.layer,
+        svm_config=snakemake.params.svm,
+        voc07_root=snakemake.params.roots["voc07"],
+        classes=snakemake.params.classes,
+        output=snakemake.output.result,
+        n_jobs=snakemake.threads,
+        log=log,
+    )

@@ -1,0 +1,22 @@
+"""Track 2: the VOC07 low-shot SVM on one layer of one model, on the recorded samples."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+from ssl_challenge.jobs import job_logging  # noqa: E402
+
+with job_logging(snakemake) as log:
+    from ssl_challenge.stages import evaluate_voc07_lowshot
+
+    evaluate_voc07_lowshot(
+        trainval_features=snakemake.input.trainval,
+        test_features=snakemake.input.test,
+        samples_path=snakemake.input.samples,
+        layer=snakemake.wildcards.layer,
+        lowshot_config=snakemake.params.lowshot,
+        voc07_root=snakemake.params.roots["voc07"],
+        classes=snakemake.params.classes,
+        output=snakemake.output.result,
+        n_jobs=snakemake.threads,
+        log=log,
+    )

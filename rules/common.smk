@@ -105,7 +105,7 @@ CODE_MODULES = {
 
 
 def code_digest(*groups):
-    """SHA-256 over the library files a stage runs, as a rule param: editing them marks the stage stale.
+    """SHA-256 over the library files a stage runs, passed as a param; editing them marks the stage stale.
 
     Snakemake tracks a rule's script but not the modules it imports, so each rule names its groups here.
     """

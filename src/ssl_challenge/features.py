@@ -103,6 +103,8 @@ def save_features(path: str | os.PathLike, features: dict[str, np.ndarray], meta
     if len(set(counts.values())) > 1:
         raise ValueError(f"{path}: layers have different numbers of images {counts}")
     arrays = {layer: np.ascontiguousarray(array, dtype=np.float32) for layer, array in features.items()}
+    # The counts that a reader checks first are always recorded, whatever the caller put in the metadata.
+    metadata = {"layers": list(features), "num_images": next(iter(counts.values()), 0), **metadata}
     arrays[METADATA_KEY] = np.array(json.dumps(metadata, sort_keys=True))
     with atomic_path(path) as temporary:
         np.savez(temporary, **arrays)

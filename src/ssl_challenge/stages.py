@@ -63,11 +63,11 @@ def split_images(split: str, roots: dict, classes: Sequence[str]) -> tuple[list[
         root = Path(roots["voc07"])
         ids, _ = read_voc07_labels(root, subset, list(classes) or voc07_class_names(root))
         return [root / "VOC2007" / "JPEGImages" / f"{image_id}.jpg" for image_id in ids], ids, None
-    from .data.places205 import read_places205_list
+    from .data.places205 import places205_image_paths, read_places205_list
 
     root = Path(roots["places205"])
     relative_paths, labels = read_places205_list(root, subset)
-    return [root / "images256" / path for path in relative_paths], list(relative_paths), labels
+    return places205_image_paths(root, relative_paths), list(relative_paths), labels
 
 
 # ------------------------------------------------------------------------------------------------ pretraining

@@ -21,7 +21,7 @@ SMOKE = ["--configfile", "config/smoke.yaml"]
 def smoke_run(tmp_path_factory):
     workdir = copy_workflow(tmp_path_factory.mktemp("smoke") / "workflow")
     started = time.monotonic()
-    run_snakemake(workdir, "--cores", "2", *SMOKE, "all_tracks", timeout=900)
+    run_snakemake(workdir, "--cores", "2", "all_tracks", *SMOKE, timeout=900)
     return workdir, time.monotonic() - started
 
 
@@ -43,7 +43,7 @@ def test_smoke_run_fills_the_leaderboard(smoke_run):
 
 def test_second_run_has_nothing_to_do(smoke_run):
     workdir, _ = smoke_run
-    result = run_snakemake(workdir, "-n", *SMOKE, "all_tracks")
+    result = run_snakemake(workdir, "-n", "all_tracks", *SMOKE)
     assert planned_jobs(result.stdout + result.stderr) == []
 
 
@@ -53,7 +53,7 @@ def test_changing_one_model_marks_exactly_its_stages(smoke_run, tmp_path):
     smoke["models"]["rot"]["optimizer"]["lr"] = 0.04
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(smoke))
-    jobs = planned_jobs(run_snakemake(workdir, "-n", "--configfile", str(changed), "all_tracks").stdout)
+    jobs = planned_jobs(run_snakemake(workdir, "-n", "all_tracks", "--configfile", str(changed)).stdout)
     models = {job.model for job in jobs if job.model}
     assert models == {"rot"}
     assert {job.rule for job in jobs} >= {"pretrain", "extract_features", "svm_full", "svm_lowshot", "linear_probe",
@@ -68,7 +68,7 @@ def test_editing_a_method_module_marks_its_stages_and_names_the_reason(smoke_run
     original = module.read_text()
     try:
         module.write_text(original + "\n# an edit that changes the code digest\n")
-        jobs = planned_jobs(run_snakemake(workdir, "-n", *SMOKE, "all_tracks").stdout)
+        jobs = planned_jobs(run_snakemake(workdir, "-n", "all_tracks", *SMOKE).stdout)
     finally:
         module.write_text(original)
     assert {job.model for job in jobs if job.model} == {"rot"}

@@ -26,7 +26,7 @@ def challenge_config_with_roots(tmp_path, classes=VOC_CLASSES, voc_classes_on_di
 
 def test_challenge_config_dry_run_on_real_layouts(workflow_copy, tmp_path):
     config = challenge_config_with_roots(tmp_path)
-    result = run_snakemake(workflow_copy, "-n", "--configfile", str(config), "all_tracks")
+    result = run_snakemake(workflow_copy, "-n", "all_tracks", "--configfile", str(config))
     output = result.stdout + result.stderr
     assert "prepare_data" not in output  # real roots: nothing to build
     for layer in ("feat1", "feat5"):

@@ -68,17 +68,19 @@ def build_embedded_data(fashion_mnist_dir: str | os.PathLike, out_root: str | os
     out_root = Path(out_root)
     _refuse_existing_trees(out_root)
     images, labels, sources = load_fashion_mnist(fashion_mnist_dir)
-    allocation_seed, trainval_seed, test_seed, places_seed = np.random.SeedSequence(seed).spawn(4)
+    # one independent stream per part: each part's images depend only on its own items and the seed
+    streams = dict(zip(("allocation", "trainval", "test", "places"),
+                       (np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(4))))
     allocation = allocate_items(
-        sources["train"]["items"], np.random.default_rng(allocation_seed),
-        n_items=len(images), pretrain_images=pretrain_images, voc_images={"trainval": voc_trainval, "test": voc_test},
+        sources["train"]["items"], streams["allocation"], n_items=len(images), pretrain_images=pretrain_images,
+        voc_images={"trainval": voc_trainval, "test": voc_test},
         places_images={"train": places_train, "val": places_val}, max_items=max_items,
     )
     pretrain_counts = write_pretrain_images(images, labels, allocation["pretrain"], out_root / "imagenet")
     voc_summary = write_voc07(images, labels, allocation, out_root / "VOCdevkit", canvas_size,
-                              {"trainval": np.random.default_rng(trainval_seed), "test": np.random.default_rng(test_seed)})
+                              {split: streams[split] for split in layouts.VOC07_SPLITS})
     places_counts = write_places205(images, labels, allocation, out_root / "places205", canvas_size,
-                                    np.random.default_rng(places_seed))
+                                    streams["places"])
     provenance = {key: (value.tolist() if isinstance(value, np.ndarray) else [v.tolist() for v in value])
                   for key, value in allocation.items()}
     write_text_atomic(out_root / PROVENANCE_FILE, json.dumps(provenance, separators=(",", ":")) + "\n")
@@ -96,7 +98,8 @@ def build_embedded_data(fashion_mnist_dir: str | os.PathLike, out_root: str | os
         "roots": {"imagenet": "imagenet", "voc07": "VOCdevkit", "places205": "places205"},
         "provenance": PROVENANCE_FILE,
         "source_items": {split: split_info["items"] for split, split_info in sources.items()},
-        "sources": {name: file_info for split_info in sources.values() for name, file_info in split_info["files"].items()},
+        "sources": {name: file_info for split_info in sources.values()
+                    for name, file_info in split_info["files"].items()},
     }
     write_json_atomic(out_root / "manifest.json", manifest)
     return manifest
@@ -144,15 +147,17 @@ def allocate_items(n_train: int, rng: np.random.Generator, *, n_items: int, pret
     """Disjoint Fashion-MNIST item ids per part: ``pretrain`` from the training split; ``voc_<split>`` (a list of
     id arrays, one per mosaic, 1..max_items long) and ``places_<split>`` from the held-out rest."""
     if pretrain_images > n_train:
-        raise ValueError(f"pretrain_images = {pretrain_images} exceeds the {n_train} Fashion-MNIST training items")
+        raise ValueError(f"config key 'data.embedded.pretrain_images' = {pretrain_images} exceeds the {n_train} "
+                         "Fashion-MNIST training items")
     training_order = rng.permutation(n_train)
     held_out = np.concatenate([training_order[pretrain_images:], np.arange(n_train, n_items)])
     held_out = held_out[rng.permutation(len(held_out))]
     items_per_mosaic = {split: rng.integers(1, max_items + 1, size=count) for split, count in voc_images.items()}
     needed = sum(int(counts.sum()) for counts in items_per_mosaic.values()) + sum(places_images.values())
     if needed > len(held_out):
-        raise ValueError(f"the evaluation sets need {needed} held-out items (VOC mosaics hold up to {max_items}) but "
-                         f"only {len(held_out)} remain after {pretrain_images} pretraining images; reduce the sizes")
+        raise ValueError(f"the evaluation sets need {needed} held-out items (VOC mosaics hold up to {max_items}) "
+                         f"but only {len(held_out)} remain after {pretrain_images} pretraining images; reduce the "
+                         "data.embedded sizes")
     allocation, cursor = {"pretrain": np.sort(training_order[:pretrain_images])}, 0
     for split, counts in items_per_mosaic.items():
         flat = held_out[cursor : cursor + int(counts.sum())]

@@ -72,7 +72,8 @@ def load_image_tensor(
         raise ValueError("load_image_tensor: no image paths given")
     images = np.empty((len(paths), final_size, final_size, 3), dtype=np.uint8)
     show = len(paths) >= PROGRESS_BAR_FROM if progress is None else progress
-    with ThreadPoolExecutor(max(1, threads)) as pool, tqdm(total=len(paths), disable=not show,
+    # mininterval: in a job log (no terminal) every refresh is a new line
+    with ThreadPoolExecutor(max(1, threads)) as pool, tqdm(total=len(paths), disable=not show, mininterval=5,
                                                             desc="decoding images", unit="img") as bar:
         decoded = pool.map(lambda path: decode_for_features(path, resize_shorter, final_size), paths)
         for index, array in enumerate(decoded):

@@ -1,0 +1,295 @@
+"""Track 3 (and the legacy ImageNet track): the linear probe on a frozen trunk.
+
+One head per layer, each ``BatchNorm1d(dim, affine=False)`` followed by ``Linear(dim, num_classes)`` (weights
+normal with std 0.01, bias 0); SGD with Nesterov momentum 0.9, weight decay 1e-4 (0 on normalisation layers),
+batch 256, the learning rate x0.1 at each milestone epoch (reference: 28 epochs, milestones 7, 14, 21). All heads
+train jointly in one loop: their losses are summed, and since the heads share no parameters each one gets
+exactly the gradient it would get alone.
+
+Two ways to feed the heads:
+
+- :func:`train_linear_probe_on_features`: features extracted once (``ssl_challenge.features``) and cached. This
+  is the embedded default and a documented deviation from the reference: no augmentation.
+- :func:`train_linear_probe_online`: images go through the frozen trunk (eval mode, no gradients) every epoch,
+  with the image source's training augmentation -- the reference behaviour, for the real profile.
+
+Both report the top-1 (%) per layer on the validation set after the last epoch, the best layer (the track
+score) and one record per epoch for a JSON-lines log.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from ..features import ImageSource, load_image_batch
+from ..models.pooling import pool_features
+
+NORMALISATION_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm,
+                        nn.LayerNorm)
+
+FeatureBatch = tuple[dict[str, torch.Tensor], torch.Tensor]  # ({layer: [B, dim]}, labels [B])
+
+
+@dataclass(frozen=True)
+class LinearProbeConfig:
+    epochs: int
+    milestones: tuple[int, ...]
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = True
+    batch_size: int = 256
+
+    def __post_init__(self):
+        object.__setattr__(self, "milestones", tuple(self.milestones))
+        if self.epochs < 1:
+            raise ValueError(f"linear probe epochs: expected >= 1, got {self.epochs}")
+        if list(self.milestones) != sorted(set(self.milestones)) or any(m < 1 for m in self.milestones):
+            raise ValueError(f"linear probe milestones: expected increasing positive epochs, got {self.milestones}")
+        if self.batch_size < 2:  # BatchNorm cannot normalise a batch of one
+            raise ValueError(f"linear probe batch_size: expected >= 2, got {self.batch_size}")
+
+
+# ------------------------------------------------------------------------------------------------ heads
+def build_probe_heads(dims: dict[str, int], num_classes: int, generator: torch.Generator) -> nn.ModuleDict:
+    """``{layer: BatchNorm1d(dim, affine=False) -> Linear(dim, num_classes)}``, initialised from ``generator``."""
+    heads = nn.ModuleDict()
+    for layer, dim in dims.items():
+        linear = nn.Linear(dim, num_classes)
+        nn.init.normal_(linear.weight, mean=0.0, std=0.01, generator=generator)
+        nn.init.zeros_(linear.bias)
+        heads[layer] = nn.Sequential(nn.BatchNorm1d(dim, affine=False), linear)
+    return heads
+
+
+def probe_parameter_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    """Two SGD groups: normalisation-layer parameters without weight decay, everything else with it."""
+    normalisation, others = [], []
+    for submodule in module.modules():
+        own = list(submodule.parameters(recurse=False))
+        (normalisation if isinstance(submodule, NORMALISATION_LAYERS) else others).extend(own)
+    groups = [{"params": others, "weight_decay": weight_decay}]
+    if normalisation:
+        groups.append({"params": normalisation, "weight_decay": 0.0})
+    return groups
+
+
+# ------------------------------------------------------------------------------------------------ loops
+def train_one_epoch(heads: nn.ModuleDict, optimizer: torch.optim.Optimizer,
+                    batches: Iterable[FeatureBatch]) -> dict[str, float]:
+    """One pass over ``batches``; returns the mean cross-entropy per layer."""
+    heads.train()
+    loss_sums = {layer: 0.0 for layer in heads}
+    seen = 0
+    for features, labels in batches:
+        losses = {layer: F.cross_entropy(heads[layer](features[layer]), labels) for layer in heads}
+        optimizer.zero_grad(set_to_none=True)
+        torch.stack(list(losses.values())).sum().backward()
+        optimizer.step()
+        for layer, loss in losses.items():
+            loss_sums[layer] += loss.item() * len(labels)
+        seen += len(labels)
+    return {layer: total / max(seen, 1) for layer, total in loss_sums.items()}
+
+
+@torch.no_grad()
+def evaluate_top1(heads: nn.ModuleDict, batches: Iterable[FeatureBatch]) -> dict[str, float]:
+    """Top-1 accuracy (%) per layer, BatchNorm in eval mode (running statistics)."""
+    heads.eval()
+    correct = {layer: 0 for layer in heads}
+    seen = 0
+    for features, labels in batches:
+        for layer in heads:
+            correct[layer] += int((heads[layer](features[layer]).argmax(dim=1) == labels).sum())
+        seen += len(labels)
+    if seen == 0:
+        raise ValueError("linear probe: the validation set is empty")
+    return {layer: 100.0 * count / seen for layer, count in correct.items()}
+
+
+def fit_probe(
+    heads: nn.ModuleDict,
+    train_batches: Callable[[int], Iterable[FeatureBatch]],
+    val_batches: Callable[[], Iterable[FeatureBatch]],
+    config: LinearProbeConfig,
+    evaluate_every: int = 1,
+) -> tuple[dict[str, float], list[dict]]:
+    """Train ``heads`` for ``config.epochs`` (``train_batches(epoch)`` yields that epoch's batches); returns the
+    final top-1 per layer and the per-epoch records. Validation runs every ``evaluate_every`` epochs and last."""
+    optimizer = torch.optim.SGD(probe_parameter_groups(heads, config.weight_decay), lr=config.lr,
+                                momentum=config.momentum, nesterov=config.nesterov)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.milestones), gamma=0.1)
+    epochs_log, top1 = [], {}
+    for epoch in tqdm(range(config.epochs), desc="linear probe", unit="epoch", mininterval=10):
+        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
+        record["train_loss"] = train_one_epoch(heads, optimizer, train_batches(epoch))
+        scheduler.step()
+        if (epoch + 1) % evaluate_every == 0 or epoch + 1 == config.epochs:
+            top1 = evaluate_top1(heads, val_batches())
+            record["val_top1"] = top1
+        epochs_log.append(record)
+    return top1, epochs_log
+
+
+def training_batch_starts(num_samples: int, batch_size: int) -> range:
+    """Batch start offsets; a trailing batch of one sample is dropped (BatchNorm cannot train on it)."""
+    stop = num_samples - 1 if num_samples % batch_size == 1 and num_samples > 1 else num_samples
+    return range(0, stop, batch_size)
+
+
+def summarise(top1: dict[str, float], epochs_log: list[dict], config: LinearProbeConfig, seed: int,
+              num_classes: int, num_train: int, num_val: int) -> dict:
+    best_layer = max(top1, key=lambda layer: top1[layer])
+    return {"top1": top1, "best_layer": best_layer, "best_top1": top1[best_layer], "num_classes": num_classes,
+            "num_train": num_train, "num_val": num_val, "seed": seed, "config": dataclasses.asdict(config),
+            "epochs_log": epochs_log}
+
+
+def _labels_tensor(labels, expected_count: int, what: str) -> torch.Tensor:
+    labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    if labels.dim() != 1 or len(labels) != expected_count:
+        raise ValueError(f"{what}: expected {expected_count} labels, got shape {tuple(labels.shape)}")
+    if expected_count and int(labels.min()) < 0:
+        raise ValueError(f"{what}: labels must be class indices >= 0, found {int(labels.min())}")
+    return labels
+
+
+def _count_classes(num_classes: int | None, *label_sets: torch.Tensor) -> int:
+    largest = max(int(labels.max()) for labels in label_sets if len(labels))
+    if num_classes is None:
+        return largest + 1
+    if largest >= num_classes:
+        raise ValueError(f"linear probe: label {largest} found but num_classes is {num_classes}")
+    return num_classes
+
+
+# ------------------------------------------------------------------------------------------------ cached features
+def train_linear_probe_on_features(
+    train: dict[str, np.ndarray],
+    train_labels,
+    val: dict[str, np.ndarray],
+    val_labels,
+    config: LinearProbeConfig,
+    device: torch.device | str,
+    seed: int,
+    num_classes: int | None = None,
+    evaluate_every: int = 1,
+) -> dict:
+    """Probe cached features ``{layer: [N, dim]}`` (no augmentation); deterministic for a given ``seed``.
+
+    Returns ``{"top1": {layer: %}, "best_layer", "best_top1", "num_classes", "num_train", "num_val", "seed",
+    "config", "epochs_log": [{"epoch", "lr", "train_loss": {layer: ...}, "val_top1": {layer: %}}, ...]}``.
+    """
+    device = torch.device(device)
+    train_tensors = _feature_tensors(train, "train")
+    val_tensors = _feature_tensors(val, "val")
+    if set(train_tensors) != set(val_tensors):
+        raise ValueError(f"linear probe: train layers {sorted(train_tensors)} differ from val {sorted(val_tensors)}")
+    for layer in train_tensors:
+        if train_tensors[layer].shape[1] != val_tensors[layer].shape[1]:
+            raise ValueError(f"linear probe: {layer} has {train_tensors[layer].shape[1]} dims in train but "
+                             f"{val_tensors[layer].shape[1]} in val")
+    num_train = len(next(iter(train_tensors.values())))
+    num_val = len(next(iter(val_tensors.values())))
+    train_labels = _labels_tensor(train_labels, num_train, "train_labels")
+    val_labels = _labels_tensor(val_labels, num_val, "val_labels")
+    num_classes = _count_classes(num_classes, train_labels, val_labels)
+
+    generator = torch.Generator().manual_seed(seed)
+    dims = {layer: tensor.shape[1] for layer, tensor in train_tensors.items()}
+    heads = build_probe_heads(dims, num_classes, generator).to(device)
+
+    def train_batches(epoch: int) -> Iterator[FeatureBatch]:
+        order = torch.randperm(num_train, generator=generator)
+        for start in training_batch_starts(num_train, config.batch_size):
+            yield _cached_batch(train_tensors, train_labels, order[start:start + config.batch_size], device)
+
+    def val_batches() -> Iterator[FeatureBatch]:
+        for start in range(0, num_val, config.batch_size):
+            indices = torch.arange(start, min(start + config.batch_size, num_val))
+            yield _cached_batch(val_tensors, val_labels, indices, device)
+
+    top1, epochs_log = fit_probe(heads, train_batches, val_batches, config, evaluate_every)
+    return summarise(top1, epochs_log, config, seed, num_classes, num_train, num_val)
+
+
+def _feature_tensors(features: dict[str, np.ndarray], split: str) -> dict[str, torch.Tensor]:
+    if not features:
+        raise ValueError(f"linear probe: no {split} features")
+    tensors = {layer: torch.as_tensor(np.asarray(array, dtype=np.float32)) for layer, array in features.items()}
+    counts = {layer: tensor.shape[0] for layer, tensor in tensors.items()}
+    if len(set(counts.values())) != 1 or any(tensor.dim() != 2 for tensor in tensors.values()):
+        raise ValueError(f"linear probe: {split} features must be [N, dim] with one N, got "
+                         f"{ {layer: tuple(tensor.shape) for layer, tensor in tensors.items()} }")
+    return tensors
+
+
+def _cached_batch(features: dict[str, torch.Tensor], labels: torch.Tensor, indices: torch.Tensor,
+                  device: torch.device) -> FeatureBatch:
+    return {layer: tensor[indices].to(device) for layer, tensor in features.items()}, labels[indices].to(device)
+
+
+# ------------------------------------------------------------------------------------------------ online
+def train_linear_probe_online(
+    backbone: nn.Module,
+    train_source: ImageSource | torch.Tensor,
+    val_source: ImageSource | torch.Tensor,
+    train_labels,
+    val_labels,
+    layers: Sequence[str],
+    plan: dict[str, dict],
+    config: LinearProbeConfig,
+    device: torch.device | str,
+    seed: int,
+    num_classes: int | None = None,
+    evaluate_every: int = 1,
+) -> dict:
+    """Probe through the frozen ``backbone`` (eval mode, no gradients), pooling each layer with ``plan``.
+
+    Training batches come from ``train_source.load_batch(indices, augment=True, generator=...)`` (the
+    reference's augmentation); validation batches without augmentation. A uint8 tensor is accepted as a source
+    too (normalised with the ImageNet statistics, never augmented). Returns the same dict as
+    :func:`train_linear_probe_on_features`.
+    """
+    device = torch.device(device)
+    layers = list(layers)
+    num_train, num_val = len(train_source), len(val_source)
+    train_labels = _labels_tensor(train_labels, num_train, "train_labels")
+    val_labels = _labels_tensor(val_labels, num_val, "val_labels")
+    num_classes = _count_classes(num_classes, train_labels, val_labels)
+    generator = torch.Generator().manual_seed(seed)
+    heads = build_probe_heads({layer: plan[layer]["dim"] for layer in layers}, num_classes, generator).to(device)
+
+    def features_of(source, indices: torch.Tensor, augment: bool) -> dict[str, torch.Tensor]:
+        if augment and not isinstance(source, torch.Tensor):
+            images = source.load_batch(indices, augment=True, generator=generator).to(device)
+        else:
+            images = load_image_batch(source, indices, device)
+        with torch.no_grad():
+            return pool_features(backbone(images), plan, layers)
+
+    def train_batches(epoch: int) -> Iterator[FeatureBatch]:
+        order = torch.randperm(num_train, generator=generator)
+        for start in training_batch_starts(num_train, config.batch_size):
+            indices = order[start:start + config.batch_size]
+            yield features_of(train_source, indices, augment=True), train_labels[indices].to(device)
+
+    def val_batches() -> Iterator[FeatureBatch]:
+        for start in range(0, num_val, config.batch_size):
+            indices = torch.arange(start, min(start + config.batch_size, num_val))
+            yield features_of(val_source, indices, augment=False), val_labels[indices].to(device)
+
+    was_training = backbone.training
+    backbone.eval()  # frozen: BatchNorm statistics of the trunk must not move either
+    try:
+        top1, epochs_log = fit_probe(heads, train_batches, val_batches, config, evaluate_every)
+    finally:
+        backbone.train(was_training)
+    return summarise(top1, epochs_log, config, seed, num_classes, num_train, num_val)

@@ -1,0 +1,101 @@
+"""Stage outputs, channel bookkeeping and the config builder of the multi-stage backbones."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.models import resnet50 as torchvision_resnet50
+
+from ssl_challenge.models.backbones import LAYER_NAMES, build_backbone
+
+torch.set_num_threads(1)
+
+
+def stage_shapes(backbone, size, batch=2):
+    with torch.no_grad():
+        outputs = backbone.eval()(torch.randn(batch, 3, size, size))
+    return {layer: tuple(tensor.shape) for layer, tensor in outputs.items()}
+
+
+def test_small_resnet_stage_shapes_at_pretraining_and_evaluation_sizes():
+    backbone = build_backbone({"name": "small_resnet"})
+    widths = backbone.config["widths"]
+    assert backbone.layer_names == LAYER_NAMES
+    assert backbone.layer_channels == dict(zip(LAYER_NAMES, [widths[0], *widths]))
+    assert backbone.out_dim == widths[-1]
+    for size in (32, 64):
+        sides = [size, size, size // 2, size // 4, size // 8]  # stride-1 stem, stage strides 1, 2, 2, 2
+        expected = {layer: (2, backbone.layer_channels[layer], side, side) for layer, side in zip(LAYER_NAMES, sides)}
+        assert stage_shapes(backbone, size) == expected
+
+
+def test_small_resnet_options_and_pooled_feature():
+    backbone = build_backbone({"name": "small_resnet", "widths": [4, 8, 12, 16], "blocks": [2, 1, 1, 3],
+                               "zero_init_residual": True})
+    assert backbone.layer_channels == {"feat1": 4, "feat2": 4, "feat3": 8, "feat4": 12, "feat5": 16}
+    assert [len(stage) for stage in backbone.stages] == [2, 1, 1, 3]
+    assert all(bool((block.bn2.weight == 0).all()) for stage in backbone.stages for block in stage)
+    images = torch.randn(3, 3, 20, 20)
+    pooled = backbone.eval().pooled(images)
+    assert pooled.shape == (3, 16)
+    torch.testing.assert_close(pooled, backbone(images)["feat5"].mean(dim=(2, 3)))
+
+
+def test_small_resnet_trains_and_channels_last_input_changes_no_value():
+    torch.manual_seed(0)
+    backbone = build_backbone({"name": "small_resnet", "widths": [4, 4, 8, 8]})
+    images = torch.randn(4, 3, 16, 16)
+    backbone.pooled(images).square().mean().backward()
+    assert all(parameter.grad is not None for parameter in backbone.parameters())
+    backbone.eval()
+    manual = images  # the stages run by hand on a plain NCHW tensor
+    for stage in backbone.stage_functions():
+        manual = stage(manual)
+    torch.testing.assert_close(backbone(images)["feat5"], manual)
+
+
+def test_cpu_channels_last_only_for_channel_counts_that_torch_handles():
+    # torch 2.14.1 corrupts the heap in a strided 1x1 convolution backward on channels-last with < 8 channels
+    assert build_backbone({"name": "small_resnet"}).cpu_channels_last
+    assert not build_backbone({"name": "small_resnet", "widths": [4, 8, 8, 8]}).cpu_channels_last
+
+
+def test_resnet50_stages_match_torchvision_and_feat1_is_before_maxpool():
+    torch.manual_seed(0)
+    backbone = build_backbone({"name": "resnet50"}).eval()
+    reference = torchvision_resnet50(weights=None)
+    state = {key: value for key, value in reference.state_dict().items() if not key.startswith("fc.")}
+    backbone.load_state_dict(state, strict=True)  # same parameter names as torchvision, minus the classifier
+    reference.eval()
+    images = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        outputs = backbone(images)
+        stem = reference.relu(reference.bn1(reference.conv1(images)))
+        res5 = reference.layer4(reference.layer3(reference.layer2(reference.layer1(reference.maxpool(stem)))))
+    assert {layer: tuple(t.shape) for layer, t in outputs.items()} == {
+        "feat1": (1, 64, 112, 112), "feat2": (1, 256, 56, 56), "feat3": (1, 512, 28, 28),
+        "feat4": (1, 1024, 14, 14), "feat5": (1, 2048, 7, 7)}
+    torch.testing.assert_close(outputs["feat1"], stem)
+    # channels-last on CPU picks other convolution kernels: equal up to float32 summation order
+    torch.testing.assert_close(outputs["feat5"], res5, atol=2e-3, rtol=1e-3)
+    assert backbone.out_dim == 2048 and backbone.layer_channels["feat3"] == 512
+
+
+def test_build_backbone_records_resolved_config_and_rebuilds_the_same_network():
+    backbone = build_backbone({"name": "small_resnet", "widths": [4, 8, 8, 8]})
+    assert backbone.config == {"name": "small_resnet", "widths": [4, 8, 8, 8], "blocks": [1, 1, 1, 1],
+                               "zero_init_residual": False}
+    rebuilt = build_backbone(backbone.config)
+    rebuilt.load_state_dict(backbone.state_dict(), strict=True)
+
+
+@pytest.mark.parametrize("config, named", [
+    ({"name": "vgg16"}, "backbone.name"),
+    ({"widths": [8, 8, 8, 8]}, "backbone.name"),
+    ({"name": "small_resnet", "width": [8, 8, 8, 8]}, "width"),
+    ({"name": "small_resnet", "widths": [8, 8, 8]}, "backbone.widths"),
+    ({"name": "small_resnet", "blocks": [1, 0, 1, 1]}, "backbone.blocks"),
+    ({"name": "resnet50", "widths": [8, 8, 8, 8]}, "widths"),
+])
+def test_build_backbone_rejects_unknown_names_and_keys(config, named):
+    with pytest.raises(ValueError, match=named):
+        build_backbone(config)

@@ -1,0 +1,129 @@
+"""Image decoding and the two image sources: shapes, exact reproducibility under a generator, crop geometry."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from layouts_fixture import make_tiny_imagenet, write_tiny_jpeg
+from ssl_challenge.data.images import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    FileImages,
+    PreloadedImages,
+    build_image_source,
+    load_image_tensor,
+    normalise,
+    resize_shorter_side,
+)
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def image_paths(tmp_path):
+    return make_tiny_imagenet(tmp_path / "imagenet", n_classes=2, per_class=3)
+
+
+def generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_resize_shorter_side_keeps_aspect_like_torchvision():
+    assert resize_shorter_side(Image.new("RGB", (20, 14)), 7).size == (10, 7)
+    assert resize_shorter_side(Image.new("RGB", (14, 21)), 8).size == (8, 12)
+
+
+def test_load_image_tensor_matches_pil_two_step_resize(image_paths):
+    images = load_image_tensor(image_paths, resize_shorter=12, final_size=10, threads=2)
+    assert images.shape == (len(image_paths), 3, 10, 10) and images.dtype == torch.uint8
+    with Image.open(image_paths[-1]) as source:
+        shorter = resize_shorter_side(source.convert("RGB"), 12)
+    expected = np.asarray(shorter.resize((10, 10), Image.BILINEAR))
+    assert np.array_equal(images[-1].permute(1, 2, 0).numpy(), expected)
+
+
+def test_preloaded_batches_are_reproducible_and_shaped():
+    images = torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8, generator=generator(0))
+    source = PreloadedImages(images, crop_size=8, crop_padding=2)
+    indices = torch.tensor([0, 3, 3, 9])
+    first_generator, second_generator = generator(5), generator(5)
+    first = source.load_batch(indices, augment=True, generator=first_generator)
+    second = source.load_batch(indices, augment=True, generator=second_generator)
+    assert first.shape == (4, 3, 8, 8) and first.dtype == torch.float32
+    assert torch.equal(first, second)
+    assert not torch.equal(first, source.load_batch(indices, augment=True, generator=first_generator))
+    plain = source.load_batch(indices, augment=False, generator=generator(0))
+    assert torch.allclose(plain, normalise(images[indices], IMAGENET_MEAN, IMAGENET_STD))
+
+
+def test_resumed_generator_state_reproduces_the_next_batch():
+    images = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8, generator=generator(1))
+    source = PreloadedImages(images, crop_size=6, crop_padding=1)
+    running = generator(3)
+    source.load_batch(torch.arange(6), augment=True, generator=running)
+    saved_state = running.get_state()
+    expected = source.load_batch(torch.arange(6), augment=True, generator=running)
+    resumed = torch.Generator()
+    resumed.set_state(saved_state)
+    assert torch.equal(source.load_batch(torch.arange(6), augment=True, generator=resumed), expected)
+
+
+def test_augmented_crops_are_windows_of_the_padded_image_or_their_mirror():
+    image = torch.arange(3 * 5 * 5, dtype=torch.uint8).view(1, 3, 5, 5)
+    source = PreloadedImages(image, crop_size=4, crop_padding=1, mean=(0, 0, 0), std=(1 / 255,) * 3)
+    batch = source.load_batch(torch.zeros(64, dtype=torch.long), augment=True, generator=generator(2))
+    padded = torch.nn.functional.pad(image[0], (1, 1, 1, 1)).float()
+    windows = [padded[:, top : top + 4, left : left + 4] for top in range(4) for left in range(4)]
+    candidates = windows + [window.flip(-1) for window in windows]
+    seen = set()
+    for crop in batch:
+        matches = [index for index, window in enumerate(candidates) if torch.allclose(crop, window)]
+        assert matches, "a crop is not a window of the padded image"
+        seen.add(matches[0])
+    assert len(seen) > 8 and any(index >= 16 for index in seen)  # varied offsets, and flips happen
+
+
+def test_preloaded_rejects_bad_input():
+    with pytest.raises(ValueError, match="uint8"):
+        PreloadedImages(torch.zeros(2, 3, 4, 4))
+    source = PreloadedImages(torch.zeros(2, 3, 4, 4, dtype=torch.uint8))
+    with pytest.raises(IndexError, match=r"\[0, 2\)"):
+        source.load_batch(torch.tensor([2]), augment=False, generator=generator(0))
+
+
+def test_file_images_reproducible_and_centre_crop(image_paths):
+    source = FileImages(image_paths, crop_size=8, resize_shorter=10, threads=2)
+    indices = torch.tensor([1, 4, 4])
+    first = source.load_batch(indices, augment=True, generator=generator(7))
+    assert first.shape == (3, 3, 8, 8)
+    assert torch.equal(first, source.load_batch(indices, augment=True, generator=generator(7)))
+    plain = source.load_batch(torch.tensor([0]), augment=False, generator=generator(0))
+    with Image.open(image_paths[0]) as opened:
+        shorter = resize_shorter_side(opened.convert("RGB"), 10)
+    left, top = round((shorter.width - 8) / 2), round((shorter.height - 8) / 2)
+    expected = torch.from_numpy(np.array(shorter.crop((left, top, left + 8, top + 8)))).permute(2, 0, 1)
+    assert torch.allclose(plain[0], normalise(expected[None], IMAGENET_MEAN, IMAGENET_STD)[0])
+
+
+def test_file_images_whole_image_crop_is_the_resized_image(tmp_path):
+    path = tmp_path / "square.jpg"
+    write_tiny_jpeg(path, 12, 12, seed=0)
+    source = FileImages([path], crop_size=6, resize_shorter=6, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    batch = source.load_batch(torch.zeros(8, dtype=torch.long), augment=True, generator=generator(0))
+    with Image.open(path) as opened:
+        resized = torch.from_numpy(np.array(opened.convert("RGB").resize((6, 6), Image.BILINEAR))).permute(2, 0, 1)
+    expected = normalise(resized[None], IMAGENET_MEAN, IMAGENET_STD)[0]
+    for crop in batch:
+        assert torch.allclose(crop, expected) or torch.allclose(crop, expected.flip(-1))
+
+
+def test_build_image_source_chooses_and_checks(image_paths):
+    preloaded = build_image_source(image_paths, preload=True, resize_shorter=8, crop_size=8, crop_padding=2)
+    assert isinstance(preloaded, PreloadedImages) and len(preloaded) == len(image_paths)
+    assert preloaded.images.shape[-2:] == (8, 8)
+    from_files = build_image_source(image_paths, preload=False, resize_shorter=10, crop_size=8)
+    assert isinstance(from_files, FileImages)
+    with pytest.raises(ValueError, match="pretrain_data.crop_padding"):
+        build_image_source(image_paths, preload=False, resize_shorter=10, crop_size=8, crop_padding=4)

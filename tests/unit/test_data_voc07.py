@@ -1,0 +1,84 @@
+"""VOC2007 label and annotation readers on a tiny VOCdevkit in the real layout."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from layouts_fixture import make_tiny_voc07
+from ssl_challenge.data.voc07 import (
+    image_labels_from_objects,
+    parse_annotation,
+    read_image_set,
+    read_voc07_labels,
+    voc07_class_names,
+)
+
+CLASSES = ["cat", "dog", "bird"]
+
+
+@pytest.fixture
+def voc_root(tmp_path):
+    make_tiny_voc07(tmp_path / "VOCdevkit", CLASSES, n_trainval=3, n_test=2)
+    return tmp_path / "VOCdevkit"
+
+
+def test_labels_follow_the_one_minus_one_zero_rule(voc_root):
+    ids, labels = read_voc07_labels(voc_root, "trainval", CLASSES)
+    assert ids == ["000001", "000002", "000003"]
+    # image 1: cat + difficult dog; image 2: dog; image 3: bird + difficult cat (hand-derived from the fixture)
+    expected = np.array([[1, 0, -1], [-1, 1, -1], [0, -1, 1]], dtype=np.int8)
+    assert labels.dtype == np.int8 and np.array_equal(labels, expected)
+    test_ids, test_labels = read_voc07_labels(voc_root, "test", ["dog", "cat"])
+    assert test_ids == ["000004", "000005"] and test_labels.shape == (2, 2)
+    assert test_labels.tolist() == [[-1, 1], [1, -1]]  # image 4: a cat; image 5: a dog and a difficult bird
+    assert read_image_set(voc_root, "test") == test_ids
+
+
+def test_class_names_from_disk_are_sorted(voc_root):
+    assert voc07_class_names(voc_root) == ["bird", "cat", "dog"]
+
+
+def test_parse_annotation_reads_difficult_and_truncated(voc_root):
+    objects = parse_annotation(voc_root / "VOC2007" / "Annotations" / "000001.xml")
+    assert objects == [
+        {"name": "cat", "bbox": (2, 3, 12, 10), "difficult": False, "truncated": False},
+        {"name": "dog", "bbox": (1, 1, 5, 4), "difficult": True, "truncated": True},
+    ]
+    labels = image_labels_from_objects(objects, CLASSES)
+    assert labels.tolist() == [1, 0, -1]
+
+
+def test_parse_annotation_tolerates_later_releases_and_names_bad_files(tmp_path):
+    path = tmp_path / "a.xml"
+    path.write_text("<annotation><object><name>cat</name><bndbox><xmin>1.0</xmin><ymin>2</ymin>"
+                    "<xmax>30</xmax><ymax>40.0</ymax></bndbox></object></annotation>")
+    assert parse_annotation(path) == [{"name": "cat", "bbox": (1, 2, 30, 40), "difficult": False,
+                                       "truncated": False}]
+    path.write_text("<annotation><object><name>cat</name></object></annotation>")
+    with pytest.raises(ValueError, match=r"a.xml: object 0 \(cat\) has no <bndbox>"):
+        parse_annotation(path)
+    path.write_text("<annotation><object>")
+    with pytest.raises(ValueError, match="a.xml"):
+        parse_annotation(path)
+
+
+def test_disagreeing_class_files_are_named(voc_root):
+    main = voc_root / "VOC2007" / "ImageSets" / "Main"
+    lines = (main / "dog_trainval.txt").read_text().splitlines()
+    (main / "dog_trainval.txt").write_text("\n".join(lines[:2]) + "\n")
+    with pytest.raises(ValueError, match=r"dog_trainval.txt lists other images \(missing \['000003'\].*cat_trainval"):
+        read_voc07_labels(voc_root, "trainval", CLASSES)
+    (main / "dog_trainval.txt").write_text("\n".join(lines[::-1]) + "\n")
+    with pytest.raises(ValueError, match="different order"):
+        read_voc07_labels(voc_root, "trainval", CLASSES)
+
+
+def test_bad_label_line_and_unknown_class(voc_root):
+    main = voc_root / "VOC2007" / "ImageSets" / "Main"
+    (main / "cat_test.txt").write_text("000004  1\n000005  2\n")
+    with pytest.raises(ValueError, match=r"cat_test.txt:2"):
+        read_voc07_labels(voc_root, "test", CLASSES)
+    with pytest.raises(FileNotFoundError, match="horse_test.txt"):
+        read_voc07_labels(voc_root, "test", ["horse"])
+    with pytest.raises(ValueError, match="'horse'"):
+        image_labels_from_objects([{"name": "horse", "difficult": False}], CLASSES)

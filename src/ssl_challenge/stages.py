@@ -79,31 +79,56 @@ def pretrain_model(
     metrics_output: str,
     threads: int,
     log: logging.Logger,
+    processes: int = 1,
 ) -> None:
     """Pretrain (or resume) one model. Runs live in ``runs/<config digest>/`` beside the output, so a changed
-    config starts afresh while a killed run of the same config continues from its checkpoint."""
+    config starts afresh while a killed run of the same config continues from its checkpoint. With
+    ``processes > 1`` (a rule given several GPUs) the run goes through ``torchrun``, one process per GPU."""
+    run_dir = Path(model_output).parent / "runs" / config_digest(model_config | {"data": pretrain_data})
+    request = {"model_config": model_config, "pretrain_data": pretrain_data, "imagenet_root": imagenet_root,
+               "run_dir": str(run_dir), "threads": max(1, threads // max(1, processes)),
+               "where": f"models.{Path(model_output).parent.name}"}
+    if processes > 1:
+        launch_torchrun(request, processes, log)
+    else:
+        run_pretraining(request, log.info)
+    copy_atomic(run_dir / "metrics.jsonl", metrics_output)
+    copy_atomic(run_dir / "model.pth", model_output)
+
+
+def launch_torchrun(request: dict, processes: int, log: logging.Logger) -> None:
+    import subprocess
+    import sys
+
+    run_dir = Path(request["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    request_path = run_dir / "request.json"
+    write_json_atomic(request_path, request)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+               "-m", "ssl_challenge.engine.launch", str(request_path)]
+    log.info("launching %s", " ".join(command))
+    subprocess.run(command, check=True)
+
+
+def run_pretraining(request: dict, log) -> Path | None:
+    """The body of one pretraining process (in-process, or each torchrun worker via ``engine.launch``)."""
     import torch
 
     from .data.images import build_image_source
     from .data.imagenet import list_imagenet_images
+    from .engine import distributed
     from .engine.train import PretrainConfig, pretrain
 
-    torch.set_num_threads(threads)
-    model_name = Path(model_output).parent.name
-    config = from_dict(PretrainConfig, model_config, where=f"models.{model_name}")
-    paths = list_imagenet_images(imagenet_root, "train")
-    log.info("%d pretraining images under %s", len(paths), imagenet_root)
-    images = build_image_source(
-        paths,
-        preload=pretrain_data["preload"],
-        resize_shorter=pretrain_data["resize_shorter"],
-        crop_size=pretrain_data["image_size"],
-        crop_padding=pretrain_data["crop_padding"],
-    )
-    run_dir = Path(model_output).parent / "runs" / config_digest(model_config | {"data": pretrain_data})
-    final = pretrain(config, images, run_dir, select_device(), log=log.info)
-    copy_atomic(run_dir / "metrics.jsonl", metrics_output)
-    copy_atomic(final, model_output)
+    torch.set_num_threads(request["threads"])
+    device = distributed.init_from_environment()
+    config = from_dict(PretrainConfig, request["model_config"], where=request["where"])
+    data = request["pretrain_data"]
+    paths = list_imagenet_images(request["imagenet_root"], "train")
+    log(f"{len(paths)} pretraining images under {request['imagenet_root']}")
+    images = build_image_source(paths, preload=data["preload"], resize_shorter=data["resize_shorter"],
+                                crop_size=data["image_size"], crop_padding=data["crop_padding"],
+                                threads=request["threads"])
+    return pretrain(config, images, request["run_dir"], device, log=log)
 
 
 # ------------------------------------------------------------------------------------------------ features
@@ -221,26 +246,54 @@ def evaluate_voc07_lowshot(trainval_features, test_features, samples_path, layer
 
 
 # ------------------------------------------------------------------------------------------------ Places205 probe
+def places205_probe_online(inputs, probe_config, features_config, places205_root, config, log) -> dict:
+    """The reference probe: frozen trunk over the images, RandomResizedCrop + flip for training."""
+    from .data.images import FileImages
+    from .evaluation.linear_probe import train_linear_probe_online
+    from .models.pooling import pooling_plan
+
+    device = select_device()
+    backbone, _ = load_backbone(inputs["model"], device)
+    roots = {"places205": places205_root}
+    size, shorter = features_config["image_size"], features_config["resize_shorter"]
+    sources, labels = {}, {}
+    for subset in ("train", "val"):
+        paths, _, labels[subset] = split_images(f"places205_{subset}", roots, [])
+        sources[subset] = FileImages(paths, crop_size=size, resize_shorter=shorter)
+    plan = pooling_plan(backbone, size, pooling_target(features_config))
+    log.info("online probe: %d train, %d val images", len(sources["train"]), len(sources["val"]))
+    return train_linear_probe_online(backbone, sources["train"], sources["val"], labels["train"], labels["val"],
+                                     list(probe_config["layers"]), plan, config, device, probe_config["seed"])
+
+
+def places205_probe_cached(inputs, probe_config, config) -> dict:
+    """The embedded default's probe: features extracted once without augmentation (a documented deviation)."""
+    from .evaluation.linear_probe import train_linear_probe_on_features
+    from .features import load_features
+
+    layers = list(probe_config["layers"])
+    train, train_meta = load_features(inputs["train"], layers)
+    val, val_meta = load_features(inputs["val"], layers)
+    return train_linear_probe_on_features(
+        train, np.asarray(train_meta["labels"]), val, np.asarray(val_meta["labels"]), config,
+        device=select_device(), seed=probe_config["seed"],
+    )
+
+
 def evaluate_places205_linear(inputs, probe_config, features_config, places205_root, output, metrics_output,
                               threads, log) -> None:
     import torch
 
-    from .evaluation.linear_probe import LinearProbeConfig, train_linear_probe_on_features
-    from .features import load_features
+    from .evaluation.linear_probe import LinearProbeConfig
     from .io import write_text_atomic
 
     torch.set_num_threads(threads)
     options = {key: probe_config[key] for key in ("epochs", "milestones", "lr", "batch_size")}
     config = from_dict(LinearProbeConfig, options, where="evaluation.places205_linear")
-    layers = list(probe_config["layers"])
-    if probe_config["mode"] != "cached":
-        raise NotImplementedError("evaluation.places205_linear.mode 'online' is not wired into the workflow yet")
-    train, train_meta = load_features(inputs["train"], layers)
-    val, val_meta = load_features(inputs["val"], layers)
-    result = train_linear_probe_on_features(
-        train, np.asarray(train_meta["labels"]), val, np.asarray(val_meta["labels"]), config,
-        device=select_device(), seed=probe_config["seed"],
-    )
+    if probe_config["mode"] == "online":
+        result = places205_probe_online(inputs, probe_config, features_config, places205_root, config, log)
+    else:
+        result = places205_probe_cached(inputs, probe_config, config)
     epochs = result.pop("epochs_log", [])
     write_text_atomic(metrics_output, "".join(json.dumps(record) + "\n" for record in epochs))
     write_json_atomic(output, result)

@@ -16,4 +16,5 @@ with job_logging(snakemake) as log:
         metrics_output=snakemake.output.metrics,
         threads=snakemake.threads,
         log=log,
+        processes=int(snakemake.resources.get("gpu", 0) or 0) or 1,  # one torchrun process per GPU
     )

@@ -1,0 +1,1 @@
+"""The generic training loop, its schedule, checkpoints and distributed helpers."""

@@ -1,0 +1,32 @@
+"""Pretraining methods, one module each, behind the Protocol of ``base.py``.
+
+``METHODS`` maps a config's ``method`` name to the module that implements it; each module exposes
+``build(backbone, options: dict, num_samples: int) -> nn.Module``. Modules are imported on demand so that a
+method's dependencies (faiss for the clustering methods) load only when it is used.
+"""
+from __future__ import annotations
+
+import importlib
+
+import torch
+
+METHODS = {
+    "random": "random_init",
+    "rot": "rotation",
+    "dc": "dc",
+    "odc": "odc",
+    "cls": "cls",
+    "codc": "codc",
+}
+
+
+def build_method(name: str, backbone: torch.nn.Module, options: dict, num_samples: int) -> torch.nn.Module:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+    module = importlib.import_module(f"{__name__}.{METHODS[name]}")
+    return module.build(backbone, dict(options), num_samples)
+
+
+def method_module_path(name: str) -> str:
+    """The source file of a method (for code digests)."""
+    return f"src/ssl_challenge/methods/{METHODS[name]}.py"

@@ -1,0 +1,43 @@
+"""One restore helper: a checkpoint holds everything needed to continue a run exactly.
+
+Contents: the method's state_dict (backbone, heads, memories, pseudo-labels), the optimiser, the position in
+the run (epoch, position within the epoch's sample order, global iteration), the epoch's sample order itself,
+accumulated training seconds and the config digest. The global RNG is re-seeded from (seed, epoch, iteration)
+every iteration, so no RNG state needs saving. Loading is strict: a checkpoint of another config is refused.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..io import torch_save_atomic
+
+
+@dataclass
+class RunPosition:
+    epoch: int = 0
+    position: int = 0  # batches of the current epoch already done
+    iteration: int = 0  # global iteration count
+    train_seconds: float = 0.0
+    order: torch.Tensor | None = None  # the current epoch's sample order (None between epochs)
+    totals: dict = field(default_factory=dict)  # sums of the current epoch's logs (for the epoch summary)
+
+
+def save_checkpoint(path: str | Path, method: torch.nn.Module, optimizer, run: RunPosition, digest: str) -> None:
+    torch_save_atomic(
+        {"method": method.state_dict(), "optimizer": optimizer.state_dict(), "run": asdict(run), "digest": digest},
+        path,
+    )
+
+
+def restore_checkpoint(path: str | Path, method: torch.nn.Module, optimizer, digest: str) -> RunPosition:
+    """Load ``path`` into ``method`` and ``optimizer`` (strict) and return the run position."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("digest") != digest:
+        raise ValueError(f"{path}: checkpoint of another configuration ({state.get('digest')} != {digest}); "
+                         "delete it to start afresh")
+    method.load_state_dict(state["method"], strict=True)
+    optimizer.load_state_dict(state["optimizer"])
+    return RunPosition(**state["run"])

@@ -1,0 +1,301 @@
+"""The generic pretraining loop: any method of ``ssl_challenge.methods`` over any image source.
+
+Resumable by construction: a checkpoint (see ``checkpoint.py``) is written every ``checkpoint_every`` iterations,
+at the end of every epoch, and when SIGTERM or SIGUSR1 arrives (SLURM's warning before a time limit or a
+preemption); the job then exits with :class:`Preempted` so that the scheduler's retry continues the run. Every
+random draw is derived from (seed, epoch, iteration, rank), so an interrupted and resumed run ends with weights
+identical to an uninterrupted one.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..config import from_dict
+from ..data.images import PreloadedImages
+from ..io import append_jsonl, read_jsonl, torch_save_atomic, write_text_atomic
+from ..methods import build_method
+from ..methods.base import EpochContext
+from ..models.backbones import build_backbone
+from . import distributed
+from .checkpoint import RunPosition, restore_checkpoint, save_checkpoint
+from .schedule import learning_rate_factor
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    lr: float
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = False
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    warmup_epochs: float = 0.0
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """One model's pretraining (the ``models.<name>`` config entry)."""
+
+    method: str
+    backbone: dict
+    epochs: int
+    optimizer: OptimizerConfig
+    batch_size: int = 256
+    schedule: ScheduleConfig = ScheduleConfig()
+    seed: int = 0
+    checkpoint_every: int = 200
+    snapshot_epochs: tuple[int, ...] = ()
+    method_options: dict = field(default_factory=dict)
+
+
+class Preempted(RuntimeError):
+    """Raised after the checkpoint is written when SIGTERM/SIGUSR1 asked the job to stop."""
+
+
+def derived_seed(*parts: int) -> int:
+    """A 63-bit seed mixed from non-negative integers (stable across processes and Python versions)."""
+    return int(np.random.SeedSequence([int(part) for part in parts]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def digest_of(config: PretrainConfig, num_samples: int) -> str:
+    import hashlib
+    import json
+
+    text = json.dumps({"config": asdict(config), "num_samples": num_samples}, sort_keys=True, default=list)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@contextmanager
+def stop_requests() -> Iterator[dict]:
+    """Turn SIGTERM/SIGUSR1 into a flag the loop checks after each iteration (handlers restored on exit)."""
+    flag = {"signal": None}
+
+    def request_stop(signum, _frame):
+        flag["signal"] = signal.Signals(signum).name
+
+    previous = {}
+    for signum in (signal.SIGTERM, signal.SIGUSR1):
+        try:
+            previous[signum] = signal.signal(signum, request_stop)
+        except ValueError:  # not the main thread: no handlers, the run is simply not preemptible
+            pass
+    try:
+        yield flag
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def build_optimizer(method: torch.nn.Module, config: OptimizerConfig) -> torch.optim.SGD:
+    base = asdict(config)
+    groups = method.parameter_groups(base)
+    for group in groups:
+        group.setdefault("lr", config.lr)
+        group["base_lr"] = group["lr"]
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                           nesterov=config.nesterov)
+
+
+def feature_extractor(images, num_samples: int, batch_size: int, device: torch.device, method: torch.nn.Module):
+    """``EpochContext.extract_features``: ``fn`` over the whole set in index order, eval mode, no grad; on several
+    processes each rank extracts its shard and the shards are gathered (all ranks get Tensor[N, D])."""
+
+    def extract(fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        world, rank = distributed.world_size(), distributed.rank()
+        shard = math.ceil(num_samples / world)
+        indices = torch.arange(rank * shard, (rank + 1) * shard).clamp_(max=num_samples - 1)
+        was_training = method.training
+        method.eval()
+        outputs = []
+        generator = torch.Generator()
+        with torch.no_grad():
+            for start in range(0, shard, batch_size):
+                batch = images.load_batch(indices[start : start + batch_size], False, generator)
+                outputs.append(fn(batch.to(device, non_blocking=True)).float())
+        method.train(was_training)
+        features = distributed.gather_concat(torch.cat(outputs))
+        return features[:num_samples]
+
+    return extract
+
+
+def reduce_gradients(method: torch.nn.Module) -> None:
+    """Average gradients over processes (no-op on one): one flat all-reduce, as DDP does per bucket."""
+    if distributed.world_size() == 1:
+        return
+    grads = [p.grad for p in method.parameters() if p.grad is not None]
+    if grads:
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        distributed.all_reduce_mean(flat)
+        offset = 0
+        for grad in grads:
+            grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
+            offset += grad.numel()
+
+
+def backbone_file(method: torch.nn.Module, config: PretrainConfig, run: RunPosition) -> dict:
+    backbone = method.backbone
+    return {
+        "backbone_config": backbone.config,
+        "backbone": {key: value.cpu() for key, value in backbone.state_dict().items()},
+        "method": config.method,
+        "epochs": run.epoch,
+        "iterations": run.iteration,
+        "train_seconds": run.train_seconds,
+    }
+
+
+def truncate_metrics(path: Path, iteration: int) -> None:
+    """On resume, drop metric records written after the checkpoint (they will be written again)."""
+    if path.exists():
+        kept = [r for r in read_jsonl(path) if r.get("iteration", 0) <= iteration]
+        write_text_atomic(path, "".join(__import__("json").dumps(r) + "\n" for r in kept))
+
+
+def pretrain(
+    config: PretrainConfig | dict,
+    images,
+    run_dir: str | Path,
+    device: torch.device,
+    log: Callable[[str], None] = print,
+    stop_after_iterations: int | None = None,
+    log_every: int = 20,
+) -> Path | None:
+    """Train (or resume) in ``run_dir``; returns ``run_dir/model.pth`` (the backbone), or None when
+    ``stop_after_iterations`` (tests: a simulated kill after a checkpoint) stopped it early."""
+    if isinstance(config, dict):
+        config = from_dict(PretrainConfig, config, where="model")
+    run_dir = Path(run_dir)
+    final_path, checkpoint_path, metrics_path = run_dir / "model.pth", run_dir / "checkpoint.pth", run_dir / "metrics.jsonl"
+    if final_path.exists():
+        log(f"{final_path} exists: nothing to do")
+        return final_path
+    run_dir.mkdir(parents=True, exist_ok=True)
+    world, rank = distributed.world_size(), distributed.rank()
+    if config.batch_size % world:
+        raise ValueError(f"batch_size {config.batch_size} must be divisible by the {world} processes")
+    num_samples = len(images)
+    digest = digest_of(config, num_samples)
+
+    torch.manual_seed(derived_seed(config.seed, 0xB1D))
+    method = build_method(config.method, build_backbone(config.backbone), config.method_options, num_samples)
+    method = method.to(device)
+    optimizer = build_optimizer(method, config.optimizer)
+    run = RunPosition()
+    if checkpoint_path.exists():
+        run = restore_checkpoint(checkpoint_path, method, optimizer, digest)
+        log(f"resumed from {checkpoint_path}: epoch {run.epoch}, batch {run.position}, iteration {run.iteration}")
+        if rank == 0:
+            truncate_metrics(metrics_path, run.iteration)
+    elif rank == 0 and metrics_path.exists():
+        metrics_path.unlink()
+
+    def checkpoint() -> None:
+        if rank == 0:
+            save_checkpoint(checkpoint_path, method, optimizer, run, digest)
+        distributed.barrier()
+
+    extract = feature_extractor(images, num_samples, 2 * config.batch_size, device, method)
+    batch_size, local_size = config.batch_size, config.batch_size // world
+    with stop_requests() as stop:
+        while run.epoch < config.epochs:
+            context = EpochContext(run.epoch, num_samples, device,
+                                   torch.Generator().manual_seed(derived_seed(config.seed, run.epoch)), extract)
+            started = time.monotonic()
+            if run.order is None:
+                method.train()
+                method.before_epoch(context)
+                run.order, run.position, run.totals = method.epoch_indices(context).cpu(), 0, {}
+            iterations = max(1, len(run.order) // batch_size)
+            method.train()
+            progress = tqdm(total=iterations, initial=run.position, desc=f"{config.method} epoch {run.epoch + 1}",
+                            disable=rank != 0, mininterval=10, dynamic_ncols=True)
+            while run.position < iterations:
+                logs = train_step(method, optimizer, images, config, run, iterations, local_size, device)
+                run.position += 1
+                run.iteration += 1
+                run.train_seconds += time.monotonic() - started
+                started = time.monotonic()
+                for key, value in logs.items():
+                    run.totals[key] = run.totals.get(key, 0.0) + value
+                progress.update()
+                if rank == 0 and (run.iteration % log_every == 0 or run.position == iterations):
+                    append_jsonl(metrics_path, {"kind": "iteration", "epoch": run.epoch, "iteration": run.iteration,
+                                                "train_seconds": round(run.train_seconds, 3), **logs})
+                if run.position == iterations:
+                    break
+                if run.iteration % config.checkpoint_every == 0 or stop["signal"]:
+                    checkpoint()
+                if stop["signal"]:
+                    progress.close()
+                    raise Preempted(f"{stop['signal']} received: checkpoint written at iteration {run.iteration}")
+                if stop_after_iterations is not None and run.iteration >= stop_after_iterations:
+                    checkpoint()
+                    progress.close()
+                    return None
+            progress.close()
+            summary = {key: value / max(1, run.position) for key, value in run.totals.items()}
+            run.epoch, run.order, run.position = run.epoch + 1, None, 0
+            if rank == 0:
+                append_jsonl(metrics_path, {"kind": "epoch", "epoch": run.epoch, "iteration": run.iteration,
+                                            "train_seconds": round(run.train_seconds, 3), **summary})
+                if run.epoch in config.snapshot_epochs:
+                    torch_save_atomic(backbone_file(method, config, run), run_dir / "snapshots" / f"epoch_{run.epoch:04d}.pth")
+            log(f"epoch {run.epoch}/{config.epochs}: " + ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
+            checkpoint()
+            if stop["signal"]:
+                raise Preempted(f"{stop['signal']} received: checkpoint written after epoch {run.epoch}")
+            if stop_after_iterations is not None and run.iteration >= stop_after_iterations:
+                return None
+    if rank == 0:
+        torch_save_atomic(backbone_file(method, config, run), final_path)
+        if not metrics_path.exists():
+            write_text_atomic(metrics_path, "")
+    distributed.barrier()
+    return final_path
+
+
+def train_step(method, optimizer, images, config: PretrainConfig, run: RunPosition, iterations: int,
+               local_size: int, device: torch.device) -> dict[str, float]:
+    """One iteration on this process's slice of the global batch; returns the logs (loss, lr, method logs)."""
+    rank = distributed.rank()
+    torch.manual_seed(derived_seed(config.seed, run.epoch, run.position, rank, 1))
+    start = run.position * config.batch_size
+    global_indices = run.order[start : start + config.batch_size]
+    indices = global_indices[rank * local_size : (rank + 1) * local_size]
+    if isinstance(images, PreloadedImages):
+        # Draw the augmentation of the whole global batch and keep this rank's slice: cheap for tensors in
+        # memory, and it makes N processes see exactly the images one process sees.
+        generator = torch.Generator().manual_seed(derived_seed(config.seed, run.epoch, run.position, 2))
+        batch = images.load_batch(global_indices, True, generator)[rank * local_size : (rank + 1) * local_size]
+    else:  # decoding files: each rank decodes only its slice, with its own draws
+        generator = torch.Generator().manual_seed(derived_seed(config.seed, run.epoch, run.position, rank, 2))
+        batch = images.load_batch(indices, True, generator)
+    batch = batch.to(device, non_blocking=True)
+    factor = learning_rate_factor(run.iteration, iterations, config.schedule.warmup_epochs,
+                                  config.schedule.milestones, config.schedule.gamma)
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * factor
+    indices = indices.to(device)
+    loss, logs = method.training_step(batch, indices)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    reduce_gradients(method)
+    optimizer.step()
+    logs = {"loss": float(loss.detach()), **logs, **method.after_step(indices)}
+    logs["lr"] = config.optimizer.lr * factor
+    return logs

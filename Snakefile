@@ -5,7 +5,12 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# config/config.yaml is the embedded default. A --configfile on the command line replaces it (each is a complete
+# configuration; the schema fills the defaults), so config/smoke.yaml never inherits the default's models.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
@@ -14,6 +19,7 @@ validate(config, "workflow/schemas/config.schema.yaml")
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/pretrain.smk"
+include: "rules/codc.smk"
 include: "rules/features.smk"
 include: "rules/evaluate.smk"
 include: "rules/tables.smk"
@@ -23,3 +29,5 @@ rule all_tracks:
     default_target: True
     input:
         leaderboard_outputs(),
+        dc_vs_odc_outputs(),
+        ablation_outputs(),

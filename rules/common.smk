@@ -1,6 +1,7 @@
 # Input functions, wildcard constraints and helpers of the workflow. No rules here.
 # Nothing in this file imports torch: the DAG must build in well under a second or two.
 import hashlib
+import re
 import sys
 from pathlib import Path
 
@@ -14,8 +15,10 @@ FEATURE_SPLITS = ["voc07_trainval", "voc07_test", "places205_train", "places205_
 TRACKS = ["voc07_svm", "voc07_lowshot", "places205_linear"]
 
 
+# Model names: a configured model (rot), an intermediate backbone (dc@e4), a CODC member after a round
+# (codc2@r1.dc) or a concatenation (codc2@r1.concat, or a name of config["concatenations"]).
 wildcard_constraints:
-    model="[a-z][a-z0-9_]*",
+    model="[a-z][a-z0-9_]*(@[a-z0-9_.]+)?",
     split="|".join(FEATURE_SPLITS),
     layer="feat[1-5]",
 
@@ -90,17 +93,23 @@ def voc07_classes():
 CODE_MODULES = {
     "common": ["__init__.py", "config.py", "io.py"],
     "data": ["data"],
-    "models": ["models"],
+    "models": ["models/__init__.py", "models/backbones.py", "models/pooling.py"],
     "engine": ["engine", "methods/__init__.py", "methods/base.py"],
     "random": ["methods/random_init.py"],
     "rot": ["methods/rotation.py"],
-    "dc": ["methods/dc.py", "clustering"],
-    "odc": ["methods/odc.py", "methods/odc_memory.py", "clustering"],
+    "dc": ["methods/dc.py", "clustering", "models/necks.py"],
+    "odc": ["methods/odc.py", "methods/online_clustering.py", "clustering", "models/necks.py"],
+    "labels": ["pseudo_labels.py", "concat.py", "features.py", "clustering"],
+    "cls": ["methods/cls.py", "pseudo_labels.py", "concat.py", "features.py", "models/necks.py"],
+    "codc": ["methods/codc.py", "methods/online_clustering.py", "pseudo_labels.py", "concat.py", "features.py",
+             "clustering", "models/necks.py"],
     "features": ["features.py"],
+    "concat": ["concat.py", "features.py"],
     "svm": ["evaluation/ap.py", "evaluation/svm.py"],
     "lowshot": ["evaluation/ap.py", "evaluation/svm.py", "evaluation/lowshot.py"],
     "linear_probe": ["evaluation/linear_probe.py"],
     "tables": ["tables.py"],
+    "ablation": ["ablation.py", "tables.py"],
 }
 
 
@@ -126,9 +135,197 @@ def pretrain_code(wildcards):
     return code_digest("data", "models", "engine", method)
 
 
+def codc_round_code(wildcards):
+    method = config["models"][wildcards.member]["method"]
+    return code_digest("data", "models", "engine", "codc", method)
+
+
 # ---------------------------------------------------------------- targets
-def model_names():
+def names_regex(names):
+    """A wildcard constraint matching exactly these names (nothing when there are none)."""
+    return "|".join(re.escape(name) for name in names) or "(?!)"
+
+
+def pretrained_models():
     return list(config["models"])
+
+
+def model_names():
+    """The leaderboard rows: configured models, CODC members after their last round, concatenations."""
+    return pretrained_models() + codc_final_models() + concatenation_names()
+
+
+def model_file(name):
+    return f"{RESULTS}/models/{name}/model.pth"
+
+
+# ---------------------------------------------------------------- CLS, CODC and concatenations
+def cls_labels_file(model):
+    """The pseudo-labels a CLS model is trained on (k-means of its label_models' features)."""
+    return f"{RESULTS}/labels/{model}.npz"
+
+
+def pretrain_model_config(wildcards):
+    """A model's config as the training job sees it: CLS gets the path of its pseudo-labels."""
+    model = dict(config["models"][wildcards.model])
+    if model["method"] == "cls":
+        model["method_options"] = dict(model.get("method_options", {}), labels_path=cls_labels_file(wildcards.model))
+    return model
+
+
+def pretrain_extra_inputs(wildcards):
+    if config["models"][wildcards.model]["method"] == "cls":
+        return [cls_labels_file(wildcards.model)]
+    return []
+
+
+def cls_label_models(wildcards):
+    return list(config["models"][wildcards.model].get("method_options", {}).get("label_models", []))
+
+
+def cls_label_options(wildcards):
+    """k, PCA dims and seed of a CLS model's pseudo-labels (its method_options and its seed)."""
+    model = config["models"][wildcards.model]
+    options = model.get("method_options", {})
+    where = f"models.{wildcards.model}.method_options"
+    if "num_clusters" not in options or not options.get("label_models"):
+        raise ValueError(f"config key '{where}': a cls model needs num_clusters and label_models")
+    unknown = [name for name in options["label_models"] if name not in config["models"]]
+    if unknown:
+        raise ValueError(f"config key '{where}.label_models': {unknown} are not configured models")
+    return {"num_clusters": options["num_clusters"], "pca_dims": options.get("pca_dims", 256),
+            "seed": model.get("seed", 0)}
+
+
+def codc_label_options(wildcards):
+    experiment = config["codc"][wildcards.experiment]
+    return {"num_clusters": experiment["num_clusters"], "pca_dims": experiment["pca_dims"],
+            "seed": experiment["seed"] + int(wildcards.round)}
+
+
+def codc_member_model(experiment, member, round_):
+    """The model name of a CODC member after ``round_``; round 0 is where the member starts from."""
+    if round_ > 0:
+        return f"{experiment}@r{round_}.{member}"
+    start = config["codc"][experiment]["start_from"]
+    if start and member in config["codc"][start]["members"]:
+        return codc_member_model(start, member, config["codc"][start]["rounds"])
+    return member
+
+
+def codc_final_models():
+    return [
+        codc_member_model(name, member, experiment["rounds"])
+        for name, experiment in config["codc"].items()
+        for member in experiment["members"]
+    ]
+
+
+def codc_labels_file(experiment, member, round_):
+    return f"{RESULTS}/codc/{experiment}/r{round_}/{member}.labels.npz"
+
+
+def codc_label_models(wildcards):
+    """The models whose features give a member's initial labels in a round: its peers' (or its own) previous
+    round."""
+    experiment, round_ = config["codc"][wildcards.experiment], int(wildcards.round)
+    if experiment["label_source"] == "self":
+        sources = [wildcards.member]
+    else:
+        sources = [peer for peer in experiment["members"] if peer != wildcards.member]
+    return [codc_member_model(wildcards.experiment, source, round_ - 1) for source in sources]
+
+
+def codc_model_config(wildcards):
+    """The training config of one member in one round: its own method as the base of the codc method."""
+    experiment, member = config["codc"][wildcards.experiment], wildcards.member
+    round_ = int(wildcards.round)
+    base = config["models"][member]
+    base_options = dict(base.get("method_options", {}))
+    if base["method"] == "cls":
+        base_options["labels_path"] = cls_labels_file(member)
+    keys = ("epochs", "batch_size", "optimizer", "schedule", "seed", "checkpoint_every")
+    return {
+        "method": "codc",
+        "backbone": base["backbone"],
+        **{key: experiment[key] for key in keys},
+        "method_options": {
+            **experiment["online_options"],
+            "base_method": base["method"],
+            "base_options": base_options,
+            "labels_path": codc_labels_file(wildcards.experiment, member, round_),
+            "initial_weights": model_file(codc_member_model(wildcards.experiment, member, round_ - 1)),
+            "num_clusters": experiment["num_clusters"],
+            "loss_weight": experiment["loss_weight"],
+            "seed": experiment["seed"],
+        },
+    }
+
+
+def codc_round_inputs(wildcards):
+    """A round needs its labels (from all peers' previous round) and the member's previous-round weights."""
+    options = codc_model_config(wildcards)["method_options"]
+    inputs = {"labels": options["labels_path"], "weights": options["initial_weights"]}
+    if "labels_path" in options["base_options"]:  # a CLS member keeps its own pseudo-labels as base task
+        inputs["base_labels"] = options["base_options"]["labels_path"]
+    return inputs
+
+
+def concatenations():
+    """Concatenated models: the config's, and each CODC experiment's members after its last round."""
+    named = {name: list(members) for name, members in config["concatenations"].items()}
+    for name, experiment in config["codc"].items():
+        rounds = experiment["rounds"]
+        named[f"{name}@r{rounds}.concat"] = [codc_member_model(name, m, rounds) for m in experiment["members"]]
+    return named
+
+
+def concatenation_names():
+    return list(concatenations())
+
+
+def concatenation_member_features(wildcards):
+    return [f"{RESULTS}/features/{member}/{wildcards.split}.npz" for member in concatenations()[wildcards.model]]
+
+
+def ablation_entries():
+    """The cells of the seed's Table 2: experiment, member, stage, and the per-layer SVM results to read."""
+    entries = []
+    controls = config["ablation"]["controls"]
+    for experiment in config["ablation"]["experiments"]:
+        members = config["codc"][experiment]["members"]
+        for member in members:
+            entries.append([experiment, member, "before", svm_outputs(codc_member_model(experiment, member, 0))])
+            final = codc_member_model(experiment, member, config["codc"][experiment]["rounds"])
+            entries.append([experiment, member, "after", svm_outputs(final)])
+        concat = f"{experiment}@r{config['codc'][experiment]['rounds']}.concat"
+        entries.append([experiment, members[0], "concatenate", svm_outputs(concat)])
+        if experiment in controls:
+            control = controls[experiment]
+            for member in config["codc"][control]["members"]:
+                final = codc_member_model(control, member, config["codc"][control]["rounds"])
+                entries.append([experiment, member, "control_after", svm_outputs(final)])
+            concat = f"{control}@r{config['codc'][control]['rounds']}.concat"
+            entries.append([experiment, members[0], "control_concatenate", svm_outputs(concat)])
+    return entries
+
+
+def ablation_inputs(wildcards=None):
+    return [path for entry in ablation_entries() for path in entry[3]]
+
+
+def ablation_outputs():
+    if not config["ablation"]["experiments"]:
+        return []
+    return multiext(f"{RESULTS}/tables/codc_ablation", ".csv", ".md", ".tex")
+
+
+def models_with_method(*methods):
+    return [name for name, model in config["models"].items() if model["method"] in methods]
+
+
+def snapshot_models(model):
+    return [f"{model}@e{epoch}" for epoch in config["models"][model].get("snapshot_epochs", [])]
 
 
 def svm_outputs(model):
@@ -160,8 +357,19 @@ def all_evaluation_files(wildcards=None):
     return [path for tracks in evaluation_outputs().values() for paths in tracks.values() for path in paths]
 
 
+def codc_round_models():
+    """Every member after every round of every CODC experiment."""
+    return [
+        codc_member_model(name, member, round_)
+        for name, experiment in config["codc"].items()
+        for round_ in range(1, experiment["rounds"] + 1)
+        for member in experiment["members"]
+    ]
+
+
 def pretrain_benchmarks(wildcards=None):
-    return [f"{RESULTS}/benchmarks/pretrain/{model}.tsv" for model in model_names()]
+    """The wall time of every training job (pretraining and CODC rounds), for the stage-time table."""
+    return [f"{RESULTS}/benchmarks/pretrain/{model}.tsv" for model in pretrained_models() + codc_round_models()]
 
 
 def leaderboard_outputs():
@@ -171,9 +379,45 @@ def leaderboard_outputs():
     ]
 
 
+def dc_vs_odc_spec():
+    """Per DC/ODC model: its final and intermediate evaluations, for the time-to-accuracy table and plot."""
+    return {
+        model: {
+            "method": config["models"][model]["method"],
+            "model": f"{RESULTS}/models/{model}/model.pth",
+            "benchmark": f"{RESULTS}/benchmarks/pretrain/{model}.tsv",
+            "voc07_svm": svm_outputs(model),
+            "voc07_lowshot": lowshot_outputs(model),
+            "snapshots": {
+                snapshot: {"model": f"{RESULTS}/models/{snapshot}/model.pth", "voc07_svm": svm_outputs(snapshot)}
+                for snapshot in snapshot_models(model)
+            },
+        }
+        for model in models_with_method("dc", "odc")
+    }
+
+
+def dc_vs_odc_inputs(wildcards=None):
+    files = []
+    for entry in dc_vs_odc_spec().values():
+        files += [entry["model"], entry["benchmark"]] + entry["voc07_svm"] + entry["voc07_lowshot"]
+        for snapshot in entry["snapshots"].values():
+            files += [snapshot["model"]] + snapshot["voc07_svm"]
+    return files
+
+
+def dc_vs_odc_outputs():
+    """The DC vs ODC table exists when the config has both methods."""
+    methods = {config["models"][model]["method"] for model in models_with_method("dc", "odc")}
+    if methods != {"dc", "odc"}:
+        return []
+    return multiext(f"{RESULTS}/tables/dc_vs_odc", ".csv", ".md") + [f"{RESULTS}/plots/dc_vs_odc.png"]
+
+
 def linear_probe_input(wildcards):
     """Cached mode trains on extracted features; online mode runs the frozen trunk over the images."""
-    if config["evaluation"]["places205_linear"]["mode"] == "cached":
+    cached = config["evaluation"]["places205_linear"]["mode"] == "cached"
+    if cached or wildcards.model in concatenations():  # a concatenation has features, not a trunk
         return {
             "train": f"{RESULTS}/features/{wildcards.model}/places205_train.npz",
             "val": f"{RESULTS}/features/{wildcards.model}/places205_val.npz",

@@ -19,3 +19,20 @@ rule leaderboard:
         code=code_digest("tables"),
     script:
         "../workflow/scripts/leaderboard.py"
+
+
+rule dc_vs_odc:
+    input:
+        dc_vs_odc_inputs,
+    output:
+        tables=multiext(f"{RESULTS}/tables/dc_vs_odc", ".csv", ".md"),
+        plot=f"{RESULTS}/plots/dc_vs_odc.png",
+    log:
+        f"{RESULTS}/logs/dc_vs_odc.log",
+    conda:
+        "../envs/pipeline.yaml"
+    params:
+        spec=dc_vs_odc_spec(),
+        code=code_digest("tables"),
+    script:
+        "../workflow/scripts/dc_vs_odc.py"

@@ -80,11 +80,14 @@ def pretrain_model(
     threads: int,
     log: logging.Logger,
     processes: int = 1,
+    snapshots_output: str | None = None,
 ) -> None:
     """Pretrain (or resume) one model. Runs live in ``runs/<config digest>/`` beside the output, so a changed
     config starts afresh while a killed run of the same config continues from its checkpoint. With
     ``processes > 1`` (a rule given several GPUs) the run goes through ``torchrun``, one process per GPU."""
-    run_dir = Path(model_output).parent / "runs" / config_digest(model_config | {"data": pretrain_data})
+    inputs = input_file_digests(model_config.get("method_options", {}))
+    run_dir = Path(model_output).parent / "runs" / config_digest(model_config | {"data": pretrain_data,
+                                                                                  "input_files": inputs})
     request = {"model_config": model_config, "pretrain_data": pretrain_data, "imagenet_root": imagenet_root,
                "run_dir": str(run_dir), "threads": max(1, threads // max(1, processes)),
                "where": f"models.{Path(model_output).parent.name}"}
@@ -93,6 +96,10 @@ def pretrain_model(
     else:
         run_pretraining(request, log.info)
     copy_atomic(run_dir / "metrics.jsonl", metrics_output)
+    if snapshots_output:  # intermediate backbones (snapshot_epochs), for time-to-accuracy curves
+        Path(snapshots_output).mkdir(parents=True, exist_ok=True)
+        for snapshot in sorted((run_dir / "snapshots").glob("epoch_*.pth")):
+            copy_atomic(snapshot, Path(snapshots_output) / snapshot.name)
     copy_atomic(run_dir / "model.pth", model_output)
 
 
@@ -114,21 +121,77 @@ def run_pretraining(request: dict, log) -> Path | None:
     """The body of one pretraining process (in-process, or each torchrun worker via ``engine.launch``)."""
     import torch
 
-    from .data.images import build_image_source
-    from .data.imagenet import list_imagenet_images
     from .engine import distributed
     from .engine.train import PretrainConfig, pretrain
 
     torch.set_num_threads(request["threads"])
     device = distributed.init_from_environment()
     config = from_dict(PretrainConfig, request["model_config"], where=request["where"])
-    data = request["pretrain_data"]
-    paths = list_imagenet_images(request["imagenet_root"], "train")
-    log(f"{len(paths)} pretraining images under {request['imagenet_root']}")
-    images = build_image_source(paths, preload=data["preload"], resize_shorter=data["resize_shorter"],
-                                crop_size=data["image_size"], crop_padding=data["crop_padding"],
-                                threads=request["threads"])
+    images = pretraining_images(request["imagenet_root"], request["pretrain_data"], request["threads"], log)
     return pretrain(config, images, request["run_dir"], device, log=log)
+
+
+def pretraining_images(imagenet_root: str, pretrain_data: dict, threads: int, log):
+    """The pretraining set's image source (ImageNet layout, labels unused); index order is the list order, so
+    pseudo-labels computed over it line up with the training samples."""
+    from .data.images import build_image_source
+    from .data.imagenet import list_imagenet_images
+
+    paths = list_imagenet_images(imagenet_root, "train")
+    log(f"{len(paths)} pretraining images under {imagenet_root}")
+    return build_image_source(paths, preload=pretrain_data["preload"], resize_shorter=pretrain_data["resize_shorter"],
+                              crop_size=pretrain_data["image_size"], crop_padding=pretrain_data["crop_padding"],
+                              threads=threads)
+
+
+FILE_OPTION_KEYS = ("labels_path", "initial_weights")
+
+
+def input_file_digests(method_options: dict) -> dict:
+    """Content digests of the files a method reads (pseudo-labels, previous-round weights), nested options
+    included: a run directory belongs to one configuration *and* one set of inputs, so new labels under the same
+    path start a new run instead of resuming one trained on the old labels."""
+    digests = {}
+    for key, value in method_options.items():
+        if key in FILE_OPTION_KEYS and value:
+            digest = hashlib.sha256()
+            with open(value, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+            digests[key] = digest.hexdigest()[:16]
+        elif isinstance(value, dict):
+            nested = input_file_digests(value)
+            if nested:
+                digests[key] = nested
+    return digests
+
+
+# ------------------------------------------------------------------------------------------------ labels
+def make_pseudo_labels(model_paths: Sequence[str], pretrain_data: dict, imagenet_root: str, num_clusters: int,
+                       pca_dims: int, seed: int, output: str, threads: int, log: logging.Logger,
+                       batch_size: int = 256, metadata: dict | None = None) -> None:
+    """k-means labels of the pretraining images from the concatenated features of ``model_paths`` (CLS's
+    supervision, or a CODC member's initial labels in a round)."""
+    import torch
+
+    from .pseudo_labels import labels_from_models
+
+    torch.set_num_threads(threads)
+    images = pretraining_images(imagenet_root, pretrain_data, threads, log.info)
+    labels = labels_from_models(model_paths, images, num_clusters, pca_dims, seed, batch_size, select_device(),
+                                output, metadata)
+    sizes = np.bincount(labels, minlength=num_clusters)
+    log.info("%d labels from %s: %d non-empty clusters of %d, largest %d", len(labels), list(model_paths),
+             int((sizes > 0).sum()), num_clusters, int(sizes.max()))
+
+
+def concatenate_model_features(paths: Sequence[str], output: str, layers: Sequence[str] | None,
+                               log: logging.Logger) -> None:
+    from .concat import concatenate_feature_files
+
+    metadata = concatenate_feature_files(paths, output, layers)
+    log.info("concatenated %s: %d images, dims %s", list(paths), metadata["num_images"],
+             metadata["concatenation"]["member_dims"])
 
 
 # ------------------------------------------------------------------------------------------------ features
@@ -211,7 +274,8 @@ def evaluate_voc07_svm(trainval_features, test_features, layer, svm_config, voc0
     test_x, test_y, _ = voc07_split_with_features(test_features, layer, voc07_root, "test", classes)
     costs = protocol_costs(svm_config["costs"], svm_config["extra_powers"])
     log.info("layer %s: %s trainval, %s test, %d costs", layer, train_x.shape, test_x.shape, len(costs))
-    result = train_and_test_full_svm(train_x, train_y, test_x, test_y, costs, classes, n_jobs=n_jobs)
+    result = train_and_test_full_svm(train_x, train_y, test_x, test_y, costs, classes, n_jobs=n_jobs,
+                                     device=select_device())
     result.update(layer=layer, dim=int(train_x.shape[1]))
     write_json_atomic(output, result)
     log.info("layer %s: mAP %.2f", layer, result["map"])
@@ -239,7 +303,8 @@ def evaluate_voc07_lowshot(trainval_features, test_features, samples_path, layer
     test_x, test_y, _ = voc07_split_with_features(test_features, layer, voc07_root, "test", classes)
     samples = load_lowshot_samples(samples_path)
     costs = protocol_costs(lowshot_config["costs"], lowshot_config["extra_powers"])
-    result = evaluate_lowshot(train_x, train_y, test_x, test_y, samples, costs, classes, n_jobs=n_jobs)
+    result = evaluate_lowshot(train_x, train_y, test_x, test_y, samples, costs, classes, n_jobs=n_jobs,
+                              device=select_device())
     result.update(layer=layer, dim=int(train_x.shape[1]))
     write_json_atomic(output, result)
     log.info("layer %s: low-shot track score %.2f", layer, result["track_score"])
@@ -290,7 +355,7 @@ def evaluate_places205_linear(inputs, probe_config, features_config, places205_r
     torch.set_num_threads(threads)
     options = {key: probe_config[key] for key in ("epochs", "milestones", "lr", "batch_size")}
     config = from_dict(LinearProbeConfig, options, where="evaluation.places205_linear")
-    if probe_config["mode"] == "online":
+    if "model" in inputs:  # online mode; a concatenation has only features and is probed on them
         result = places205_probe_online(inputs, probe_config, features_config, places205_root, config, log)
     else:
         result = places205_probe_cached(inputs, probe_config, config)

@@ -1,4 +1,5 @@
-"""Pretrain one model; a killed or preempted job resumes from its checkpoint when the rule runs again."""
+"""Pretrain one model, or one CODC member for one round; a killed or preempted job resumes from its checkpoint
+when the rule runs again."""
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ with job_logging(snakemake) as log:
         imagenet_root=snakemake.params.roots["imagenet"],
         model_output=snakemake.output.model,
         metrics_output=snakemake.output.metrics,
+        snapshots_output=snakemake.output.get("snapshots"),  # codc rounds keep none
         threads=snakemake.threads,
         log=log,
         processes=int(snakemake.resources.get("gpu", 0) or 0) or 1,  # one torchrun process per GPU

@@ -149,7 +149,10 @@ def reduce_gradients(method: torch.nn.Module) -> None:
 
 def backbone_file(method: torch.nn.Module, config: PretrainConfig, run: RunPosition) -> dict:
     backbone = method.backbone
+    device = next(backbone.parameters()).device
     return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "processes": distributed.world_size(),
         "backbone_config": backbone.config,
         "backbone": {key: value.cpu() for key, value in backbone.state_dict().items()},
         "method": config.method,

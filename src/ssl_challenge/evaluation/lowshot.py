@@ -1,0 +1,234 @@
+"""Track 2: the VOC07 low-shot SVM protocol.
+
+For every k and every sample, each class gets its own training set: k positives and 19k negatives drawn without
+replacement from the trainval images that are not difficult for that class; every other image is ignored for that
+class. The SVMs are those of the full protocol (:mod:`.svm`: same loss, class weights, bias), trained at every cost
+without cross-validation, and scored on the test split (difficult images excluded per class).
+
+Following the reference, the cost of each k is the one with the best mean-over-samples *test* mAP (so the figure
+is optimistic; the output says so). Reported per k: mean, min, max and std (population, ddof 0) of the samples'
+mAPs at that cost; the track score is the mean over k of the per-k means. All figures x100.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..io import write_json_atomic
+from .svm import (CLASS_WEIGHT, SOLVERS, _torch_threads, fit_liblinear, normalise_features, solve_squared_hinge,
+                  spectral_basis, test_average_precision)
+
+NEGATIVES_PER_POSITIVE = 19
+SAMPLES_FORMAT = 1
+
+
+def draw_lowshot_samples(labels: np.ndarray, k_values: Sequence[int], num_samples: int, seed: int) -> dict:
+    """Draw the low-shot training sets from the trainval label matrix ``labels`` int8 [N, C] (1 / -1 / 0).
+
+    Returns a JSON-able dict: ``seed``, ``k_values``, ``num_samples``, ``num_images``, ``num_classes``,
+    ``negatives_per_positive`` and ``samples`` {str(k): [ {"positives": [[row, ...] per class], "negatives":
+    [[row, ...] per class]} per sample ]}, rows sorted. The draw of (k, sample, class) comes from its own random
+    stream seeded by (seed, k, sample, class), so it does not depend on the other k values asked for. Raises
+    ``ValueError`` naming the class and k when a class has fewer than k positives or 19k negatives (no clamping).
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"low-shot labels must be [images, classes], got shape {labels.shape}")
+    k_values = [int(k) for k in k_values]
+    if not k_values or min(k_values) < 1 or len(set(k_values)) != len(k_values):
+        raise ValueError(f"low-shot k_values must be distinct positive integers, got {k_values}")
+    if int(num_samples) < 1:
+        raise ValueError(f"low-shot num_samples must be >= 1, got {num_samples}")
+    positives = [np.flatnonzero(labels[:, c] > 0) for c in range(labels.shape[1])]
+    negatives = [np.flatnonzero(labels[:, c] < 0) for c in range(labels.shape[1])]
+    drawn = {}
+    for k in k_values:
+        for c in range(labels.shape[1]):
+            if positives[c].size < k or negatives[c].size < NEGATIVES_PER_POSITIVE * k:
+                raise ValueError(f"low-shot k={k}: class {c} has {positives[c].size} positives and "
+                                 f"{negatives[c].size} non-difficult negatives; needs {k} and "
+                                 f"{NEGATIVES_PER_POSITIVE * k}")
+        drawn[str(k)] = [_draw_one_sample(positives, negatives, k, sample, int(seed))
+                         for sample in range(int(num_samples))]
+    return {"format": SAMPLES_FORMAT, "seed": int(seed), "k_values": k_values, "num_samples": int(num_samples),
+            "num_images": int(labels.shape[0]), "num_classes": int(labels.shape[1]),
+            "negatives_per_positive": NEGATIVES_PER_POSITIVE, "samples": drawn}
+
+
+def _draw_one_sample(positives, negatives, k, sample, seed) -> dict:
+    chosen = {"positives": [], "negatives": []}
+    for c, (class_positives, class_negatives) in enumerate(zip(positives, negatives)):
+        generator = np.random.default_rng([seed, k, sample, c])
+        chosen["positives"].append(sorted(generator.choice(class_positives, k, replace=False).tolist()))
+        chosen["negatives"].append(sorted(
+            generator.choice(class_negatives, NEGATIVES_PER_POSITIVE * k, replace=False).tolist()))
+    return chosen
+
+
+def save_lowshot_samples(path: str | Path, samples: dict) -> None:
+    """Write the samples as JSON, atomically."""
+    _check_samples(samples, str(path))
+    write_json_atomic(path, samples)
+
+
+def load_lowshot_samples(path: str | Path) -> dict:
+    """Read samples written by :func:`save_lowshot_samples`; errors name the file and what is wrong."""
+    import json
+
+    try:
+        samples = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: cannot read low-shot samples ({error})") from error
+    _check_samples(samples, str(path))
+    return samples
+
+
+def _check_samples(samples: dict, source: str) -> None:
+    def fail(problem):
+        raise ValueError(f"{source}: invalid low-shot samples: {problem}")
+
+    if not isinstance(samples, dict):
+        fail("not a JSON object")
+    for key in ("seed", "k_values", "num_samples", "num_images", "num_classes", "samples"):
+        if key not in samples:
+            fail(f"missing key {key!r}")
+    num_classes, num_images = samples["num_classes"], samples["num_images"]
+    ratio = samples.get("negatives_per_positive", NEGATIVES_PER_POSITIVE)
+    if sorted(samples["samples"]) != sorted(str(k) for k in samples["k_values"]):
+        fail(f"samples for k {sorted(samples['samples'])} but k_values {samples['k_values']}")
+    for k in samples["k_values"]:
+        draws = samples["samples"][str(k)]
+        if not isinstance(draws, list) or len(draws) != samples["num_samples"]:
+            fail(f"k={k}: expected {samples['num_samples']} samples")
+        for index, draw in enumerate(draws):
+            for part, size in (("positives", k), ("negatives", ratio * k)):
+                rows = draw.get(part) if isinstance(draw, dict) else None
+                if not isinstance(rows, list) or len(rows) != num_classes:
+                    fail(f"k={k} sample {index}: {part!r} must list {num_classes} classes")
+                for c, class_rows in enumerate(rows):
+                    if (not isinstance(class_rows, list) or len(class_rows) != size
+                            or len(set(class_rows)) != size
+                            or not all(isinstance(row, int) and 0 <= row < num_images for row in class_rows)):
+                        fail(f"k={k} sample {index} class {c}: {part} must be {size} distinct rows "
+                             f"in [0, {num_images})")
+
+
+def _check_against_labels(samples: dict, train_y: np.ndarray, classes: Sequence[str]) -> None:
+    if samples["num_classes"] != len(classes) or samples["num_images"] != train_y.shape[0]:
+        raise ValueError(f"low-shot samples drawn for {samples['num_images']} images x {samples['num_classes']} "
+                         f"classes, but the labels are {train_y.shape[0]} x {len(classes)}")
+    for k in samples["k_values"]:
+        for draw in samples["samples"][str(k)]:
+            for c, name in enumerate(classes):
+                if not ((train_y[draw["positives"][c], c] > 0).all() and (train_y[draw["negatives"][c], c] < 0).all()):
+                    raise ValueError(f"low-shot samples k={k}, class {name!r}: drawn rows disagree with the "
+                                     "trainval labels (samples from another label set?)")
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+def _sample_scores_newton(x_bias, basis, gram, train_targets, test_bias, draw, costs):
+    """Test decision values [M, C, costs] of one sample's SVMs (every class, every cost)."""
+    import torch
+
+    num_classes, device = train_targets.shape[1], basis.device
+    rows = sorted(set().union(*draw["positives"], *draw["negatives"]))
+    rows_tensor = torch.tensor(rows, device=device)
+    position = {row: index for index, row in enumerate(rows)}
+    member = torch.zeros(len(rows), num_classes, dtype=torch.float64, device=device)
+    for c in range(num_classes):
+        member[[position[row] for row in draw["positives"][c] + draw["negatives"][c]], c] = 1.0
+    targets = train_targets[rows_tensor]
+    class_weight = torch.where(targets > 0, CLASS_WEIGHT[1], CLASS_WEIGHT[-1]) * member
+    cost_tensor = torch.tensor(costs, dtype=torch.float64, device=device)
+    weights = (class_weight[:, :, None] * cost_tensor).reshape(len(rows), -1)
+    column_targets = targets[:, :, None].expand(-1, -1, len(costs)).reshape(len(rows), -1)
+    sub_gram = gram[rows_tensor][:, rows_tensor] if gram is not None else None
+    solution = solve_squared_hinge(basis[rows_tensor], column_targets, weights, gram=sub_gram)
+    weight_vectors = x_bias[rows_tensor].T @ (solution.dual_coefficients * column_targets)
+    scores = (test_bias @ weight_vectors).reshape(-1, num_classes, len(costs))
+    return scores.cpu().numpy(), solution.stats
+
+
+def _sample_scores_liblinear(train_x, train_targets, test_x, draw, costs):
+    scores = np.empty((test_x.shape[0], train_targets.shape[1], len(costs)))
+    not_converged = 0
+    for c in range(train_targets.shape[1]):
+        rows = np.array(sorted(draw["positives"][c] + draw["negatives"][c]))
+        for j, cost in enumerate(costs):
+            model, converged = fit_liblinear(train_x[rows], train_targets[rows, c], cost)
+            scores[:, c, j] = model.decision_function(test_x)
+            not_converged += not converged
+    return scores, {"liblinear_not_converged": not_converged}
+
+
+def _map_per_cost(scores: np.ndarray, test_y: np.ndarray) -> np.ndarray:
+    """mAP x100 per cost from test scores [M, C, costs]."""
+    ap = [[test_average_precision(scores[:, c, j], test_y[:, c]) for j in range(scores.shape[2])]
+          for c in range(scores.shape[1])]
+    return 100.0 * np.mean(ap, axis=0)
+
+
+def evaluate_lowshot(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+                     samples: dict, costs: list[float], classes: list[str], n_jobs: int, solver: str = "auto",
+                     device=None) -> dict:
+    """The low-shot track for one layer. Shapes as :func:`.svm.train_and_test_full_svm`; ``samples`` from
+    :func:`draw_lowshot_samples`. Returns a JSON-able dict with ``track_score``, ``per_k`` {str(k): {mean, min, max,
+    std, cost, cost_index, sample_maps}}, ``map_per_cost`` {str(k): [[mAP per cost] per sample]} and settings."""
+    if solver not in SOLVERS:
+        raise ValueError(f"low-shot solver must be one of {SOLVERS}, got {solver!r}")
+    solver = "newton" if solver == "auto" else solver
+    costs = [float(cost) for cost in costs]
+    train_y, test_y = np.asarray(train_y), np.asarray(test_y)
+    _check_against_labels(samples, train_y, classes)
+    if test_y.shape[1] != len(classes) or test_x.shape[1] != train_x.shape[1]:
+        raise ValueError(f"low-shot: test labels {test_y.shape} / features {test_x.shape} do not match "
+                         f"{len(classes)} classes and {train_x.shape[1]} dims")
+    start = time.perf_counter()
+    train_x, test_x = normalise_features(train_x), normalise_features(test_x)
+    train_targets = np.where(train_y > 0, 1, -1).astype(np.int8)  # only drawn rows are used; none difficult
+    map_per_cost, stats = {}, {}
+    with _torch_threads(n_jobs):
+        if solver == "newton":
+            import torch
+
+            device = torch.device(device or "cpu")
+            x_bias = torch.from_numpy(np.hstack([train_x, np.ones((train_x.shape[0], 1))])).to(device)
+            test_bias = torch.from_numpy(np.hstack([test_x, np.ones((test_x.shape[0], 1))])).to(device)
+            basis, gram = spectral_basis(x_bias, return_gram=True)
+            targets = torch.from_numpy(train_targets.astype(np.float64)).to(device)
+        for k in samples["k_values"]:
+            map_per_cost[str(k)] = []
+            for draw in samples["samples"][str(k)]:
+                if solver == "newton":
+                    scores, sample_stats = _sample_scores_newton(x_bias, basis, gram, targets, test_bias, draw,
+                                                                 costs)
+                else:
+                    scores, sample_stats = _sample_scores_liblinear(train_x, train_targets, test_x, draw, costs)
+                for key, value in sample_stats.items():
+                    stats[key] = stats.get(key, 0) + value
+                map_per_cost[str(k)].append(_map_per_cost(scores, test_y).tolist())
+    per_k = {}
+    for k, sample_maps in map_per_cost.items():
+        sample_maps = np.asarray(sample_maps)
+        chosen = int(np.argmax(sample_maps.mean(axis=0)))  # ties -> first in costs order
+        at_cost = sample_maps[:, chosen]
+        per_k[k] = {"mean": float(at_cost.mean()), "min": float(at_cost.min()), "max": float(at_cost.max()),
+                    "std": float(at_cost.std()), "cost": costs[chosen], "cost_index": chosen,
+                    "sample_maps": at_cost.tolist()}
+    return {
+        "track_score": float(np.mean([entry["mean"] for entry in per_k.values()])),
+        "per_k": per_k,
+        "map_per_cost": map_per_cost,
+        "costs": costs,
+        "solver": solver,
+        "cost_choice": "per k, the cost with the best mean-over-samples TEST mAP (as the reference does); "
+                       "ties -> first in costs order",
+        "std": "population standard deviation over samples (ddof 0)",
+        "seed": samples["seed"],
+        "num_samples": samples["num_samples"],
+        "seconds": time.perf_counter() - start,
+        "solver_stats": stats,
+    }

@@ -1,0 +1,88 @@
+"""DC: Deep Clustering (Caron et al. 2018).
+
+At the start of every epoch: the pooled backbone features of the whole training set (eval mode, no
+augmentation) are PCA-whitened to ``pca_dims`` (capped at min(N, D)), L2-normalised and clustered by k-means;
+the cluster ids become the epoch's pseudo-labels; the linear head is re-initialised (normal std 0.01, bias 0);
+the epoch's order is uniform over the clusters (``clustering.sampling``). The labels are a buffer, so a run
+resumed mid-epoch continues with the same labels (the loop keeps the epoch's order in its checkpoint and does not
+call ``before_epoch`` again).
+
+Reference ResNet-50 recipe (ImageNet): k = 10000, PCA 256, 20 k-means iterations, SGD lr 0.1, momentum 0.9
+(head 0), weight decay 1e-5, batch 512, 200 epochs. The defaults below are the embedded scale (20k images).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..clustering.kmeans import kmeans, mixed_seed
+from ..clustering.pca import pca_whiten_normalise
+from ..clustering.sampling import uniform_over_clusters
+from ..config import from_dict
+from ..engine import distributed
+from ..models.necks import linear_head, reset_linear
+from .base import EpochContext
+
+
+@dataclass(frozen=True)
+class DCOptions:
+    num_clusters: int = 100  # reference 10000 (ImageNet)
+    pca_dims: int = 256  # reference 256; capped at min(N, feature dim)
+    kmeans_iterations: int = 20  # reference 20
+    head_init_std: float = 0.01  # reference 0.01
+    seed: int = 0  # mixed with the run's seed into each epoch's k-means seed
+
+
+class DeepCluster(nn.Module):
+    def __init__(self, backbone: nn.Module, num_samples: int, options: DCOptions):
+        super().__init__()
+        if not 2 <= options.num_clusters <= num_samples:
+            raise ValueError(f"method_options.num_clusters: expected 2..{num_samples} (the training samples), "
+                             f"got {options.num_clusters}")
+        if options.pca_dims < 1 or options.kmeans_iterations < 1:
+            raise ValueError(f"method_options: pca_dims ({options.pca_dims}) and kmeans_iterations "
+                             f"({options.kmeans_iterations}) must be positive")
+        self.options = options
+        self.num_samples = num_samples
+        self.backbone = backbone
+        self.head = linear_head(backbone.out_dim, options.num_clusters, options.head_init_std)
+        self.register_buffer("labels", torch.zeros(num_samples, dtype=torch.int64))
+        self.register_buffer("clustered", torch.tensor(False))  # whether labels hold a clustering yet
+
+    def parameter_groups(self, base: dict) -> list[dict]:
+        head_ids = {id(parameter) for parameter in self.head.parameters()}
+        others = [parameter for parameter in self.parameters() if id(parameter) not in head_ids]
+        return [{"params": others}, {"params": list(self.head.parameters()), "momentum": 0.0, "nesterov": False}]
+
+    def before_epoch(self, context: EpochContext) -> None:
+        features = context.extract_features(self.backbone.pooled)
+        kmeans_seed = mixed_seed(context.generator, self.options.seed)
+        labels = torch.empty(features.shape[0], dtype=torch.int64, device=features.device)
+        if distributed.is_main():  # one k-means, shared by every rank
+            reduced = pca_whiten_normalise(features, self.options.pca_dims)
+            labels.copy_(kmeans(reduced, self.options.num_clusters, self.options.kmeans_iterations,
+                                seed=kmeans_seed).assignments)
+        distributed.broadcast_(labels)
+        self.labels.copy_(labels)
+        self.clustered.fill_(True)
+        reset_linear(self.head, self.options.head_init_std, context.generator)
+
+    def epoch_indices(self, context: EpochContext) -> torch.Tensor:
+        if not bool(self.clustered):
+            raise RuntimeError("DeepCluster.epoch_indices: before_epoch has not clustered the data yet")
+        return uniform_over_clusters(self.labels, self.options.num_clusters, context.generator)
+
+    def training_step(self, images: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        logits = self.head(self.backbone.pooled(images))
+        loss = F.cross_entropy(logits, self.labels[indices.to(self.labels.device)])
+        return loss, {}
+
+    def after_step(self, indices: torch.Tensor) -> dict[str, float]:
+        return {}
+
+
+def build(backbone: nn.Module, options: dict, num_samples: int) -> DeepCluster:
+    return DeepCluster(backbone, num_samples, from_dict(DCOptions, options, where="method_options"))

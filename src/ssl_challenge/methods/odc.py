@@ -1,0 +1,80 @@
+"""ODC: Online Deep Clustering (Zhan et al. 2020) = a backbone + the online-clustering component.
+
+At the first epoch the whole training set goes through backbone and neck (eval mode, no augmentation), the
+L2-normalised neck features are clustered by k-means, and the memory is filled with them
+(``OnlineClustering.initialise``); from then on the labels evolve online, one batch at a time
+(``online_clustering.py`` has the memory's algorithm). Epochs draw N samples with replacement. The memory is part
+of the state_dict, so a resumed run never re-clusters.
+
+Reference ResNet-50 recipe (ImageNet): SGD lr 0.06, momentum 0.9 (head 0), weight decay 1e-5, batch 512,
+440 epochs, lr x0.4 at epoch 400; k = 10000 clusters, memory momentum 0.5, minimum cluster size 20,
+re-weighting on, centroids recomputed every 10 iterations (``centroid_update: periodic`` reproduces that).
+The defaults below are the embedded scale (20k images: 100 clusters).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from ..clustering.kmeans import kmeans, mixed_seed
+from ..config import from_dict
+from ..engine import distributed
+from .base import EpochContext
+from .online_clustering import OnlineClustering, OnlineClusteringOptions
+
+
+@dataclass(frozen=True)
+class ODCOptions(OnlineClusteringOptions):
+    """The online-clustering options (num_clusters, memory_momentum, min_cluster_size, neck_hidden_dim,
+    neck_out_dim, neck_dropout, init_std, reweight, reweight_power, centroid_update, centroid_update_interval,
+    split_iterations) plus those of the initial clustering."""
+
+    kmeans_iterations: int = 20  # reference 20
+    seed: int = 0  # mixed with the run's seed into the k-means seed and the memory's draws
+
+
+def clustering_options(options: ODCOptions) -> OnlineClusteringOptions:
+    fields = OnlineClusteringOptions.__dataclass_fields__
+    return OnlineClusteringOptions(**{key: value for key, value in asdict(options).items() if key in fields})
+
+
+class OnlineDeepClustering(nn.Module):
+    def __init__(self, backbone: nn.Module, num_samples: int, options: ODCOptions):
+        super().__init__()
+        self.options = options
+        self.num_samples = num_samples
+        self.backbone = backbone
+        self.clustering = OnlineClustering(backbone.out_dim, num_samples, clustering_options(options))
+
+    def parameter_groups(self, base: dict) -> list[dict]:
+        head = list(self.clustering.head.parameters())
+        head_ids = {id(parameter) for parameter in head}
+        others = [parameter for parameter in self.parameters() if id(parameter) not in head_ids]
+        return [{"params": others}, {"params": head, "momentum": 0.0, "nesterov": False}]
+
+    def before_epoch(self, context: EpochContext) -> None:
+        if self.clustering.is_initialised:  # a later epoch, or a run resumed from a checkpoint
+            return
+        features = context.extract_features(lambda images: self.clustering.embedding(self.backbone.pooled(images)))
+        kmeans_seed = mixed_seed(context.generator, self.options.seed)
+        labels = torch.empty(features.shape[0], dtype=torch.int64, device=features.device)
+        if distributed.is_main():  # one k-means, shared: every rank must start from the same labels
+            labels.copy_(kmeans(features, self.options.num_clusters, self.options.kmeans_iterations,
+                                seed=kmeans_seed).assignments)
+        distributed.broadcast_(labels)
+        self.clustering.initialise(features, labels, seed=kmeans_seed)
+
+    def epoch_indices(self, context: EpochContext) -> torch.Tensor:
+        return torch.randint(0, self.num_samples, (self.num_samples,), generator=context.generator)
+
+    def training_step(self, images: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.clustering.loss(self.backbone.pooled(images), indices), {}
+
+    def after_step(self, indices: torch.Tensor) -> dict[str, float]:
+        return self.clustering.update(indices)
+
+
+def build(backbone: nn.Module, options: dict, num_samples: int) -> OnlineDeepClustering:
+    return OnlineDeepClustering(backbone, num_samples, from_dict(ODCOptions, options, where="method_options"))

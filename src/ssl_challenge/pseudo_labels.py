@@ -1,0 +1,132 @@
+"""Pseudo-labels from already-trained models: what supervises CLS, and each CODC round's initial labels.
+
+The features of one or more models over the pretraining set (in the image source's index order) are
+L2-normalised per model and concatenated (``concat.concatenate_blocks``), PCA-whitened and L2-normalised (DC's
+preprocessing, ``clustering.pca``), then clustered with k-means (``clustering.kmeans``). The cluster ids are
+stored in a small ``.npz`` beside their metadata (models, k, PCA dims, seed), written atomically.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .concat import concatenate_blocks
+from .io import atomic_path
+
+LABELS_KEY, METADATA_KEY = "labels", "metadata"
+
+
+def cluster_concatenated(blocks: Sequence[np.ndarray], num_clusters: int, pca_dims: int, seed: int,
+                         iterations: int = 20) -> np.ndarray:
+    """``[N, D_1], ..., [N, D_m]`` (one block per model) -> cluster ids ``int64[N]`` in ``[0, num_clusters)``.
+
+    Each block is L2-normalised, the blocks concatenated, PCA-whitened to ``min(pca_dims, N, sum D)`` dimensions
+    and L2-normalised, then clustered by k-means (``iterations`` rounds, faiss seeded with ``seed``).
+    """
+    from .clustering.kmeans import kmeans
+    from .clustering.pca import pca_whiten_normalise
+
+    if num_clusters < 1 or pca_dims < 1:
+        raise ValueError(f"cluster_concatenated: num_clusters ({num_clusters}) and pca_dims ({pca_dims}) "
+                         "must be positive")
+    features = torch.from_numpy(concatenate_blocks(blocks))
+    reduced = pca_whiten_normalise(features, pca_dims)
+    result = kmeans(reduced, num_clusters, iterations=iterations, seed=seed)
+    return result.assignments.cpu().numpy().astype(np.int64)
+
+
+@torch.no_grad()
+def pooled_features(backbone: torch.nn.Module, images, batch_size: int, device: torch.device) -> np.ndarray:
+    """The global-pooled last-stage features ``float32[N, out_dim]`` of every image of ``images`` (an image
+    source: ``len`` and ``load_batch(indices, augment=False, generator)``), un-augmented, in index order, with
+    the backbone in eval mode (its mode is restored). These are what the labelling step clusters."""
+    was_training = backbone.training
+    backbone.eval()
+    outputs = []
+    try:
+        for start in range(0, len(images), batch_size):
+            indices = torch.arange(start, min(start + batch_size, len(images)))
+            batch = images.load_batch(indices, False, torch.Generator()).to(device)
+            outputs.append(backbone.pooled(batch).float().cpu())
+    finally:
+        backbone.train(was_training)
+    return torch.cat(outputs).numpy()
+
+
+def load_model_backbone(model_path: str | os.PathLike, device: torch.device) -> torch.nn.Module:
+    """The backbone of a ``model.pth`` written by the training loop, on ``device`` (strict load)."""
+    from .models.backbones import build_backbone
+
+    saved = torch.load(model_path, map_location="cpu", weights_only=False)
+    if "backbone" not in saved or "backbone_config" not in saved:
+        raise ValueError(f"{model_path}: not a model file (expected 'backbone' and 'backbone_config' entries)")
+    backbone = build_backbone(saved["backbone_config"])
+    backbone.load_state_dict(saved["backbone"], strict=True)
+    return backbone.to(device)
+
+
+def labels_from_models(model_paths: Sequence[str], images, num_clusters: int, pca_dims: int, seed: int,
+                       batch_size: int, device: torch.device, output: str | os.PathLike,
+                       metadata: dict[str, Any] | None = None) -> np.ndarray:
+    """The labelling step of the workflow: pooled features of every model over ``images`` (the pretraining
+    set's image source, un-augmented), ``cluster_concatenated``, saved to ``output`` with the models, k, PCA
+    dims, seed and the caller's ``metadata``. Returns the labels."""
+    blocks = []
+    for path in model_paths:
+        blocks.append(pooled_features(load_model_backbone(path, device), images, batch_size, device))
+    labels = cluster_concatenated(blocks, num_clusters, pca_dims, seed)
+    save_labels(output, labels, {**(metadata or {}), "model_files": [str(path) for path in model_paths],
+                                 "num_clusters": num_clusters, "pca_dims": pca_dims, "seed": seed,
+                                 "feature_dims": [int(block.shape[1]) for block in blocks]})
+    return labels
+
+
+def save_labels(path: str | os.PathLike, labels: np.ndarray, metadata: dict[str, Any]) -> None:
+    """Write ``labels`` (integers ``[N]``) and the JSON ``metadata`` to ``path`` (``.npz``) atomically. The metadata
+    always records ``num_samples`` and ``num_clusters`` (the given one, else max label + 1)."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ValueError(f"{path}: label files must end in .npz")
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{path}: labels must be a 1-d integer array, got {labels.dtype} {labels.shape}")
+    if labels.size and labels.min() < 0:
+        raise ValueError(f"{path}: labels must be non-negative, got {int(labels.min())}")
+    num_clusters = int(metadata.get("num_clusters", int(labels.max()) + 1 if labels.size else 0))
+    if labels.size and labels.max() >= num_clusters:
+        raise ValueError(f"{path}: label {int(labels.max())} out of range for num_clusters {num_clusters}")
+    metadata = {**metadata, "num_samples": int(labels.size), "num_clusters": num_clusters}
+    with atomic_path(path) as temporary:
+        np.savez(temporary, **{LABELS_KEY: labels.astype(np.int64),
+                               METADATA_KEY: np.array(json.dumps(metadata, sort_keys=True))})
+
+
+def read_labels_file(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
+    """``(labels int64[N], metadata)`` of a file written by :func:`save_labels`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: pseudo-label file not found")
+    with np.load(path, allow_pickle=False) as archive:
+        if LABELS_KEY not in archive.files or METADATA_KEY not in archive.files:
+            raise ValueError(f"{path}: not a pseudo-label file (expected entries '{LABELS_KEY}' and "
+                             f"'{METADATA_KEY}', found {archive.files})")
+        return archive[LABELS_KEY].astype(np.int64), json.loads(str(archive[METADATA_KEY]))
+
+
+def load_labels(path: str | os.PathLike, num_samples: int, num_clusters: int | None = None) -> np.ndarray:
+    """The labels ``int64[num_samples]`` of ``path``; raises naming the file when it holds another number of
+    labels (they were computed for another training set) or, if ``num_clusters`` is given, another k."""
+    labels, metadata = read_labels_file(path)
+    if labels.shape != (num_samples,):
+        raise ValueError(f"{path}: {labels.size} labels, expected one per training sample ({num_samples}); "
+                         "the labels were computed on another training set")
+    if num_clusters is not None:
+        if metadata["num_clusters"] != num_clusters or (labels.size and labels.max() >= num_clusters):
+            raise ValueError(f"{path}: labels of {metadata['num_clusters']} clusters, expected num_clusters "
+                             f"{num_clusters}")
+    return labels

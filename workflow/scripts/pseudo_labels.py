@@ -1,0 +1,23 @@
+"""k-means pseudo-labels of the pretraining images from some models' concatenated features (CLS, CODC rounds)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+from ssl_challenge.jobs import job_logging  # noqa: E402
+
+with job_logging(snakemake) as log:
+    from ssl_challenge.stages import make_pseudo_labels
+
+    options = snakemake.params.labels
+    make_pseudo_labels(
+        model_paths=list(snakemake.input.models),
+        pretrain_data=snakemake.params.pretrain_data,
+        imagenet_root=snakemake.params.roots["imagenet"],
+        num_clusters=options["num_clusters"],
+        pca_dims=options["pca_dims"],
+        seed=options["seed"],
+        output=snakemake.output.labels,
+        threads=snakemake.threads,
+        log=log,
+        metadata={"target": snakemake.params.target},
+    )

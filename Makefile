@@ -7,6 +7,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 PYTEST_ARGS ?=
+# With slurm-client installed and no controller answering, the slurm executor plugin's import runs
+# `scontrol show config` with a 10 s time-out on every Snakemake start (dry runs included). An empty slurm.conf
+# makes it fail at once. Cluster users run snakemake directly (or set SLURM_CONF), not through this Makefile.
+export SLURM_CONF ?= /dev/null
 
 .PHONY: all_tracks test venv data dry-run lint clean-results
 

@@ -12,7 +12,6 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
-
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
@@ -23,6 +22,16 @@ include: "rules/codc.smk"
 include: "rules/features.smk"
 include: "rules/evaluate.smk"
 include: "rules/tables.smk"
+
+
+# Seconds of work each: on a cluster they run where Snakemake runs instead of waiting in the queue.
+localrules:
+    all_tracks,
+    lowshot_samples,
+    snapshot_model,
+    leaderboard,
+    dc_vs_odc,
+    ablation_tables,
 
 
 rule all_tracks:

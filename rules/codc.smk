@@ -20,6 +20,7 @@ rule pseudo_labels:
     threads: config["resources"]["torch_threads"]
     params:
         labels=cls_label_options,
+        label_models=cls_label_models,
         target=lambda wildcards: wildcards.model,
         pretrain_data=config["pretrain_data"],
         roots=data_roots(),
@@ -47,7 +48,10 @@ rule codc_labels:
     threads: config["resources"]["torch_threads"]
     params:
         labels=codc_label_options,
-        target=lambda wildcards: codc_member_model(wildcards.experiment, wildcards.member, int(wildcards.round)),
+        label_models=codc_label_models,
+        target=lambda wildcards: codc_member_model(
+            wildcards.experiment, wildcards.member, int(wildcards.round)
+        ),
         pretrain_data=config["pretrain_data"],
         roots=data_roots(),
         code=code_digest("data", "models", "labels"),

@@ -38,10 +38,49 @@ def check_fashion_mnist_dir(folder):
         )
 
 
+CODC_BASE_METHODS = ("rot", "dc", "odc", "cls")
+
+
+def check_codc_config():
+    """CODC experiments, concatenations and the ablation table must name things that exist."""
+    experiments = config["codc"]
+    for name, experiment in experiments.items():
+        for member in experiment["members"]:
+            if member not in config["models"]:
+                raise ValueError(f"config key 'codc.{name}.members': {member!r} is not a configured model")
+            if config["models"][member]["method"] not in CODC_BASE_METHODS:
+                raise ValueError(
+                    f"config key 'codc.{name}.members': {member!r} has method "
+                    f"{config['models'][member]['method']!r}; a CODC member needs a pretext loss, one of "
+                    f"{list(CODC_BASE_METHODS)}"
+                )
+        start = experiment["start_from"]
+        if start and (start not in experiments or start == name):
+            raise ValueError(f"config key 'codc.{name}.start_from': {start!r} is not another CODC experiment")
+    for name, members in config["concatenations"].items():
+        unknown = [m for m in members if m not in pretrained_models() + codc_round_models()]
+        if unknown:
+            raise ValueError(f"config key 'concatenations.{name}': {unknown} are not models")
+    for name in config["ablation"]["experiments"]:
+        if name not in experiments:
+            raise ValueError(f"config key 'ablation.experiments': {name!r} is not a CODC experiment")
+    for name, control in config["ablation"]["controls"].items():
+        if name not in config["ablation"]["experiments"]:
+            raise ValueError(
+                f"config key 'ablation.controls.{name}': {name!r} is not in ablation.experiments"
+            )
+        if control not in experiments or experiments[control]["label_source"] != "self":
+            raise ValueError(
+                f"config key 'ablation.controls.{name}': {control!r} must be a CODC experiment with "
+                "label_source: self"
+            )
+
+
 def check_config():
     """Fail at DAG-build time, naming the config key, for what the schema cannot see."""
     if not config["models"]:
         raise ValueError("config key 'models' is empty: name at least one model to pretrain and evaluate")
+    check_codc_config()
     data = config["data"]
     if data["source"] == "embedded":
         if not Path(RESULTS, "data", "embedded", "manifest.json").exists():
@@ -53,9 +92,6 @@ def check_config():
     layouts.check_imagenet_root(data["imagenet_root"])
     layouts.check_voc07_root(data["voc07_root"], data["voc07_classes"] or None)
     layouts.check_places205_root(data["places205_root"])
-
-
-check_config()
 
 
 # ---------------------------------------------------------------- data
@@ -101,8 +137,15 @@ CODE_MODULES = {
     "odc": ["methods/odc.py", "methods/online_clustering.py", "clustering", "models/necks.py"],
     "labels": ["pseudo_labels.py", "concat.py", "features.py", "clustering"],
     "cls": ["methods/cls.py", "pseudo_labels.py", "concat.py", "features.py", "models/necks.py"],
-    "codc": ["methods/codc.py", "methods/online_clustering.py", "pseudo_labels.py", "concat.py", "features.py",
-             "clustering", "models/necks.py"],
+    "codc": [
+        "methods/codc.py",
+        "methods/online_clustering.py",
+        "pseudo_labels.py",
+        "concat.py",
+        "features.py",
+        "clustering",
+        "models/necks.py",
+    ],
     "features": ["features.py"],
     "concat": ["concat.py", "features.py"],
     "svm": ["evaluation/ap.py", "evaluation/svm.py"],
@@ -169,7 +212,9 @@ def pretrain_model_config(wildcards):
     """A model's config as the training job sees it: CLS gets the path of its pseudo-labels."""
     model = dict(config["models"][wildcards.model])
     if model["method"] == "cls":
-        model["method_options"] = dict(model.get("method_options", {}), labels_path=cls_labels_file(wildcards.model))
+        model["method_options"] = dict(
+            model.get("method_options", {}), labels_path=cls_labels_file(wildcards.model)
+        )
     return model
 
 
@@ -190,17 +235,27 @@ def cls_label_options(wildcards):
     where = f"models.{wildcards.model}.method_options"
     if "num_clusters" not in options or not options.get("label_models"):
         raise ValueError(f"config key '{where}': a cls model needs num_clusters and label_models")
-    unknown = [name for name in options["label_models"] if name not in config["models"]]
+    trained = pretrained_models() + codc_round_models()
+    unknown = [name for name in options["label_models"] if name not in trained]
     if unknown:
-        raise ValueError(f"config key '{where}.label_models': {unknown} are not configured models")
-    return {"num_clusters": options["num_clusters"], "pca_dims": options.get("pca_dims", 256),
-            "seed": model.get("seed", 0)}
+        raise ValueError(
+            f"config key '{where}.label_models': {unknown} are neither configured models nor CODC "
+            f"members after a round (one of {trained})"
+        )
+    return {
+        "num_clusters": options["num_clusters"],
+        "pca_dims": options.get("pca_dims", 256),
+        "seed": model.get("seed", 0),
+    }
 
 
 def codc_label_options(wildcards):
     experiment = config["codc"][wildcards.experiment]
-    return {"num_clusters": experiment["num_clusters"], "pca_dims": experiment["pca_dims"],
-            "seed": experiment["seed"] + int(wildcards.round)}
+    return {
+        "num_clusters": experiment["num_clusters"],
+        "pca_dims": experiment["pca_dims"],
+        "seed": experiment["seed"] + int(wildcards.round),
+    }
 
 
 def codc_member_model(experiment, member, round_):
@@ -248,7 +303,7 @@ def codc_model_config(wildcards):
     return {
         "method": "codc",
         "backbone": base["backbone"],
-        **{key: experiment[key] for key in keys},
+        **{key: experiment[key] for key in keys if key in experiment},
         "method_options": {
             **experiment["online_options"],
             "base_method": base["method"],
@@ -276,7 +331,9 @@ def concatenations():
     named = {name: list(members) for name, members in config["concatenations"].items()}
     for name, experiment in config["codc"].items():
         rounds = experiment["rounds"]
-        named[f"{name}@r{rounds}.concat"] = [codc_member_model(name, m, rounds) for m in experiment["members"]]
+        named[f"{name}@r{rounds}.concat"] = [
+            codc_member_model(name, m, rounds) for m in experiment["members"]
+        ]
     return named
 
 
@@ -285,7 +342,9 @@ def concatenation_names():
 
 
 def concatenation_member_features(wildcards):
-    return [f"{RESULTS}/features/{member}/{wildcards.split}.npz" for member in concatenations()[wildcards.model]]
+    return [
+        f"{RESULTS}/features/{member}/{wildcards.split}.npz" for member in concatenations()[wildcards.model]
+    ]
 
 
 def ablation_entries():
@@ -295,7 +354,9 @@ def ablation_entries():
     for experiment in config["ablation"]["experiments"]:
         members = config["codc"][experiment]["members"]
         for member in members:
-            entries.append([experiment, member, "before", svm_outputs(codc_member_model(experiment, member, 0))])
+            entries.append(
+                [experiment, member, "before", svm_outputs(codc_member_model(experiment, member, 0))]
+            )
             final = codc_member_model(experiment, member, config["codc"][experiment]["rounds"])
             entries.append([experiment, member, "after", svm_outputs(final)])
         concat = f"{experiment}@r{config['codc'][experiment]['rounds']}.concat"
@@ -369,7 +430,9 @@ def codc_round_models():
 
 def pretrain_benchmarks(wildcards=None):
     """The wall time of every training job (pretraining and CODC rounds), for the stage-time table."""
-    return [f"{RESULTS}/benchmarks/pretrain/{model}.tsv" for model in pretrained_models() + codc_round_models()]
+    return [
+        f"{RESULTS}/benchmarks/pretrain/{model}.tsv" for model in pretrained_models() + codc_round_models()
+    ]
 
 
 def leaderboard_outputs():
@@ -389,7 +452,10 @@ def dc_vs_odc_spec():
             "voc07_svm": svm_outputs(model),
             "voc07_lowshot": lowshot_outputs(model),
             "snapshots": {
-                snapshot: {"model": f"{RESULTS}/models/{snapshot}/model.pth", "voc07_svm": svm_outputs(snapshot)}
+                snapshot: {
+                    "model": f"{RESULTS}/models/{snapshot}/model.pth",
+                    "voc07_svm": svm_outputs(snapshot),
+                }
                 for snapshot in snapshot_models(model)
             },
         }
@@ -423,3 +489,6 @@ def linear_probe_input(wildcards):
             "val": f"{RESULTS}/features/{wildcards.model}/places205_val.npz",
         }
     return {"model": f"{RESULTS}/models/{wildcards.model}/model.pth", "data": data_input()}
+
+
+check_config()  # before any job runs (the functions it uses are defined above)

@@ -78,7 +78,7 @@ rule linear_probe:
         f"{RESULTS}/benchmarks/places205_linear/{{model}}.tsv"
     conda:
         "../envs/pipeline.yaml"
-    threads: config["resources"]["torch_threads"]
+    threads: config["resources"]["eval_threads"]
     params:
         probe=config["evaluation"]["places205_linear"],
         features=config["features"],

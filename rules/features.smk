@@ -13,7 +13,7 @@ rule extract_features:
         f"{RESULTS}/benchmarks/features/{{model}}/{{split}}.tsv"
     conda:
         "../envs/pipeline.yaml"
-    threads: config["resources"]["torch_threads"]
+    threads: config["resources"]["eval_threads"]
     params:
         features=config["features"],
         roots=data_roots(),

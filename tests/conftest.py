@@ -28,6 +28,7 @@ def copy_workflow(target: Path) -> Path:
 
 def run_snakemake(workdir: Path, *args: str, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(workdir / "src"))
+    env.setdefault("SLURM_CONF", "/dev/null")  # no 10 s `scontrol` time-out per start (see the Makefile)
     result = subprocess.run(
         SNAKEMAKE + list(args), cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout
     )

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .config import from_dict
+from .config import ConfigError, from_dict
 from .io import atomic_path, write_json_atomic
 
 FEATURE_SPLITS = {
@@ -128,7 +128,10 @@ def run_pretraining(request: dict, log) -> Path | None:
     device = distributed.init_from_environment()
     config = from_dict(PretrainConfig, request["model_config"], where=request["where"])
     images = pretraining_images(request["imagenet_root"], request["pretrain_data"], request["threads"], log)
-    return pretrain(config, images, request["run_dir"], device, log=log)
+    try:
+        return pretrain(config, images, request["run_dir"], device, log=log)
+    except ConfigError as error:  # method options are checked when the method is built: name the model's key
+        raise ConfigError(f"config key {request['where']}.{error}") from error
 
 
 def pretraining_images(imagenet_root: str, pretrain_data: dict, threads: int, log):

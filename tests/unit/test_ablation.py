@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from ssl_challenge.ablation import (codc_ablation_table, dc_vs_odc_table, plot_time_to_accuracy,
-                                    published_codc_ablation, write_codc_ablation, write_dc_vs_odc)
+from ssl_challenge.ablation import (benchmark_seconds, codc_ablation_table, dc_vs_odc_table, plot_time_to_accuracy,
+                                    published_codc_ablation, seconds_to_reach, write_codc_ablation,
+                                    write_codc_ablation_from_results, write_dc_vs_odc)
 
 
 def entry(experiment, member, stage, value):
@@ -110,12 +111,51 @@ def test_dc_vs_odc_table_plot_and_spec(tmp_path):
     outputs = [str(tmp_path / "dc_vs_odc.csv"), str(tmp_path / "dc_vs_odc.md")]
     frame = write_dc_vs_odc(spec, outputs, str(tmp_path / "dc_vs_odc.png"), logging.getLogger("test"))
     assert list(frame.columns) == ["model", "method", "backbone", "device", "pretrain_seconds", "epochs",
-                                   "voc07_svm", "voc07_lowshot"]
+                                   "voc07_svm", "voc07_lowshot", "seconds_to_dc_final"]
     odc = frame[frame.method == "odc"].iloc[0]
     assert odc.pretrain_seconds == 60.0 and odc.voc07_svm == 45.0 and odc.voc07_lowshot == 22.5
+    # DC's final mAP is 40; ODC's curve (30 s, 35) -> (60 s, 45) crosses it half-way: 45 s. DC reaches it at 100 s.
+    assert odc.seconds_to_dc_final == pytest.approx(45.0)
+    assert frame[frame.method == "dc"].iloc[0].seconds_to_dc_final == pytest.approx(100.0)
     assert (tmp_path / "dc_vs_odc.png").stat().st_size > 0
-    assert "| odc | odc | small_resnet | cpu | 60.00 | 4 | 45.00 | 22.50 |" in (tmp_path / "dc_vs_odc.md").read_text()
+    assert "| odc | odc | small_resnet | cpu | 60.00 | 4 | 45.00 | 22.50 | 45.00 |" in (tmp_path / "dc_vs_odc.md").read_text()
     with pytest.raises(ValueError, match="missing key"):
         dc_vs_odc_table([{"method": "dc"}])
     plot_time_to_accuracy({}, str(tmp_path / "empty.png"))
     assert (tmp_path / "empty.png").exists()
+
+
+def test_seconds_to_reach_interpolates_and_says_never():
+    curve = [(100.0, 30.0), (10.0, 10.0), (50.0, 20.0)]  # unsorted on purpose
+    assert seconds_to_reach(curve, 15.0) == pytest.approx(30.0)  # between (10, 10) and (50, 20)
+    assert seconds_to_reach(curve, 20.0) == pytest.approx(50.0)
+    assert seconds_to_reach(curve, 5.0) == pytest.approx(10.0)  # already there at the first point
+    assert seconds_to_reach(curve, 31.0) is None
+
+
+def test_benchmark_seconds_reads_snakemakes_benchmark_file(tmp_path):
+    path = tmp_path / "dc.tsv"
+    path.write_text("s\th:m:s\tmax_rss\n123.45\t0:02:03\t100.0\n")
+    assert benchmark_seconds(str(path)) == pytest.approx(123.45)
+
+
+def test_ablation_from_result_files_takes_each_cells_best_layer(tmp_path):
+    def results(name, maps):
+        paths = []
+        for layer, value in maps.items():
+            path = tmp_path / f"{name}_{layer}.json"
+            path.write_text(json.dumps({"layer": layer, "map": value}))
+            paths.append(str(path))
+        return paths
+
+    entries = [["codc2", "dc", "before", results("dc", {"feat4": 50.0, "feat5": 52.0})],
+               ["codc2", "rot", "before", results("rot", {"feat4": 48.0, "feat5": 47.0})],
+               ["codc2", "dc", "after", results("dc_after", {"feat5": 55.0})],
+               ["codc2", "rot", "after", results("rot_after", {"feat5": 49.0})],
+               ["codc2", "dc", "concatenate", results("concat", {"feat4": 57.0, "feat5": 56.0})]]
+    outputs = [str(tmp_path / f"codc_ablation{suffix}") for suffix in (".csv", ".md", ".tex")]
+    frame = write_codc_ablation_from_results(entries, outputs, logging.getLogger("test"))
+    assert cell(frame, "before CODC", "codc2: dc") == 52.0 and cell(frame, "before CODC", "codc2: rot") == 48.0
+    assert cell(frame, "concatenate", "codc2: dc") == 57.0
+    written = pd.read_csv(outputs[0])
+    assert set(written["section"]) == {"measured", "published"}

@@ -9,11 +9,21 @@ from pathlib import Path
 
 import yaml
 
-from conftest import run_snakemake
+from conftest import REPO, run_snakemake
+
+
+def deep_merge(base: dict, overrides: dict) -> dict:
+    merged = dict(base)
+    for key, value in overrides.items():
+        merged[key] = deep_merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) \
+            else value
+    return merged
 
 
 def write_config(path: Path, overrides: dict) -> Path:
-    path.write_text(yaml.safe_dump(overrides))
+    """The default config with ``overrides`` (a --configfile replaces config/config.yaml, so it is complete)."""
+    default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    path.write_text(yaml.safe_dump(deep_merge(default, overrides)))
     return path
 
 
@@ -22,8 +32,9 @@ def test_dry_run_lists_every_stage_quickly(workflow_copy):
     result = run_snakemake(workflow_copy, "-n", "all_tracks")
     elapsed = time.monotonic() - started
     output = result.stdout + result.stderr
-    for rule in ("prepare_data", "pretrain", "extract_features", "svm_full", "lowshot_samples", "svm_lowshot",
-                 "linear_probe", "leaderboard", "all_tracks"):
+    for rule in ("prepare_data", "pretrain", "snapshot_model", "pseudo_labels", "codc_labels", "codc_round",
+                 "extract_features", "concat_features", "svm_full", "lowshot_samples", "svm_lowshot", "linear_probe",
+                 "leaderboard", "dc_vs_odc", "ablation_tables", "all_tracks"):
         assert rule in output, f"rule {rule} missing from the dry run"
     assert elapsed < 5.0, f"dry run took {elapsed:.1f} s"
 
@@ -57,3 +68,32 @@ def test_missing_fashion_mnist_is_reported_with_its_key(workflow_copy, tmp_path)
     result = run_snakemake(workflow_copy, "-n", "--configfile", str(config), check=False)
     assert result.returncode != 0
     assert "data.embedded.fashion_mnist_dir" in result.stdout + result.stderr
+
+
+def test_a_configfile_replaces_the_default_instead_of_extending_it(workflow_copy, tmp_path):
+    config = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    del config["models"]["odc"]
+    result = run_snakemake(workflow_copy, "-n", "all_tracks", "--configfile",
+                           str(write_config_as_is(tmp_path / "smoke.yaml", config)))
+    output = result.stdout + result.stderr
+    assert "model=dc" in output and "model=odc" not in output  # odc is in config/config.yaml, not in this file
+    assert "codc3" not in output
+
+
+def write_config_as_is(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_codc_member_names_that_are_not_models_are_refused(workflow_copy, tmp_path):
+    config = write_config(tmp_path / "bad.yaml", {"codc": {"codc2": {"members": ["dc", "rotation"]}}})
+    result = run_snakemake(workflow_copy, "-n", "--configfile", str(config), check=False)
+    assert result.returncode != 0
+    assert "codc.codc2.members" in result.stdout + result.stderr and "rotation" in result.stdout + result.stderr
+
+
+def test_an_ablation_control_must_be_a_self_labelled_experiment(workflow_copy, tmp_path):
+    config = write_config(tmp_path / "bad.yaml", {"ablation": {"controls": {"codc2": "codc3"}}})
+    result = run_snakemake(workflow_copy, "-n", "--configfile", str(config), check=False)
+    assert result.returncode != 0
+    assert "ablation.controls.codc2" in result.stdout + result.stderr

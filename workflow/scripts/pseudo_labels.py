@@ -19,5 +19,5 @@ with job_logging(snakemake) as log:
         output=snakemake.output.labels,
         threads=snakemake.threads,
         log=log,
-        metadata={"target": snakemake.params.target},
+        metadata={"target": snakemake.params.target, "models": list(snakemake.params.label_models)},
     )

@@ -51,3 +51,20 @@ class PretrainingMethod(Protocol):
     def training_step(self, images: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]: ...
 
     def after_step(self, indices: torch.Tensor) -> dict[str, float]: ...
+
+
+class PlainOrderMethod(torch.nn.Module):
+    """Defaults for methods whose state changes only through the optimiser (ROT, CLS, random): every parameter
+    in one group, nothing to do before an epoch, a random permutation per epoch, nothing after a step."""
+
+    def parameter_groups(self, base: dict) -> list[dict]:
+        return [{"params": list(self.parameters())}]
+
+    def before_epoch(self, context: EpochContext) -> None:
+        pass
+
+    def epoch_indices(self, context: EpochContext) -> torch.Tensor:
+        return torch.randperm(context.num_samples, generator=context.generator)
+
+    def after_step(self, indices: torch.Tensor) -> dict[str, float]:
+        return {}

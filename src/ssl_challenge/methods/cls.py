@@ -18,7 +18,7 @@ from torch import nn
 from ..config import from_dict
 from ..models.necks import linear_head
 from ..pseudo_labels import load_labels, read_labels_file
-from .base import EpochContext
+from .base import PlainOrderMethod
 
 
 @dataclass(frozen=True)
@@ -50,23 +50,15 @@ def mix_batch(images: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.T
     return lam * images + (1.0 - lam) * images[permutation], permutation, lam
 
 
-class MixupClassification(nn.Module):
+class MixupClassification(PlainOrderMethod):
+    """The labels never change, so the head keeps the optimiser's momentum (unlike DC/ODC heads)."""
+
     def __init__(self, backbone: nn.Module, options: ClsOptions, labels: torch.Tensor):
         super().__init__()
         self.backbone = backbone
         self.options = options
         self.head = linear_head(backbone.out_dim, options.num_clusters, options.head_init_std)
         self.register_buffer("labels", labels.to(torch.int64).clone())  # persistent: checkpointed with the model
-
-    def parameter_groups(self, base: dict) -> list[dict]:
-        # The labels never change, so the head keeps the optimiser's momentum (unlike DC/ODC heads).
-        return [{"params": list(self.parameters())}]
-
-    def before_epoch(self, context: EpochContext) -> None:
-        pass
-
-    def epoch_indices(self, context: EpochContext) -> torch.Tensor:
-        return torch.randperm(context.num_samples, generator=context.generator)
 
     def training_step(self, images: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         targets = self.labels[indices.to(self.labels.device)]
@@ -75,9 +67,6 @@ class MixupClassification(nn.Module):
         loss = mixup_cross_entropy(logits, targets, targets[permutation], lam)
         accuracy = (logits.detach().argmax(1) == targets).float().mean()
         return loss, {"mixup_lambda": lam, "label_accuracy": float(accuracy)}
-
-    def after_step(self, indices: torch.Tensor) -> dict[str, float]:
-        return {}
 
 
 def check_label_models(options: ClsOptions) -> None:

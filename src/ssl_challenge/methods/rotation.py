@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import from_dict
-from .base import EpochContext
+from .base import PlainOrderMethod
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ def rotate_four_ways(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return rotated, labels
 
 
-class RotationPrediction(nn.Module):
+class RotationPrediction(PlainOrderMethod):
     def __init__(self, backbone: nn.Module, options: RotationOptions):
         super().__init__()
         self.backbone = backbone
@@ -38,24 +38,12 @@ class RotationPrediction(nn.Module):
         nn.init.normal_(self.head.weight, std=options.head_init_std)
         nn.init.zeros_(self.head.bias)
 
-    def parameter_groups(self, base: dict) -> list[dict]:
-        return [{"params": list(self.parameters())}]
-
-    def before_epoch(self, context: EpochContext) -> None:
-        pass
-
-    def epoch_indices(self, context: EpochContext) -> torch.Tensor:
-        return torch.randperm(context.num_samples, generator=context.generator)
-
     def training_step(self, images: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         rotated, labels = rotate_four_ways(images)
         logits = self.head(self.backbone.pooled(rotated))
         loss = F.cross_entropy(logits, labels)
         accuracy = (logits.argmax(1) == labels).float().mean()
         return loss, {"rotation_accuracy": float(accuracy)}
-
-    def after_step(self, indices: torch.Tensor) -> dict[str, float]:
-        return {}
 
 
 def build(backbone: nn.Module, options: dict, num_samples: int) -> RotationPrediction:

@@ -10,6 +10,25 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from ssl_challenge.data import layouts  # noqa: E402  (torch-free)
 
 RESULTS = "results"
+
+
+def canonical(value):
+    """``value`` with every mapping's keys sorted (lists keep their order)."""
+    if isinstance(value, dict):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(item) for item in value]
+    return value
+
+
+# Rules get parts of the config as params, and Snakemake compares params as written: sort the keys, so that
+# reordering keys in a config file marks nothing stale. Named entries (models, CODC experiments,
+# concatenations) keep the file's order: it is the leaderboard's row order.
+for section in list(config):
+    if section in ("models", "codc", "concatenations"):
+        config[section] = {name: canonical(entry) for name, entry in config[section].items()}
+    else:
+        config[section] = canonical(config[section])
 SRC = Path(workflow.basedir) / "src" / "ssl_challenge"
 FEATURE_SPLITS = ["voc07_trainval", "voc07_test", "places205_train", "places205_val"]
 TRACKS = ["voc07_svm", "voc07_lowshot", "places205_linear"]
@@ -170,7 +189,8 @@ def code_digest(*groups):
                 if file.exists():
                     digest.update(str(file.relative_to(SRC)).encode())
                     digest.update(file.read_bytes())
-    return digest.hexdigest()[:16]
+    # The value names what it is, so that `snakemake -n` shows "code digest ... of ..." as the changed param.
+    return f"code digest {digest.hexdigest()[:16]} of ssl_challenge ({'+'.join(('common',) + groups)})"
 
 
 def pretrain_code(wildcards):

@@ -228,14 +228,16 @@ def cls_labels_file(model):
     return f"{RESULTS}/labels/{model}.npz"
 
 
+def method_options(model):
+    """A model's method_options as its training job sees them: CLS gets the path of its pseudo-labels."""
+    options = dict(config["models"][model].get("method_options", {}))
+    if config["models"][model]["method"] == "cls":
+        options["labels_path"] = cls_labels_file(model)
+    return options
+
+
 def pretrain_model_config(wildcards):
-    """A model's config as the training job sees it: CLS gets the path of its pseudo-labels."""
-    model = dict(config["models"][wildcards.model])
-    if model["method"] == "cls":
-        model["method_options"] = dict(
-            model.get("method_options", {}), labels_path=cls_labels_file(wildcards.model)
-        )
-    return model
+    return {**config["models"][wildcards.model], "method_options": method_options(wildcards.model)}
 
 
 def pretrain_extra_inputs(wildcards):
@@ -316,9 +318,6 @@ def codc_model_config(wildcards):
     experiment, member = config["codc"][wildcards.experiment], wildcards.member
     round_ = int(wildcards.round)
     base = config["models"][member]
-    base_options = dict(base.get("method_options", {}))
-    if base["method"] == "cls":
-        base_options["labels_path"] = cls_labels_file(member)
     keys = ("epochs", "batch_size", "optimizer", "schedule", "seed", "checkpoint_every")
     return {
         "method": "codc",
@@ -327,7 +326,7 @@ def codc_model_config(wildcards):
         "method_options": {
             **experiment["online_options"],
             "base_method": base["method"],
-            "base_options": base_options,
+            "base_options": method_options(member),
             "labels_path": codc_labels_file(wildcards.experiment, member, round_),
             "initial_weights": model_file(codc_member_model(wildcards.experiment, member, round_ - 1)),
             "num_clusters": experiment["num_clusters"],
@@ -346,13 +345,17 @@ def codc_round_inputs(wildcards):
     return inputs
 
 
+def codc_concatenation(experiment):
+    """The name of the concatenation of an experiment's members after its last round."""
+    return f"{experiment}@r{config['codc'][experiment]['rounds']}.concat"
+
+
 def concatenations():
     """Concatenated models: the config's, and each CODC experiment's members after its last round."""
     named = {name: list(members) for name, members in config["concatenations"].items()}
     for name, experiment in config["codc"].items():
-        rounds = experiment["rounds"]
-        named[f"{name}@r{rounds}.concat"] = [
-            codc_member_model(name, m, rounds) for m in experiment["members"]
+        named[codc_concatenation(name)] = [
+            codc_member_model(name, m, experiment["rounds"]) for m in experiment["members"]
         ]
     return named
 
@@ -379,15 +382,15 @@ def ablation_entries():
             )
             final = codc_member_model(experiment, member, config["codc"][experiment]["rounds"])
             entries.append([experiment, member, "after", svm_outputs(final)])
-        concat = f"{experiment}@r{config['codc'][experiment]['rounds']}.concat"
-        entries.append([experiment, members[0], "concatenate", svm_outputs(concat)])
+        entries.append([experiment, members[0], "concatenate", svm_outputs(codc_concatenation(experiment))])
         if experiment in controls:
             control = controls[experiment]
             for member in config["codc"][control]["members"]:
                 final = codc_member_model(control, member, config["codc"][control]["rounds"])
                 entries.append([experiment, member, "control_after", svm_outputs(final)])
-            concat = f"{control}@r{config['codc'][control]['rounds']}.concat"
-            entries.append([experiment, members[0], "control_concatenate", svm_outputs(concat)])
+            entries.append(
+                [experiment, members[0], "control_concatenate", svm_outputs(codc_concatenation(control))]
+            )
     return entries
 
 

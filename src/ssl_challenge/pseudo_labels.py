@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .concat import concatenate_blocks
+from .models.backbones import load_backbone
 from .io import atomic_path
 
 LABELS_KEY, METADATA_KEY = "labels", "metadata"
@@ -58,18 +59,6 @@ def pooled_features(backbone: torch.nn.Module, images, batch_size: int, device: 
     return torch.cat(outputs).numpy()
 
 
-def load_model_backbone(model_path: str | os.PathLike, device: torch.device) -> torch.nn.Module:
-    """The backbone of a ``model.pth`` written by the training loop, on ``device`` (strict load)."""
-    from .models.backbones import build_backbone
-
-    saved = torch.load(model_path, map_location="cpu", weights_only=False)
-    if "backbone" not in saved or "backbone_config" not in saved:
-        raise ValueError(f"{model_path}: not a model file (expected 'backbone' and 'backbone_config' entries)")
-    backbone = build_backbone(saved["backbone_config"])
-    backbone.load_state_dict(saved["backbone"], strict=True)
-    return backbone.to(device)
-
-
 def labels_from_models(model_paths: Sequence[str], images, num_clusters: int, pca_dims: int, seed: int,
                        batch_size: int, device: torch.device, output: str | os.PathLike,
                        metadata: dict[str, Any] | None = None) -> np.ndarray:
@@ -78,7 +67,7 @@ def labels_from_models(model_paths: Sequence[str], images, num_clusters: int, pc
     dims, seed and the caller's ``metadata``. Returns the labels."""
     blocks = []
     for path in model_paths:
-        blocks.append(pooled_features(load_model_backbone(path, device), images, batch_size, device))
+        blocks.append(pooled_features(load_backbone(path, device)[0], images, batch_size, device))
     labels = cluster_concatenated(blocks, num_clusters, pca_dims, seed)
     save_labels(output, labels, {**(metadata or {}), "model_files": [str(path) for path in model_paths],
                                  "num_clusters": num_clusters, "pca_dims": pca_dims, "seed": seed,

@@ -198,17 +198,6 @@ def concatenate_model_features(paths: Sequence[str], output: str, layers: Sequen
 
 
 # ------------------------------------------------------------------------------------------------ features
-def load_backbone(model_path: str | Path, device):
-    import torch
-
-    from .models.backbones import build_backbone
-
-    checkpoint = torch.load(model_path, map_location="cpu", weights_only=False)
-    backbone = build_backbone(checkpoint["backbone_config"])
-    backbone.load_state_dict(checkpoint["backbone"], strict=True)
-    return backbone.to(device).eval(), checkpoint["backbone_config"]
-
-
 def pooling_target(features_config: dict) -> int | str:
     pooling = features_config["pooling"]
     return pooling if pooling == "reference" else int(pooling)
@@ -228,6 +217,7 @@ def extract_split_features(
 
     from .data.images import load_image_tensor
     from .features import extract_features, save_features
+    from .models.backbones import load_backbone
     from .models.pooling import pooling_plan
 
     torch.set_num_threads(threads)
@@ -318,6 +308,7 @@ def places205_probe_online(inputs, probe_config, features_config, places205_root
     """The reference probe: frozen trunk over the images, RandomResizedCrop + flip for training."""
     from .data.images import FileImages
     from .evaluation.linear_probe import train_linear_probe_online
+    from .models.backbones import load_backbone
     from .models.pooling import pooling_plan
 
     device = select_device()

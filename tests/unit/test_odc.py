@@ -16,6 +16,7 @@ from ssl_challenge.methods import odc
 from ssl_challenge.methods.base import EpochContext, PretrainingMethod
 from ssl_challenge.methods.online_clustering import (OnlineClustering, OnlineClusteringOptions, add_per_cluster,
                                                      class_weights, momentum_update, nearest_centroids, segment_sums)
+from test_dc import TinyBackbone  # a linear "backbone" on 3x4x4 images
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")
@@ -62,18 +63,6 @@ def assert_consistent(memory: OnlineClustering, centroids_exact=True):
     torch.testing.assert_close(memory.loss_weights, (weights / weights.sum()).float())
 
 
-class TinyBackbone(nn.Module):
-    """A linear 'backbone' on 3x4x4 images: fast, and enough to exercise the method's hooks."""
-
-    def __init__(self, out_dim=6):
-        super().__init__()
-        self.out_dim = out_dim
-        self.projection = nn.Linear(48, out_dim)
-
-    def pooled(self, images):
-        return self.projection(images.flatten(1))
-
-
 def tiny_images(count=60, seed=0):
     return torch.randn(count, 3, 4, 4, generator=torch.Generator().manual_seed(seed))
 
@@ -96,7 +85,7 @@ ODC_OPTIONS = {"num_clusters": 4, "min_cluster_size": 5, "neck_hidden_dim": 16, 
 
 def odc_method(options=ODC_OPTIONS, num_samples=60):
     torch.manual_seed(0)
-    return odc.build(TinyBackbone(), dict(options), num_samples)
+    return odc.build(TinyBackbone(out_dim=6), dict(options), num_samples)
 
 
 # ------------------------------------------------------------------------------------------------ pure maths

@@ -209,5 +209,16 @@ def build_backbone(config: dict) -> MultiStageBackbone:
     return backbone
 
 
+def load_backbone(model_path, device: torch.device) -> tuple[MultiStageBackbone, dict]:
+    """The backbone of a ``model.pth`` written by the training loop, on ``device`` (strict load), and its
+    config. The backbone is in eval mode (features, labels and probes use it frozen)."""
+    saved = torch.load(model_path, map_location="cpu", weights_only=False)
+    if "backbone" not in saved or "backbone_config" not in saved:
+        raise ValueError(f"{model_path}: not a model file (expected 'backbone' and 'backbone_config' entries)")
+    backbone = build_backbone(saved["backbone_config"])
+    backbone.load_state_dict(saved["backbone"], strict=True)
+    return backbone.to(device).eval(), saved["backbone_config"]
+
+
 def _json_able(options: dict) -> dict:
     return {key: list(value) if isinstance(value, tuple) else value for key, value in options.items()}

@@ -7,6 +7,7 @@ ReLU features of a random network) at zero instead of dividing by zero.
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Sequence
 
@@ -106,3 +107,11 @@ def concatenate_feature_files(paths: Sequence[str], output: str | os.PathLike,
     }
     save_features(output, concatenated, metadata)
     return {**metadata, "num_images": int(metadatas[0]["num_images"])}
+
+
+def concatenate_model_features(paths: Sequence[str], output: str, layers: Sequence[str] | None,
+                               log: logging.Logger) -> None:
+    """The concatenation stage: ``concatenate_feature_files`` with a log line of what was joined."""
+    metadata = concatenate_feature_files(paths, output, layers)
+    log.info("concatenated %s: %d images, dims %s", list(paths), metadata["num_images"],
+             metadata["concatenation"]["member_dims"])

@@ -6,6 +6,7 @@ needed to interpret and reproduce it (backbone config, pooling plan, input size,
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Protocol, Sequence
@@ -127,3 +128,63 @@ def load_features(
         if missing:
             raise KeyError(f"{path}: no layer(s) {missing}; the file has {sorted(available)}")
         return {layer: archive[layer] for layer in wanted}, metadata
+
+
+# ------------------------------------------------------------------------------------------------ the workflow stage
+def pooling_target(features_config: dict) -> int | str:
+    pooling = features_config["pooling"]
+    return pooling if pooling == "reference" else int(pooling)
+
+
+def extract_split_features(
+    model_path: str,
+    split: str,
+    features_config: dict,
+    roots: dict,
+    classes: Sequence[str],
+    output: str,
+    threads: int,
+    log: logging.Logger,
+) -> None:
+    """The feature-extraction stage: one model's pooled features of one evaluation split, saved with metadata."""
+    from .data.images import load_image_tensor
+    from .data.splits import split_images
+    from .devices import select_device
+    from .models.backbones import load_backbone
+    from .models.pooling import pooling_plan
+
+    torch.set_num_threads(threads)
+    device = select_device()
+    backbone, backbone_config = load_backbone(model_path, device)
+    paths, ids, labels = split_images(split, roots, classes)
+    images = load_image_tensor(paths, resize_shorter=features_config["resize_shorter"],
+                               final_size=features_config["image_size"], threads=threads)
+    plan = pooling_plan(backbone, features_config["image_size"], pooling_target(features_config))
+    layers = list(features_config["layers"])
+    features = extract_features(backbone, images, layers, plan, features_config["batch_size"], device)
+    metadata = {
+        "split": split,
+        "image_ids": ids,
+        "labels": None if labels is None else [int(label) for label in labels],
+        "backbone_config": backbone_config,
+        "pooling_plan": plan,
+        "input_size": features_config["image_size"],
+        "resize_shorter": features_config["resize_shorter"],
+        "layers": layers,
+        "model": str(model_path),
+    }
+    save_features(output, features, metadata)
+    log.info("%s: %d images, dims %s", split, len(ids), {layer: plan[layer]["dim"] for layer in layers})
+
+
+def voc07_split_with_features(features_path, layer, voc07_root, subset, classes):
+    """Features of ``layer`` and the VOC label matrix, checked to be in the same image order."""
+    from .data.voc07 import read_voc07_labels, voc07_class_names
+
+    classes = list(classes) or voc07_class_names(voc07_root)
+    features, metadata = load_features(features_path, [layer])
+    ids, labels = read_voc07_labels(voc07_root, subset, classes)
+    if list(metadata["image_ids"]) != list(ids):
+        raise ValueError(f"{features_path}: image order differs from {voc07_root} ImageSets/Main/{subset}.txt; "
+                         "re-extract the features")
+    return features[layer], labels, classes

@@ -8,6 +8,7 @@ stored in a small ``.npz`` beside their metadata (models, k, PCA dims, seed), wr
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -119,3 +120,20 @@ def load_labels(path: str | os.PathLike, num_samples: int, num_clusters: int | N
             raise ValueError(f"{path}: labels of {metadata['num_clusters']} clusters, expected num_clusters "
                              f"{num_clusters}")
     return labels
+
+
+def make_pseudo_labels(model_paths: Sequence[str], pretrain_data: dict, imagenet_root: str, num_clusters: int,
+                       pca_dims: int, seed: int, output: str, threads: int, log: logging.Logger,
+                       batch_size: int = 256, metadata: dict | None = None) -> None:
+    """The labelling stage: k-means labels of the pretraining images from the concatenated features of
+    ``model_paths`` (CLS's supervision, or a CODC member's initial labels in a round)."""
+    from .data.imagenet import pretraining_images
+    from .devices import select_device
+
+    torch.set_num_threads(threads)
+    images = pretraining_images(imagenet_root, pretrain_data, threads, log.info)
+    labels = labels_from_models(model_paths, images, num_clusters, pca_dims, seed, batch_size, select_device(),
+                                output, metadata)
+    sizes = np.bincount(labels, minlength=num_clusters)
+    log.info("%d labels from %s: %d non-empty clusters of %d, largest %d", len(labels), list(model_paths),
+             int((sizes > 0).sum()), num_clusters, int(sizes.max()))

@@ -6,6 +6,6 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
 from ssl_challenge.jobs import job_logging  # noqa: E402
 
 with job_logging(snakemake) as log:
-    from ssl_challenge.stages import concatenate_model_features
+    from ssl_challenge.concat import concatenate_model_features
 
     concatenate_model_features(list(snakemake.input.members), snakemake.output.features, None, log)

@@ -6,7 +6,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
 from ssl_challenge.jobs import job_logging  # noqa: E402
 
 with job_logging(snakemake) as log:
-    from ssl_challenge.stages import extract_split_features
+    from ssl_challenge.features import extract_split_features
 
     extract_split_features(
         model_path=snakemake.input.model,

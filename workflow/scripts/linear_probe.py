@@ -6,7 +6,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
 from ssl_challenge.jobs import job_logging  # noqa: E402
 
 with job_logging(snakemake) as log:
-    from ssl_challenge.stages import evaluate_places205_linear
+    from ssl_challenge.evaluation.places205_track import evaluate_places205_linear
 
     evaluate_places205_linear(
         inputs=dict(snakemake.input.items()),

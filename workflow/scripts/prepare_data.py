@@ -6,6 +6,6 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
 from ssl_challenge.jobs import job_logging  # noqa: E402
 
 with job_logging(snakemake) as log:
-    from ssl_challenge.stages import prepare_embedded_data
+    from ssl_challenge.data.embedded import prepare_embedded_data
 
     prepare_embedded_data(snakemake.params.embedded, Path(snakemake.output.manifest).parent, log)

@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
 from ssl_challenge.jobs import job_logging  # noqa: E402
 
 with job_logging(snakemake) as log:
-    from ssl_challenge.stages import pretrain_model
+    from ssl_challenge.pretraining import pretrain_model
 
     pretrain_model(
         model_config=snakemake.params.model,

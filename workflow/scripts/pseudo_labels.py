@@ -6,7 +6,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
 from ssl_challenge.jobs import job_logging  # noqa: E402
 
 with job_logging(snakemake) as log:
-    from ssl_challenge.stages import make_pseudo_labels
+    from ssl_challenge.pseudo_labels import make_pseudo_labels
 
     options = snakemake.params.labels
     make_pseudo_labels(

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import shutil
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -323,3 +325,16 @@ def write_places205(images: np.ndarray, labels: np.ndarray, allocation: dict, pl
         split_counts = np.bincount(labels[allocation[f"places_{split}"]], minlength=len(FASHION_MNIST_CLASSES))
         counts[split] = dict(zip(FASHION_MNIST_CLASSES, split_counts.tolist()))
     return counts
+
+
+# ------------------------------------------------------------------------------------------------ the workflow stage
+def prepare_embedded_data(embedded: dict, out_root: str | os.PathLike, log: logging.Logger) -> dict:
+    """Build the embedded data set under ``out_root``; ``manifest.json`` is written last (the rule's output)."""
+    options = dict(embedded)
+    fashion_mnist_dir = options.pop("fashion_mnist_dir")
+    out_root = Path(out_root)
+    for stale in ("imagenet", "VOCdevkit", "places205"):  # a killed build leaves partial trees: start clean
+        shutil.rmtree(out_root / stale, ignore_errors=True)
+    manifest = build_embedded_data(fashion_mnist_dir, out_root, **options)
+    log.info("embedded data: %s", json.dumps({k: v for k, v in manifest.items() if k != "sources"}))
+    return manifest

@@ -27,3 +27,15 @@ def list_imagenet_images(root: str | os.PathLike, split: str = "train") -> list[
         raise FileNotFoundError(f"{split_dir}: no images ({', '.join(layouts.IMAGE_SUFFIXES)}); "
                                 f"expected {layouts.IMAGENET_LAYOUT}")
     return [split_dir / relative for relative in sorted(relative_paths)]
+
+
+def pretraining_images(imagenet_root: str, pretrain_data: dict, threads: int, log):
+    """The pretraining set's image source (ImageNet layout, labels unused); index order is the list order, so
+    pseudo-labels computed over it line up with the training samples."""
+    from .images import build_image_source
+
+    paths = list_imagenet_images(imagenet_root, "train")
+    log(f"{len(paths)} pretraining images under {imagenet_root}")
+    return build_image_source(paths, preload=pretrain_data["preload"], resize_shorter=pretrain_data["resize_shorter"],
+                              crop_size=pretrain_data["image_size"], crop_padding=pretrain_data["crop_padding"],
+                              threads=threads)

@@ -1,6 +1,6 @@
 """Entry point of one torchrun worker: ``python -m ssl_challenge.engine.launch request.json``.
 
-The request is written by ``stages.launch_torchrun``; every worker runs the same pretraining (the loop splits each
+The request is written by ``pretraining.launch_torchrun``; every worker runs the same pretraining (the loop splits each
 global batch across ranks and averages gradients).
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ import json
 import sys
 
 from ..engine import distributed
-from ..stages import run_pretraining
+from ..pretraining import run_pretraining
 
 
 def main(request_path: str) -> None:

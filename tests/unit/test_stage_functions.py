@@ -1,5 +1,5 @@
-"""Stage functions on tiny trees in the real layouts: features keep the file lists' order and metadata, and the
-Places205 probe runs both ways (cached features, and online through the frozen trunk)."""
+"""Workflow stage functions on tiny trees in the real layouts: features keep the file lists' order and metadata, and
+the Places205 probe runs both ways (cached features, and online through the frozen trunk)."""
 from __future__ import annotations
 
 import json
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from layouts_fixture import make_tiny_places205, make_tiny_voc07
-from ssl_challenge import stages
-from ssl_challenge.features import load_features
+from ssl_challenge.evaluation.places205_track import evaluate_places205_linear
+from ssl_challenge.features import extract_split_features, load_features, voc07_split_with_features
 from ssl_challenge.models.backbones import build_backbone
 
 LOG = logging.getLogger("test")
@@ -33,13 +33,13 @@ def test_voc07_features_follow_the_image_set_order(tmp_path, tiny_model):
     classes = ["cat", "dog", "bird"]
     truth = make_tiny_voc07(tmp_path / "VOCdevkit", classes, n_trainval=5, n_test=4)
     output = tmp_path / "features" / "voc07_trainval.npz"
-    stages.extract_split_features(str(tiny_model), "voc07_trainval", FEATURES, {"voc07": str(tmp_path / "VOCdevkit")},
-                                  classes, str(output), threads=1, log=LOG)
+    extract_split_features(str(tiny_model), "voc07_trainval", FEATURES, {"voc07": str(tmp_path / "VOCdevkit")},
+                           classes, str(output), threads=1, log=LOG)
     features, metadata = load_features(output)
     assert metadata["image_ids"] == list(truth["trainval"]["ids"])
     assert features["feat5"].shape[0] == 5 and features["feat5"].dtype == np.float32
     assert metadata["pooling_plan"]["feat4"]["dim"] == features["feat4"].shape[1]
-    x, labels, names = stages.voc07_split_with_features(output, "feat5", tmp_path / "VOCdevkit", "trainval", classes)
+    x, labels, names = voc07_split_with_features(output, "feat5", tmp_path / "VOCdevkit", "trainval", classes)
     assert names == classes and labels.shape == (5, 3) and x.shape[0] == 5
 
 
@@ -52,13 +52,13 @@ def test_places205_probe_runs_in_both_modes(tmp_path, tiny_model, mode):
         inputs = {}
         for subset in ("train", "val"):
             inputs[subset] = str(tmp_path / f"places205_{subset}.npz")
-            stages.extract_split_features(str(tiny_model), f"places205_{subset}", FEATURES, roots, [],
-                                          inputs[subset], threads=1, log=LOG)
+            extract_split_features(str(tiny_model), f"places205_{subset}", FEATURES, roots, [], inputs[subset],
+                                   threads=1, log=LOG)
     else:
         inputs = {"model": str(tiny_model)}
     output, metrics = tmp_path / "probe.json", tmp_path / "probe.metrics.jsonl"
-    stages.evaluate_places205_linear(inputs, PROBE | {"mode": mode}, FEATURES, roots["places205"], str(output),
-                                     str(metrics), threads=1, log=LOG)
+    evaluate_places205_linear(inputs, PROBE | {"mode": mode}, FEATURES, roots["places205"], str(output), str(metrics),
+                              threads=1, log=LOG)
     result = json.loads(output.read_text())
     assert set(result["top1"]) == {"feat4", "feat5"}
     assert all(0.0 <= value <= 100.0 for value in result["top1"].values())

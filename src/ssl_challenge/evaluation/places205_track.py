@@ -1,0 +1,68 @@
+"""Track 3, the workflow stage: the Places205 linear probe of one model, online (through the frozen trunk) or on
+cached features."""
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+
+from ..config import from_dict
+from ..devices import select_device
+from ..io import write_json_atomic, write_text_atomic
+
+
+def places205_probe_online(inputs, probe_config, features_config, places205_root, config, log) -> dict:
+    """The reference probe: frozen trunk over the images, RandomResizedCrop + flip for training."""
+    from ..data.images import FileImages
+    from ..data.splits import split_images
+    from ..features import pooling_target
+    from ..models.backbones import load_backbone
+    from ..models.pooling import pooling_plan
+    from .linear_probe import train_linear_probe_online
+
+    device = select_device()
+    backbone, _ = load_backbone(inputs["model"], device)
+    roots = {"places205": places205_root}
+    size, shorter = features_config["image_size"], features_config["resize_shorter"]
+    sources, labels = {}, {}
+    for subset in ("train", "val"):
+        paths, _, labels[subset] = split_images(f"places205_{subset}", roots, [])
+        sources[subset] = FileImages(paths, crop_size=size, resize_shorter=shorter)
+    plan = pooling_plan(backbone, size, pooling_target(features_config))
+    log.info("online probe: %d train, %d val images", len(sources["train"]), len(sources["val"]))
+    return train_linear_probe_online(backbone, sources["train"], sources["val"], labels["train"], labels["val"],
+                                     list(probe_config["layers"]), plan, config, device, probe_config["seed"])
+
+
+def places205_probe_cached(inputs, probe_config, config) -> dict:
+    """The embedded default's probe: features extracted once without augmentation (a documented deviation)."""
+    from ..features import load_features
+    from .linear_probe import train_linear_probe_on_features
+
+    layers = list(probe_config["layers"])
+    train, train_meta = load_features(inputs["train"], layers)
+    val, val_meta = load_features(inputs["val"], layers)
+    return train_linear_probe_on_features(
+        train, np.asarray(train_meta["labels"]), val, np.asarray(val_meta["labels"]), config,
+        device=select_device(), seed=probe_config["seed"],
+    )
+
+
+def evaluate_places205_linear(inputs: dict, probe_config: dict, features_config: dict, places205_root: str,
+                              output: str, metrics_output: str, threads: int, log: logging.Logger) -> None:
+    import torch
+
+    from .linear_probe import LinearProbeConfig
+
+    torch.set_num_threads(threads)
+    options = {key: probe_config[key] for key in ("epochs", "milestones", "lr", "batch_size")}
+    config = from_dict(LinearProbeConfig, options, where="evaluation.places205_linear")
+    if "model" in inputs:  # online mode; a concatenation has only features and is probed on them
+        result = places205_probe_online(inputs, probe_config, features_config, places205_root, config, log)
+    else:
+        result = places205_probe_cached(inputs, probe_config, config)
+    epochs = result.pop("epochs_log", [])
+    write_text_atomic(metrics_output, "".join(json.dumps(record) + "\n" for record in epochs))
+    write_json_atomic(output, result)
+    log.info("places205 top-1 per layer: %s", result["top1"])

@@ -1,0 +1,23 @@
+"""Track 1, the workflow stage: the VOC07 full linear SVM protocol on one layer of one model's features."""
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+from ..devices import select_device
+from ..features import voc07_split_with_features
+from ..io import write_json_atomic
+from .svm import protocol_costs, train_and_test_full_svm
+
+
+def evaluate_voc07_svm(trainval_features: str, test_features: str, layer: str, svm_config: dict, voc07_root: str,
+                       classes: Sequence[str], output: str, n_jobs: int, log: logging.Logger) -> None:
+    train_x, train_y, classes = voc07_split_with_features(trainval_features, layer, voc07_root, "trainval", classes)
+    test_x, test_y, _ = voc07_split_with_features(test_features, layer, voc07_root, "test", classes)
+    costs = protocol_costs(svm_config["costs"], svm_config["extra_powers"])
+    log.info("layer %s: %s trainval, %s test, %d costs", layer, train_x.shape, test_x.shape, len(costs))
+    result = train_and_test_full_svm(train_x, train_y, test_x, test_y, costs, classes, n_jobs=n_jobs,
+                                     device=select_device())
+    result.update(layer=layer, dim=int(train_x.shape[1]))
+    write_json_atomic(output, result)
+    log.info("layer %s: mAP %.2f", layer, result["map"])

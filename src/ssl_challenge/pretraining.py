@@ -1,0 +1,106 @@
+"""Pretraining orchestration: the run folder of one model, an in-process or torchrun launch, and the body of one
+pretraining process (the training loop itself is ``engine.train``)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .config import ConfigError, from_dict
+from .io import atomic_path, write_json_atomic
+
+
+def config_digest(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def copy_atomic(source: str | Path, target: str | Path) -> None:
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+def pretrain_model(
+    model_config: dict,
+    pretrain_data: dict,
+    imagenet_root: str,
+    model_output: str,
+    metrics_output: str,
+    threads: int,
+    log: logging.Logger,
+    processes: int = 1,
+    snapshots_output: str | None = None,
+) -> None:
+    """Pretrain (or resume) one model. Runs live in ``runs/<config digest>/`` beside the output, so a changed
+    config starts afresh while a killed run of the same config continues from its checkpoint. With
+    ``processes > 1`` (a rule given several GPUs) the run goes through ``torchrun``, one process per GPU."""
+    inputs = input_file_digests(model_config.get("method_options", {}))
+    run_dir = Path(model_output).parent / "runs" / config_digest(model_config | {"data": pretrain_data,
+                                                                                  "input_files": inputs})
+    request = {"model_config": model_config, "pretrain_data": pretrain_data, "imagenet_root": imagenet_root,
+               "run_dir": str(run_dir), "threads": max(1, threads // max(1, processes)),
+               "where": f"models.{Path(model_output).parent.name}"}
+    if processes > 1:
+        launch_torchrun(request, processes, log)
+    else:
+        run_pretraining(request, log.info)
+    copy_atomic(run_dir / "metrics.jsonl", metrics_output)
+    if snapshots_output:  # intermediate backbones (snapshot_epochs), for time-to-accuracy curves
+        Path(snapshots_output).mkdir(parents=True, exist_ok=True)
+        for snapshot in sorted((run_dir / "snapshots").glob("epoch_*.pth")):
+            copy_atomic(snapshot, Path(snapshots_output) / snapshot.name)
+    copy_atomic(run_dir / "model.pth", model_output)
+
+
+def launch_torchrun(request: dict, processes: int, log: logging.Logger) -> None:
+    run_dir = Path(request["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    request_path = run_dir / "request.json"
+    write_json_atomic(request_path, request)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+               "-m", "ssl_challenge.engine.launch", str(request_path)]
+    log.info("launching %s", " ".join(command))
+    subprocess.run(command, check=True)
+
+
+def run_pretraining(request: dict, log) -> Path | None:
+    """The body of one pretraining process (in-process, or each torchrun worker via ``engine.launch``)."""
+    import torch
+
+    from .data.imagenet import pretraining_images
+    from .engine import distributed
+    from .engine.train import PretrainConfig, pretrain
+
+    torch.set_num_threads(request["threads"])
+    device = distributed.init_from_environment()
+    config = from_dict(PretrainConfig, request["model_config"], where=request["where"])
+    images = pretraining_images(request["imagenet_root"], request["pretrain_data"], request["threads"], log)
+    try:
+        return pretrain(config, images, request["run_dir"], device, log=log)
+    except ConfigError as error:  # method options are checked when the method is built: name the model's key
+        raise ConfigError(f"config key {request['where']}.{error}") from error
+
+
+FILE_OPTION_KEYS = ("labels_path", "initial_weights")
+
+
+def input_file_digests(method_options: dict) -> dict:
+    """Content digests of the files a method reads (pseudo-labels, previous-round weights), nested options
+    included: a run directory belongs to one configuration *and* one set of inputs, so new labels under the same
+    path start a new run instead of resuming one trained on the old labels."""
+    digests = {}
+    for key, value in method_options.items():
+        if key in FILE_OPTION_KEYS and value:
+            digest = hashlib.sha256()
+            with open(value, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+            digests[key] = digest.hexdigest()[:16]
+        elif isinstance(value, dict):
+            nested = input_file_digests(value)
+            if nested:
+                digests[key] = nested
+    return digests

@@ -24,7 +24,7 @@ rule pseudo_labels:
         target=lambda wildcards: wildcards.model,
         pretrain_data=config["pretrain_data"],
         roots=data_roots(),
-        code=code_digest("data", "models", "labels"),
+        code=code_digest("pseudo_labels.py"),
     script:
         "../workflow/scripts/pseudo_labels.py"
 
@@ -54,7 +54,7 @@ rule codc_labels:
         ),
         pretrain_data=config["pretrain_data"],
         roots=data_roots(),
-        code=code_digest("data", "models", "labels"),
+        code=code_digest("pseudo_labels.py"),
     script:
         "../workflow/scripts/pseudo_labels.py"
 
@@ -103,7 +103,7 @@ rule concat_features:
     conda:
         "../envs/pipeline.yaml"
     params:
-        code=code_digest("concat"),
+        code=code_digest("concat_features.py"),
     script:
         "../workflow/scripts/concat_features.py"
 
@@ -119,6 +119,6 @@ rule ablation_tables:
         "../envs/pipeline.yaml"
     params:
         entries=ablation_entries(),
-        code=code_digest("ablation"),
+        code=code_digest("ablation_tables.py"),
     script:
         "../workflow/scripts/ablation_tables.py"

@@ -1,12 +1,13 @@
 # Input functions, wildcard constraints and helpers of the workflow. No rules here.
 # Nothing in this file imports torch: the DAG must build in well under a second or two.
-import hashlib
+import functools
 import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
+from ssl_challenge import provenance  # noqa: E402  (torch-free)
 from ssl_challenge.data import layouts  # noqa: E402  (torch-free)
 
 RESULTS = "results"
@@ -29,7 +30,6 @@ for section in list(config):
         config[section] = {name: canonical(entry) for name, entry in config[section].items()}
     else:
         config[section] = canonical(config[section])
-SRC = Path(workflow.basedir) / "src" / "ssl_challenge"
 FEATURE_SPLITS = ["voc07_trainval", "voc07_test", "places205_train", "places205_val"]
 TRACKS = ["voc07_svm", "voc07_lowshot", "places205_linear"]
 
@@ -145,62 +145,27 @@ def voc07_classes():
 
 
 # ---------------------------------------------------------------- code digests (stale stages follow the code)
-CODE_MODULES = {
-    "common": ["__init__.py", "config.py", "io.py"],
-    "data": ["data"],
-    "models": ["models/__init__.py", "models/backbones.py", "models/pooling.py"],
-    "engine": ["engine", "methods/__init__.py", "methods/base.py"],
-    "random": ["methods/random_init.py"],
-    "rot": ["methods/rotation.py"],
-    "dc": ["methods/dc.py", "clustering", "models/necks.py"],
-    "odc": ["methods/odc.py", "methods/online_clustering.py", "clustering", "models/necks.py"],
-    "labels": ["pseudo_labels.py", "concat.py", "features.py", "clustering"],
-    "cls": ["methods/cls.py", "pseudo_labels.py", "concat.py", "features.py", "models/necks.py"],
-    "codc": [
-        "methods/codc.py",
-        "methods/online_clustering.py",
-        "pseudo_labels.py",
-        "concat.py",
-        "features.py",
-        "clustering",
-        "models/necks.py",
-    ],
-    "features": ["features.py"],
-    "concat": ["concat.py", "features.py"],
-    "svm": ["evaluation/ap.py", "evaluation/svm.py"],
-    "lowshot": ["evaluation/ap.py", "evaluation/svm.py", "evaluation/lowshot.py"],
-    "linear_probe": ["evaluation/linear_probe.py"],
-    "tables": ["tables.py"],
-    "ablation": ["ablation.py", "tables.py"],
-}
+@functools.cache
+def code_digest(script, methods=()):
+    """The digest of the code a rule runs, passed as its ``code`` param: editing it marks the rule's jobs stale.
 
-
-def code_digest(*groups):
-    """SHA-256 over the library files a stage runs, passed as a param; editing them marks the stage stale.
-
-    Snakemake tracks a rule's script but not the modules it imports, so each rule names its groups here.
+    Snakemake tracks a rule's script but not the modules it imports: the digest covers the script and its import
+    closure inside ssl_challenge, plus the method modules that training loads by name (see provenance.py).
     """
-    digest = hashlib.sha256()
-    for group in ("common",) + groups:
-        for relative in CODE_MODULES[group]:
-            path = SRC / relative
-            files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
-            for file in files:
-                if file.exists():
-                    digest.update(str(file.relative_to(SRC)).encode())
-                    digest.update(file.read_bytes())
-    # The value names what it is, so that `snakemake -n` shows "code digest ... of ..." as the changed param.
-    return f"code digest {digest.hexdigest()[:16]} of ssl_challenge ({'+'.join(('common',) + groups)})"
+    entries = [Path(workflow.basedir) / "workflow" / "scripts" / script]
+    return provenance.describe(entries + provenance.method_files(methods))
+
+
+def training_code(model_config):
+    return code_digest("pretrain.py", tuple(provenance.training_methods(model_config)))
 
 
 def pretrain_code(wildcards):
-    method = config["models"][wildcards.model]["method"]
-    return code_digest("data", "models", "engine", method)
+    return training_code(pretrain_model_config(wildcards))
 
 
 def codc_round_code(wildcards):
-    method = config["models"][wildcards.member]["method"]
-    return code_digest("data", "models", "engine", "codc", method)
+    return training_code(codc_model_config(wildcards))
 
 
 # ---------------------------------------------------------------- targets

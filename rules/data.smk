@@ -12,6 +12,6 @@ rule prepare_data:
         "../envs/pipeline.yaml"
     params:
         embedded=config["data"]["embedded"],
-        code=code_digest("data"),
+        code=code_digest("prepare_data.py"),
     script:
         "../workflow/scripts/prepare_data.py"

@@ -19,7 +19,7 @@ rule svm_full:
         svm=config["evaluation"]["voc07_svm"],
         roots=data_roots(),
         classes=voc07_classes(),
-        code=code_digest("data", "svm"),
+        code=code_digest("svm_full.py"),
     script:
         "../workflow/scripts/svm_full.py"
 
@@ -37,7 +37,7 @@ rule lowshot_samples:
         lowshot=config["evaluation"]["voc07_lowshot"],
         roots=data_roots(),
         classes=voc07_classes(),
-        code=code_digest("data", "lowshot"),
+        code=code_digest("lowshot_samples.py"),
     script:
         "../workflow/scripts/lowshot_samples.py"
 
@@ -61,7 +61,7 @@ rule svm_lowshot:
         lowshot=config["evaluation"]["voc07_lowshot"],
         roots=data_roots(),
         classes=voc07_classes(),
-        code=code_digest("data", "lowshot"),
+        code=code_digest("svm_lowshot.py"),
     script:
         "../workflow/scripts/svm_lowshot.py"
 
@@ -83,6 +83,6 @@ rule linear_probe:
         probe=config["evaluation"]["places205_linear"],
         features=config["features"],
         roots=data_roots(),
-        code=code_digest("data", "models", "features", "linear_probe"),
+        code=code_digest("linear_probe.py"),
     script:
         "../workflow/scripts/linear_probe.py"

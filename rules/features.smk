@@ -18,6 +18,6 @@ rule extract_features:
         features=config["features"],
         roots=data_roots(),
         classes=voc07_classes(),
-        code=code_digest("data", "models", "features"),
+        code=code_digest("extract_features.py"),
     script:
         "../workflow/scripts/extract_features.py"

@@ -16,7 +16,7 @@ rule leaderboard:
     params:
         evaluations=evaluation_outputs(),
         benchmark_dir=f"{RESULTS}/benchmarks",
-        code=code_digest("tables"),
+        code=code_digest("leaderboard.py"),
     script:
         "../workflow/scripts/leaderboard.py"
 
@@ -33,6 +33,6 @@ rule dc_vs_odc:
         "../envs/pipeline.yaml"
     params:
         spec=dc_vs_odc_spec(),
-        code=code_digest("tables"),
+        code=code_digest("dc_vs_odc.py"),
     script:
         "../workflow/scripts/dc_vs_odc.py"

@@ -26,7 +26,3 @@ def build_method(name: str, backbone: torch.nn.Module, options: dict, num_sample
     module = importlib.import_module(f"{__name__}.{METHODS[name]}")
     return module.build(backbone, dict(options), num_samples)
 
-
-def method_module_path(name: str) -> str:
-    """The source file of a method (for code digests)."""
-    return f"src/ssl_challenge/methods/{METHODS[name]}.py"

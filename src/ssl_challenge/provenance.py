@@ -1,0 +1,175 @@
+"""Which library code a workflow stage runs, and a digest of it.
+
+Snakemake tracks a rule's script but not the modules the script imports. The code a stage runs is the import
+closure, inside this package, of its entry points: the rule's script (``workflow/scripts/X.py``) and, for
+training, the method modules that ``methods.build_method`` loads by name. The closure is read from the source
+with ``ast`` (every ``import`` and ``from ... import``, relative or absolute, at module level or inside a
+function), never by importing anything: this module is torch-free and runs at DAG-build time.
+
+A ``from package import name`` counts ``package.name`` as imported when it is a module, and importing
+``a.b.c`` runs ``a/__init__.py`` and ``a/b/__init__.py`` first, so those are in the closure too. Imports outside
+the package (torch, numpy) are the environment's business, pinned by the lock file, not part of the digest.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import os
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+PACKAGE = "ssl_challenge"
+PACKAGE_DIR = Path(__file__).resolve().parent
+_PARSED: dict[tuple[str, str], set[str]] = {}  # (file, source) -> imported names: each version parsed once
+
+
+def module_name(path: Path, package_dir: Path) -> str | None:
+    """``package_dir/a/b.py`` -> ``ssl_challenge.a.b`` (``a/__init__.py`` -> ``ssl_challenge.a``); None outside."""
+    try:  # both paths are resolved by the callers
+        parts = list(path.relative_to(package_dir).with_suffix("").parts)
+    except ValueError:
+        return None
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join([package_dir.name] + parts)
+
+
+def module_file(name: str, package_dir: Path) -> Path | None:
+    """The source file of module ``name`` of the package (``x.py`` or ``x/__init__.py``), or None."""
+    parts = name.split(".")
+    if parts[0] != package_dir.name:
+        return None
+    base = package_dir.joinpath(*parts[1:])
+    for candidate in (base.with_suffix(".py") if len(parts) > 1 else None, base / "__init__.py"):
+        if candidate is not None and candidate.is_file():
+            return candidate
+    return None
+
+
+def import_statements(statements: list[ast.stmt]) -> Iterator[ast.Import | ast.ImportFrom]:
+    """Every import statement in ``statements`` and in the blocks nested in them (functions, classes, if, try,
+    with, loops, match). Imports are statements, so expressions are never searched: cheaper than ``ast.walk``."""
+    for node in statements:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+            continue
+        for field in ("body", "orelse", "finalbody"):
+            block = getattr(node, field, None)
+            if isinstance(block, list):
+                yield from import_statements(block)
+        for clause in [*getattr(node, "handlers", ()), *getattr(node, "cases", ())]:  # except and case clauses
+            yield from import_statements(clause.body)
+
+
+def imported_names(source: str, module: str | None, is_package: bool, where: str = "<source>") -> set[str]:
+    """Absolute names of every module the source may import, from anywhere in it (functions included).
+
+    ``module`` is the source's own dotted name (None for a script outside the package: relative imports are
+    then an error). For ``from X import a`` both ``X`` and ``X.a`` are returned; the caller keeps the names that
+    are modules.
+    """
+    names = set()
+    for node in import_statements(ast.parse(source, filename=where).body):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+            continue
+        base = node.module or ""
+        if node.level:
+            if module is None:
+                raise ValueError(f"{where}, line {node.lineno}: a relative import outside a package")
+            package = module.split(".") if is_package else module.split(".")[:-1]
+            if node.level - 1 > len(package) - 1:
+                raise ValueError(f"{where}, line {node.lineno}: relative import beyond the top package")
+            package = package[: len(package) - (node.level - 1)]
+            base = ".".join(package + ([node.module] if node.module else []))
+        names.add(base)
+        names.update(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
+    return names
+
+
+def parents_of(name: str) -> list[str]:
+    """``a.b.c`` -> ``[a, a.b, a.b.c]``: importing a module runs its packages' ``__init__`` first."""
+    parts = name.split(".")
+    return [".".join(parts[: index + 1]) for index in range(len(parts))]
+
+
+def import_closure(entries: Iterable[str | os.PathLike], package_dir: Path = PACKAGE_DIR) -> list[Path]:
+    """The entry files and every package file they import, directly or not, sorted (entries first)."""
+    package_dir = package_dir.resolve()
+    entries = [Path(entry).resolve() for entry in entries]
+    seen: dict[Path, None] = {}
+    files: dict[str, Path | None] = {}  # module name -> its file, resolved once per closure
+    pending = list(entries)
+    for entry in entries:  # an entry inside the package runs its packages' __init__ too
+        name = module_name(entry, package_dir)
+        if name:
+            pending += [file for parent in parents_of(name) if (file := module_file(parent, package_dir))]
+    while pending:
+        path = pending.pop()
+        if path in seen:
+            continue
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: an entry point of a stage's code digest does not exist")
+        seen[path] = None
+        source = path.read_text()
+        if (str(path), source) not in _PARSED:
+            name = module_name(path, package_dir)
+            _PARSED[str(path), source] = imported_names(source, name, path.name == "__init__.py", where=str(path))
+        for imported in _PARSED[str(path), source]:
+            if imported.split(".")[0] != package_dir.name:
+                continue
+            for parent in parents_of(imported):
+                if parent not in files:
+                    files[parent] = module_file(parent, package_dir)
+                file = files[parent]
+                if file is not None and file not in seen:
+                    pending.append(file)
+    inside = sorted(path for path in seen if path not in entries)
+    return [path for path in entries if path in seen] + inside
+
+
+def label(path: Path, package_dir: Path) -> str:
+    """A location-independent name: relative to the directory above the package's parent (the repository)."""
+    return Path(os.path.relpath(Path(path).resolve(), package_dir.resolve().parent.parent)).as_posix()
+
+
+def code_digest(entries: Sequence[str | os.PathLike], package_dir: Path = PACKAGE_DIR) -> str:
+    """SHA-256 (16 hex digits) over the names and bytes of ``import_closure(entries)``."""
+    digest = hashlib.sha256()
+    repository = package_dir.resolve().parent.parent
+    for path in import_closure(entries, package_dir):  # resolved paths
+        digest.update(Path(os.path.relpath(path, repository)).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def describe(entries: Sequence[str | os.PathLike], package_dir: Path = PACKAGE_DIR) -> str:
+    """``code digest <hex> of <entries>``: a rule's ``code`` param, so that ``snakemake -n`` says what changed."""
+    names = " + ".join(label(Path(entry), package_dir) for entry in entries)
+    return f"code digest {code_digest(entries, package_dir)} of {names}"
+
+
+# ------------------------------------------------------------------------------------------------ methods
+def method_modules(package_dir: Path = PACKAGE_DIR) -> dict[str, str]:
+    """``methods.METHODS`` (method name -> module name), read from ``methods/__init__.py`` without importing it."""
+    path = package_dir / "methods" / "__init__.py"
+    for node in ast.parse(path.read_text(), filename=str(path)).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "METHODS" for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise ValueError(f"{path}: no `METHODS = {{...}}` dict literal (the method registry) found")
+
+
+def training_methods(model_config: dict) -> list[str]:
+    """The methods a training run builds: its ``method`` and, for a CODC round, the ``base_method`` it wraps."""
+    methods = [model_config["method"]]
+    base = model_config.get("method_options", {}).get("base_method")
+    return methods + ([base] if base else [])
+
+
+def method_files(methods: Iterable[str], package_dir: Path = PACKAGE_DIR) -> list[Path]:
+    """The modules ``methods.build_method`` imports by name for ``methods`` (the import closure cannot see them)."""
+    registry = method_modules(package_dir)
+    unknown = [name for name in methods if name not in registry]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; known: {', '.join(registry)} (methods/__init__.py METHODS)")
+    return [package_dir / "methods" / f"{registry[name]}.py" for name in methods]

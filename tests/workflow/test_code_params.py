@@ -1,0 +1,34 @@
+"""Every rule that runs a script passes the digest of THAT script's code as its `code` param (rules/*.smk)."""
+from __future__ import annotations
+
+import re
+
+from conftest import REPO
+
+TRAINING_CODE = ("pretrain_code", "codc_round_code")  # functions of the wildcards: the model's method modules
+
+
+def rule_blocks() -> dict[str, str]:
+    blocks = {}
+    for path in sorted((REPO / "rules").glob("*.smk")):
+        for block in re.split(r"(?m)^(?=rule \w+:)", path.read_text()):
+            name = re.match(r"rule (\w+):", block)
+            if name:
+                blocks[name.group(1)] = block
+    return blocks
+
+
+def test_each_script_rule_digests_its_own_script():
+    checked = 0
+    for rule, block in rule_blocks().items():
+        script = re.search(r'script:\s*"\.\./workflow/scripts/(\w+\.py)"', block)
+        if not script:
+            continue
+        code = re.search(r"^\s*code=(.*),$", block, flags=re.MULTILINE)
+        assert code, f"rule {rule} runs {script.group(1)} but has no code param"
+        if code.group(1) in TRAINING_CODE:
+            assert script.group(1) == "pretrain.py", rule
+        else:
+            assert code.group(1) == f'code_digest("{script.group(1)}")', rule
+        checked += 1
+    assert checked >= 13

@@ -10,7 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from typing import Sequence
+
+from . import provenance
 from .config import ConfigError, from_dict
+from .data.imagenet import image_list_digest
 from .io import atomic_path, write_json_atomic
 
 
@@ -23,6 +27,23 @@ def copy_atomic(source: str | Path, target: str | Path) -> None:
         shutil.copyfile(source, tmp)
 
 
+def run_identity(model_config: dict, pretrain_data: dict, imagenet_root: str,
+                 data_files: Sequence[str] = ()) -> dict:
+    """Everything that determines a pretraining run's result: the model's config, the pretraining data config,
+    the code it runs (``provenance``: this module's import closure and the method modules), the image list
+    (relative paths and sizes, never the images' bytes), and the content of the files it reads (the data set's
+    manifest, pseudo-labels, previous-round weights)."""
+    code_entries = [Path(__file__)] + provenance.method_files(provenance.training_methods(model_config))
+    return {
+        "model": model_config,
+        "pretrain_data": pretrain_data,
+        "code": provenance.code_digest(code_entries),
+        "images": image_list_digest(imagenet_root, "train"),
+        "data_files": {str(path): file_digest(path) for path in data_files},
+        "input_files": input_file_digests(model_config.get("method_options", {})),
+    }
+
+
 def pretrain_model(
     model_config: dict,
     pretrain_data: dict,
@@ -33,13 +54,23 @@ def pretrain_model(
     log: logging.Logger,
     processes: int = 1,
     snapshots_output: str | None = None,
+    data_files: Sequence[str] = (),
 ) -> None:
-    """Pretrain (or resume) one model. Runs live in ``runs/<config digest>/`` beside the output, so a changed
-    config starts afresh while a killed run of the same config continues from its checkpoint. With
+    """Pretrain one model in ``runs/<identity digest>/`` beside the output (see ``run_identity``): whatever
+    changes the result starts a new run, while a killed run of the same identity continues from its checkpoint.
+
+    A finished run is never reused: this function runs only when Snakemake finds the output missing, stale or
+    forced, so a run folder that already holds a final model is discarded and the model trained again. With
     ``processes > 1`` (a rule given several GPUs) the run goes through ``torchrun``, one process per GPU."""
-    inputs = input_file_digests(model_config.get("method_options", {}))
-    run_dir = Path(model_output).parent / "runs" / config_digest(model_config | {"data": pretrain_data,
-                                                                                  "input_files": inputs})
+    identity = run_identity(model_config, pretrain_data, imagenet_root, data_files)
+    run_dir = Path(model_output).parent / "runs" / config_digest(identity)
+    if (run_dir / "model.pth").exists():
+        log.info("%s holds a finished run: training again from scratch (the job runs only when its output is "
+                 "missing, stale or forced)", run_dir)
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / "identity.json", identity)
+    log.info("run folder %s (code digest %s, image list %s)", run_dir, identity["code"], identity["images"])
     request = {"model_config": model_config, "pretrain_data": pretrain_data, "imagenet_root": imagenet_root,
                "run_dir": str(run_dir), "threads": max(1, threads // max(1, processes)),
                "where": f"models.{Path(model_output).parent.name}"}
@@ -94,13 +125,18 @@ def input_file_digests(method_options: dict) -> dict:
     digests = {}
     for key, value in method_options.items():
         if key in FILE_OPTION_KEYS and value:
-            digest = hashlib.sha256()
-            with open(value, "rb") as handle:
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(chunk)
-            digests[key] = digest.hexdigest()[:16]
+            digests[key] = file_digest(value)
         elif isinstance(value, dict):
             nested = input_file_digests(value)
             if nested:
                 digests[key] = nested
     return digests
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 (16 hex digits) of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]

@@ -16,6 +16,7 @@ with job_logging(snakemake) as log:
         model_output=snakemake.output.model,
         metrics_output=snakemake.output.metrics,
         snapshots_output=snakemake.output.get("snapshots"),  # codc rounds keep none
+        data_files=list(snakemake.input.data),  # the embedded data set's manifest (none for real roots)
         threads=snakemake.threads,
         log=log,
         processes=int(snakemake.resources.get("gpu", 0) or 0) or 1,  # one torchrun process per GPU

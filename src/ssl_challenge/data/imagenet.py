@@ -1,6 +1,7 @@
 """ImageNet image lists for pretraining (labels are never used), see :mod:`.layouts`."""
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -27,6 +28,16 @@ def list_imagenet_images(root: str | os.PathLike, split: str = "train") -> list[
         raise FileNotFoundError(f"{split_dir}: no images ({', '.join(layouts.IMAGE_SUFFIXES)}); "
                                 f"expected {layouts.IMAGENET_LAYOUT}")
     return [split_dir / relative for relative in sorted(relative_paths)]
+
+
+def image_list_digest(root: str | os.PathLike, split: str = "train") -> str:
+    """A cheap content digest of a split: every image's relative path and size, in list order (one ``stat`` per
+    file, no image bytes read). A replaced, added or removed image changes it; so does re-encoding one."""
+    split_dir = layouts.imagenet_split_dir(root, split)
+    digest = hashlib.sha256()
+    for path in list_imagenet_images(root, split):
+        digest.update(f"{path.relative_to(split_dir).as_posix()}\t{path.stat().st_size}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def pretraining_images(imagenet_root: str, pretrain_data: dict, threads: int, log):

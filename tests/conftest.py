@@ -40,3 +40,25 @@ def run_snakemake(workdir: Path, *args: str, timeout: int = 600, check: bool = T
 @pytest.fixture
 def workflow_copy(tmp_path: Path) -> Path:
     return copy_workflow(tmp_path / "workflow")
+
+
+SMOKE_CONFIG = ["--configfile", "config/smoke.yaml"]
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> tuple[Path, float]:
+    """ONE finished smoke run for the whole session: (workdir, seconds it took). Tests that only dry-run use the
+    workdir in place (undoing their edits); tests that run jobs take a ``smoke_copy``."""
+    import time
+
+    workdir = copy_workflow(tmp_path_factory.mktemp("smoke") / "workflow")
+    started = time.monotonic()
+    # The time-out only guards against a hang: test_smoke_pipeline asserts the run's time itself.
+    run_snakemake(workdir, "--cores", "2", "all_tracks", *SMOKE_CONFIG, timeout=1800)
+    return workdir, time.monotonic() - started
+
+
+@pytest.fixture
+def smoke_copy(smoke_run, tmp_path) -> Path:
+    """A private copy of the finished smoke workdir (results and .snakemake metadata included, times kept)."""
+    return Path(shutil.copytree(smoke_run[0], tmp_path / "workflow", symlinks=True))

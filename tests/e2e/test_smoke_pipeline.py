@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -12,19 +11,11 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
-from conftest import copy_workflow, run_snakemake  # noqa: E402
+from conftest import run_snakemake  # noqa: E402  (smoke_run: the session's one smoke run, conftest.py)
 from dryrun import planned_jobs  # noqa: E402
 
 pytestmark = pytest.mark.slow
 SMOKE = ["--configfile", "config/smoke.yaml"]
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    workdir = copy_workflow(tmp_path_factory.mktemp("smoke") / "workflow")
-    started = time.monotonic()
-    run_snakemake(workdir, "--cores", "2", "all_tracks", *SMOKE, timeout=900)
-    return workdir, time.monotonic() - started
 
 
 def test_smoke_run_fills_the_leaderboard(smoke_run):

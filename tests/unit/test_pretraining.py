@@ -119,3 +119,14 @@ def test_the_identity_names_the_code_of_the_method_it_trains(data):
     other = run_identity({**MODEL, "method": "random", "epochs": 0}, PRETRAIN_DATA, str(root), [str(manifest)])
     assert other["code"] != identity["code"]
     assert identity["data_files"] == {str(manifest): identity["data_files"][str(manifest)]}
+
+
+def test_two_processes_train_through_torchrun_in_the_same_run_folder(tmp_path, data, log):
+    root, manifest = data
+    output = tmp_path / "two" / "model.pth"
+    pretrain_model(MODEL, PRETRAIN_DATA, str(root), str(output), str(tmp_path / "two" / "metrics.jsonl"), threads=2,
+                   log=log, processes=2, data_files=[str(manifest)])
+    run_dir = output.parent / "runs" / config_digest(run_identity(MODEL, PRETRAIN_DATA, str(root), [str(manifest)]))
+    assert (run_dir / "request.json").exists() and (run_dir / "model.pth").exists()
+    saved = torch.load(output, map_location="cpu", weights_only=False)
+    assert saved["processes"] == 2 and saved["epochs"] == 2

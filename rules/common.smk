@@ -1,6 +1,5 @@
 # Input functions, wildcard constraints and helpers of the workflow. No rules here.
 # Nothing in this file imports torch: the DAG must build in well under a second or two.
-import functools
 import re
 import sys
 from pathlib import Path
@@ -145,15 +144,18 @@ def voc07_classes():
 
 
 # ---------------------------------------------------------------- code digests (stale stages follow the code)
-@functools.cache
-def code_digest(script, methods=()):
-    """The digest of the code a rule runs, passed as its ``code`` param: editing it marks the rule's jobs stale.
+CODE_DIGESTS = {}  # (script, methods) -> its code param: each computed once per DAG build
 
-    Snakemake tracks a rule's script but not the modules it imports: the digest covers the script and its import
-    closure inside ssl_challenge, plus the method modules that training loads by name (see provenance.py).
-    """
-    entries = [Path(workflow.basedir) / "workflow" / "scripts" / script]
-    return provenance.describe(entries + provenance.method_files(methods))
+
+def code_digest(script, methods=()):
+    """The digest of the code a script runs, given to its rule as the ``code`` param, so that editing that code
+    marks the jobs stale. Snakemake tracks each script but not the modules it imports; the digest covers the
+    script, its import closure inside ssl_challenge and the method modules that training loads by name
+    (provenance.py)."""
+    if (script, methods) not in CODE_DIGESTS:
+        entries = [Path(workflow.basedir) / "workflow" / "scripts" / script]
+        CODE_DIGESTS[script, methods] = provenance.describe(entries + provenance.method_files(methods))
+    return CODE_DIGESTS[script, methods]
 
 
 def training_code(model_config):

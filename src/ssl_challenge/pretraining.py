@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-
 from typing import Sequence
 
 from . import provenance
@@ -19,6 +18,7 @@ from .io import atomic_path, write_json_atomic
 
 
 def config_digest(config: dict) -> str:
+    """The name of a run folder: 12 hex digits of the SHA-256 of ``config`` as sorted JSON."""
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 
 

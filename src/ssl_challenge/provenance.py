@@ -18,7 +18,6 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-PACKAGE = "ssl_challenge"
 PACKAGE_DIR = Path(__file__).resolve().parent
 _PARSED: dict[tuple[str, str], set[str]] = {}  # (file, source) -> imported names: each version parsed once
 

@@ -130,6 +130,8 @@ def test_places205_layout_check_reads_every_line(tmp_path):
             layouts.check_places205_root(tmp_path / "places")
         with pytest.raises(ValueError, match=r"train_places205.csv:5"):
             read_places205_list(tmp_path / "places", "train")
+    list_file.write_text("\n".join(lines + ["s/ski_slope/never_written.jpg 4"]) + "\n")
+    layouts.check_places205_root(tmp_path / "places")  # syntax only: listed files past the first are not stat-ed
     list_file.write_text("\n\n")
     with pytest.raises(ValueError, match="no images listed"):
         layouts.check_places205_root(tmp_path / "places")

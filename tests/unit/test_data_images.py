@@ -1,6 +1,7 @@
 """Image decoding and the two image sources: shapes, exact reproducibility under a generator, crop geometry."""
 from __future__ import annotations
 
+import pickle
 import re
 
 import numpy as np
@@ -175,8 +176,9 @@ def test_corrupt_images_name_their_path_by_default(tree_with_corrupt_images):
     for index in corrupt:
         with pytest.raises(CorruptImageError, match=rf"cannot decode image {paths[index]}"):
             decode_for_features(paths[index], 12, 10)
-    with pytest.raises(CorruptImageError, match=rf"{paths[1]} \(voc07_test\): OSError: .*[Tt]runcated"):
+    with pytest.raises(CorruptImageError, match=rf"{paths[1]} \(voc07_test\): OSError: .*[Tt]runcated") as raised:
         load_image_tensor(paths, resize_shorter=12, final_size=10, dataset="voc07_test")
+    assert str(pickle.loads(pickle.dumps(raised.value))) == str(raised.value)  # survives a process boundary
     with pytest.raises(CorruptImageError, match=rf"{paths[6]} \(pretraining images\): UnidentifiedImageError"):
         build_image_source(paths[2:], preload=True, resize_shorter=8, crop_size=8)
     source = build_image_source(paths, preload=False, resize_shorter=10, crop_size=8)

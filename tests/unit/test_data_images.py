@@ -1,20 +1,27 @@
 """Image decoding and the two image sources: shapes, exact reproducibility under a generator, crop geometry."""
 from __future__ import annotations
 
+import pickle
+import re
+
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFile
 
 from layouts_fixture import make_tiny_imagenet, write_tiny_jpeg
+from ssl_challenge.data.imagenet import list_imagenet_images
 from ssl_challenge.data.images import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    CorruptImageError,
     FileImages,
     PreloadedImages,
     build_image_source,
+    decode_for_features,
     load_image_tensor,
     normalise,
+    open_rgb,
     resize_shorter_side,
 )
 
@@ -127,3 +134,124 @@ def test_build_image_source_chooses_and_checks(image_paths):
     assert isinstance(from_files, FileImages)
     with pytest.raises(ValueError, match="pretrain_data.crop_padding"):
         build_image_source(image_paths, preload=False, resize_shorter=10, crop_size=8, crop_padding=4)
+
+
+# ------------------------------------------------------------------------------------------------ corrupt images
+@pytest.fixture
+def tree_with_corrupt_images(tmp_path):
+    """A tiny ImageNet tree (2 classes x 4) whose image 1 is a truncated JPEG and image 6 a text file.
+    Returns (listed paths, indices of the corrupt ones)."""
+    root = tmp_path / "imagenet"
+    paths = make_tiny_imagenet(root, n_classes=2, per_class=4)
+    data = paths[1].read_bytes()
+    paths[1].write_bytes(data[: len(data) // 2])
+    paths[6].write_text("this is not an image\n")
+    assert list_imagenet_images(root) == paths
+    return paths, [1, 6]
+
+
+def test_every_truncation_of_a_jpeg_is_caught(tmp_path):
+    """Pillow with LOAD_TRUNCATED_IMAGES False raises for a JPEG cut at any byte (baseline and progressive)."""
+    for progressive in (False, True):
+        path = tmp_path / f"whole_{progressive}.jpg"
+        pixels = np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(path, progressive=progressive)
+        data = path.read_bytes()
+        assert open_rgb(path).size == (16, 12)
+        cut = tmp_path / "cut.jpg"
+        for length in range(len(data)):
+            cut.write_bytes(data[:length])
+            with pytest.raises(CorruptImageError, match="cut.jpg"):
+                open_rgb(cut)
+
+
+def test_pil_loading_truncated_images_is_refused(image_paths, monkeypatch):
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    with pytest.raises(RuntimeError, match="LOAD_TRUNCATED_IMAGES"):
+        open_rgb(image_paths[0])
+
+
+def test_corrupt_images_name_their_path_by_default(tree_with_corrupt_images):
+    paths, corrupt = tree_with_corrupt_images
+    for index in corrupt:
+        with pytest.raises(CorruptImageError, match=rf"cannot decode image {paths[index]}"):
+            decode_for_features(paths[index], 12, 10)
+    with pytest.raises(CorruptImageError, match=rf"{paths[1]} \(voc07_test\): OSError: .*[Tt]runcated") as raised:
+        load_image_tensor(paths, resize_shorter=12, final_size=10, dataset="voc07_test")
+    assert str(pickle.loads(pickle.dumps(raised.value))) == str(raised.value)  # survives a process boundary
+    with pytest.raises(CorruptImageError, match=rf"{paths[6]} \(pretraining images\): UnidentifiedImageError"):
+        build_image_source(paths[2:], preload=True, resize_shorter=8, crop_size=8)
+    source = build_image_source(paths, preload=False, resize_shorter=10, crop_size=8)
+    assert len(source.load_batch(torch.tensor([0, 7]), augment=True, generator=generator(0))) == 2
+    for augment in (True, False):
+        with pytest.raises(CorruptImageError, match=rf"{paths[6]} \(pretraining images\)"):
+            source.load_batch(torch.tensor([0, 6]), augment=augment, generator=generator(0))
+    probe = FileImages(paths, crop_size=8, resize_shorter=10, dataset="places205_val")
+    with pytest.raises(CorruptImageError, match=rf"{paths[1]} \(places205_val\).*evaluation splits cannot"):
+        probe.load_batch(torch.tensor([1]), augment=False, generator=generator(0))
+
+
+def test_a_missing_file_is_not_a_corrupt_image(tree_with_corrupt_images):
+    paths, _ = tree_with_corrupt_images
+    paths[0].unlink()
+    source = build_image_source(paths, preload=False, resize_shorter=10, crop_size=8, skip_corrupt_images=True)
+    with pytest.raises(FileNotFoundError, match=str(paths[0])):
+        source.load_batch(torch.tensor([0]), augment=False, generator=generator(0))
+
+
+def test_preloading_drops_corrupt_images_when_asked(tree_with_corrupt_images):
+    paths, corrupt = tree_with_corrupt_images
+    readable = [path for index, path in enumerate(paths) if index not in corrupt]
+    messages = []
+    source = build_image_source(paths, preload=True, resize_shorter=8, crop_size=8, skip_corrupt_images=True,
+                                threads=2, log=messages.append)
+    assert isinstance(source, PreloadedImages) and len(source) == len(paths) - 2
+    assert torch.equal(source.images, load_image_tensor(readable, resize_shorter=8, final_size=8))
+    assert messages[0].startswith("skipped 2 corrupt image(s) of 8 in pretraining images")
+    assert [message.split()[1] for message in messages[1:]] == [f"{paths[1]}:", f"{paths[6]}:"]
+
+
+def test_decoding_from_files_substitutes_corrupt_samples_deterministically(tree_with_corrupt_images):
+    paths, _ = tree_with_corrupt_images
+    messages = []
+    source = build_image_source(paths, preload=False, resize_shorter=10, crop_size=8, skip_corrupt_images=True,
+                                threads=3, log=messages.append)
+    everything = torch.arange(len(paths))
+    first = source.load_batch(everything, augment=True, generator=generator(4))
+    assert source.corrupt_paths == {1: str(paths[1]), 6: str(paths[6])}
+    assert len(messages) == 2 and "skipped corrupt image 2 of pretraining images" in messages[1]
+    again = build_image_source(paths, preload=False, resize_shorter=10, crop_size=8, skip_corrupt_images=True,
+                               threads=1, log=messages.append)
+    assert torch.equal(again.load_batch(everything, augment=True, generator=generator(4)), first)
+    # a corrupt sample is the next readable image (6 -> 7, 1 -> 2) decoded with the corrupt sample's own draws
+    clean = FileImages(paths, crop_size=8, resize_shorter=10)
+    substitutes = torch.tensor([0, 2, 2, 3, 4, 5, 7, 7])
+    assert torch.equal(clean.load_batch(substitutes, augment=True, generator=generator(4)), first)
+    plain = source.load_batch(torch.tensor([6, 7]), augment=False, generator=generator(0))
+    assert torch.equal(plain[0], plain[1])
+    assert len(messages) == 4  # each corrupt image is reported once per source
+
+
+def test_pretraining_continues_over_corrupt_images_when_asked(tree_with_corrupt_images, tmp_path):
+    """A whole (tiny) pretraining run from files: fails naming the file by default, completes with the switch
+    on, and two runs give identical weights."""
+    from ssl_challenge.engine.train import pretrain
+
+    paths, _ = tree_with_corrupt_images
+    config = {"method": "rot", "backbone": {"name": "small_resnet", "widths": [4, 4, 4, 4]}, "epochs": 2,
+              "batch_size": 4, "optimizer": {"lr": 0.05}, "schedule": {}, "checkpoint_every": 1}
+
+    def run(run_dir, skip, log):
+        images = build_image_source(paths, preload=False, resize_shorter=10, crop_size=8, threads=2,
+                                    skip_corrupt_images=skip, log=log)
+        return pretrain(config, images, run_dir, torch.device("cpu"), log=log)
+
+    with pytest.raises(CorruptImageError, match=f"{re.escape(str(paths[1]))}|{re.escape(str(paths[6]))}"):
+        run(tmp_path / "strict", False, lambda message: None)
+    first_log, second_log = [], []
+    weights = [torch.load(run(tmp_path / name, True, log.append), weights_only=False)["backbone"]
+               for name, log in (("first", first_log), ("second", second_log))]
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+    for log in (first_log, second_log):
+        skipped = [message for message in log if message.startswith("skipped corrupt image")]
+        assert len(skipped) == 2 and "skipped corrupt image 2 of" in skipped[-1]

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from layouts_fixture import make_tiny_voc07
+from ssl_challenge.data.layouts import PathOutsideRootError, check_voc07_root
 from ssl_challenge.data.voc07 import (
     image_labels_from_objects,
     parse_annotation,
@@ -82,3 +83,45 @@ def test_bad_label_line_and_unknown_class(voc_root):
         read_voc07_labels(voc_root, "test", ["horse"])
     with pytest.raises(ValueError, match="'horse'"):
         image_labels_from_objects([{"name": "horse", "difficult": False}], CLASSES)
+
+
+@pytest.mark.parametrize("bad_id", ["../x", "/abs", "../../../etc/passwd", "000001/../../x"])
+def test_ids_leaving_the_root_are_refused_with_their_line(voc_root, bad_id):
+    main = voc_root / "VOC2007" / "ImageSets" / "Main"
+    split_list = (main / "trainval.txt").read_text()
+    (main / "trainval.txt").write_text(split_list + f"{bad_id}\n")
+    with pytest.raises(PathOutsideRootError, match=rf"trainval.txt:4: '{bad_id}'"):
+        read_image_set(voc_root, "trainval")
+    with pytest.raises(PathOutsideRootError, match=r"trainval.txt:4"):
+        check_voc07_root(voc_root)
+    (main / "trainval.txt").write_text(split_list)
+    dog_lines = (main / "dog_trainval.txt").read_text().splitlines()
+    (main / "dog_trainval.txt").write_text("\n".join([dog_lines[0], f"{bad_id} -1"] + dog_lines[1:]) + "\n")
+    with pytest.raises(PathOutsideRootError, match=rf"dog_trainval.txt:2: '{bad_id}'"):
+        read_voc07_labels(voc_root, "trainval", ["dog", "cat"])
+    with pytest.raises(PathOutsideRootError, match=r"dog_trainval.txt:2"):
+        check_voc07_root(voc_root)
+
+
+def test_layout_check_reads_every_line_of_every_list(voc_root):
+    main = voc_root / "VOC2007" / "ImageSets" / "Main"
+    check_voc07_root(voc_root)
+    (main / "bird_test.txt").write_text("000004 -1\n000005  2\n")  # the old check read one line of trainval.txt
+    with pytest.raises(ValueError, match=r"bird_test.txt:2: '000005 2' is not '<image id> <1\|-1\|0>'"):
+        check_voc07_root(voc_root)
+    (main / "bird_test.txt").write_text("000004 -1\n000005 1\n")
+    (main / "test.txt").write_text("000004\n000005 extra\n")
+    with pytest.raises(ValueError, match=r"test.txt:2: '000005 extra' is not '<image id>'"):
+        check_voc07_root(voc_root)
+
+
+def test_image_linked_out_of_the_root_is_refused_inside_allowed(voc_root, tmp_path):
+    images = voc_root / "VOC2007" / "JPEGImages"
+    (images / "000002.jpg").unlink()
+    (images / "000002.jpg").symlink_to(images / "000001.jpg")  # a link that stays inside: allowed
+    assert read_voc07_labels(voc_root, "trainval", CLASSES)[0] == ["000001", "000002", "000003"]
+    (tmp_path / "elsewhere.jpg").write_bytes(b"not a VOC image")
+    (images / "000002.jpg").unlink()
+    (images / "000002.jpg").symlink_to(tmp_path / "elsewhere.jpg")
+    with pytest.raises(PathOutsideRootError, match=rf"cat_trainval.txt:2: .*link {images}/000002.jpg points to"):
+        read_voc07_labels(voc_root, "trainval", CLASSES)

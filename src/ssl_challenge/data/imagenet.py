@@ -12,16 +12,26 @@ def list_imagenet_images(root: str | os.PathLike, split: str = "train") -> list[
     """Every image under ``<root>/<split>/``, in class folders or directly in it, sorted by relative path.
 
     The sort makes the list (and so every sample index of a run) independent of the file system's order.
+    A class folder or image that is a symbolic link must resolve inside ``root``
+    (:class:`layouts.PathOutsideRootError` names the link); the listing's file types cost no ``stat``.
     """
     split_dir = layouts.imagenet_split_dir(root, split)
     if not split_dir.is_dir():
         raise FileNotFoundError(f"ImageNet {split} folder {split_dir} does not exist; "
                                 f"expected {layouts.IMAGENET_LAYOUT}")
+    containment = layouts.RootContainment(root)
+    where = f"ImageNet {split} listing"
+    containment.check_resolved(split_dir, where)
     relative_paths = []
     for entry in os.scandir(split_dir):
+        if entry.is_symlink():
+            containment.check_resolved(entry.path, where)
         if entry.is_dir():
-            relative_paths.extend(f"{entry.name}/{image.name}" for image in os.scandir(entry.path)
-                                  if layouts.is_image_file(image.name))
+            for image in os.scandir(entry.path):
+                if layouts.is_image_file(image.name):
+                    if image.is_symlink():
+                        containment.check_resolved(image.path, where)
+                    relative_paths.append(f"{entry.name}/{image.name}")
         elif layouts.is_image_file(entry.name):
             relative_paths.append(entry.name)
     if not relative_paths:

@@ -8,15 +8,18 @@ the generator state sees exactly the same batches.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
+import struct
+import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageFile
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -32,9 +35,47 @@ class ImageSource(Protocol):
 
 
 # ------------------------------------------------------------------------------------------------ decoding
+# What Pillow raises on undecodable data: truncation, an unknown format, a broken stream or checksum, a bomb.
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
+
+
+class CorruptImageError(ValueError):
+    """An image file Pillow cannot decode; the message names the file (and the data set or split when known)."""
+
+    def __init__(self, path: str | os.PathLike, reason: str, dataset: str | None = None):
+        self.path, self.reason, self.dataset = os.fspath(path), reason, dataset
+        where = f" ({dataset})" if dataset else ""
+        super().__init__(f"cannot decode image {self.path}{where}: {reason}; replace the file with a readable copy "
+                         "(pretraining images can be skipped instead with pretrain_data.skip_corrupt_images: true; "
+                         "evaluation splits cannot)")
+
+    def __reduce__(self):  # picklable across processes despite the custom signature
+        return CorruptImageError, (self.path, self.reason, self.dataset)
+
+    def in_dataset(self, dataset: str | None) -> "CorruptImageError":
+        return CorruptImageError(self.path, self.reason, dataset) if dataset and not self.dataset else self
+
+
 def open_rgb(path: str | os.PathLike) -> Image.Image:
-    with Image.open(path) as image:
-        return image.convert("RGB")
+    """The image at ``path`` in RGB; a file Pillow cannot decode raises :class:`CorruptImageError` naming it.
+
+    Truncation is always caught, because ``ImageFile.LOAD_TRUNCATED_IMAGES`` stays False (checked here: any
+    imported code could set it, and truncated images would then decode as grey): Pillow raises for a JPEG cut at
+    any byte, and loads a cut PNG only when the cut removed nothing but its checksums and end chunk (the pixels
+    are then complete). Bytes damaged in place inside a JPEG's compressed data decode silently (libjpeg only
+    warns); no decoder can see that without a checksum of the file.
+    """
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True (set by some imported code): truncated "
+                           "images would decode silently; leave it False")
+    with open(path, "rb") as handle:  # a missing or unreadable file is an OSError naming it, not a corrupt image
+        try:
+            with Image.open(handle) as image:
+                return image.convert("RGB")
+        except DECODE_ERRORS as error:
+            if isinstance(error, OSError) and error.errno is not None:  # the disk failed, not the file's content
+                raise OSError(error.errno, error.strerror, os.fspath(path)) from error
+            raise CorruptImageError(path, f"{type(error).__name__}: {error}") from error
 
 
 def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
@@ -61,25 +102,56 @@ def load_image_tensor(
     final_size: int = 224,
     threads: int = 2,
     progress: bool | None = None,
+    dataset: str | None = None,
+    skip_corrupt: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> torch.Tensor:
     """Decode every image into uint8 [N, 3, final_size, final_size] (PIL, bilinear, a pool of ``threads``).
 
-    ``progress`` None shows a tqdm bar from :data:`PROGRESS_BAR_FROM` images on.
+    ``progress`` None shows a tqdm bar from :data:`PROGRESS_BAR_FROM` images on. An undecodable image raises
+    :class:`CorruptImageError` naming it and ``dataset``; with ``skip_corrupt`` (pretraining only: evaluation
+    splits must keep their label alignment) it is left out instead, and the count and paths go to ``log``.
     """
     from tqdm import tqdm
 
     if not paths:
         raise ValueError("load_image_tensor: no image paths given")
+
+    def decode(path):
+        try:
+            return decode_for_features(path, resize_shorter, final_size)
+        except CorruptImageError as error:
+            if not skip_corrupt:
+                raise error.in_dataset(dataset) from error.__cause__
+            return error
+
     images = np.empty((len(paths), final_size, final_size, 3), dtype=np.uint8)
     show = len(paths) >= PROGRESS_BAR_FROM if progress is None else progress
+    corrupt, kept = [], 0
     # mininterval: in a job log (no terminal) every refresh is a new line
     with ThreadPoolExecutor(max(1, threads)) as pool, tqdm(total=len(paths), disable=not show, mininterval=5,
                                                             desc="decoding images", unit="img") as bar:
-        decoded = pool.map(lambda path: decode_for_features(path, resize_shorter, final_size), paths)
-        for index, array in enumerate(decoded):
-            images[index] = array
+        for array in pool.map(decode, paths):
+            if isinstance(array, CorruptImageError):
+                corrupt.append(array)
+            else:
+                images[kept] = array
+                kept += 1
             bar.update()
-    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    if corrupt:
+        report_skipped(corrupt, len(paths), dataset, log)
+    if not kept:
+        raise ValueError(f"none of the {len(paths)} images of {dataset or 'the set'} could be decoded")
+    return torch.from_numpy(images[:kept]).permute(0, 3, 1, 2).contiguous()
+
+
+def report_skipped(corrupt: Sequence[CorruptImageError], total: int, dataset: str | None,
+                   log: Callable[[str], None] | None) -> None:
+    log = log or logging.getLogger(__name__).warning
+    log(f"skipped {len(corrupt)} corrupt image(s) of {total} in {dataset or 'the image set'} "
+        "(pretrain_data.skip_corrupt_images):")
+    for error in corrupt:
+        log(f"  skipped {error.path}: {error.reason}")
 
 
 def normalise(images_uint8: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -172,11 +244,18 @@ class FileImages:
     then ``crop_size`` squared, bilinear) plus a horizontal flip. To draw a fixed five numbers per sample whatever
     the image sizes, a crop that does not fit is clamped to the image instead of torchvision's ten rejection
     tries. Without augmentation: shorter side to ``resize_shorter``, centre ``crop_size`` crop.
+
+    An undecodable image raises :class:`CorruptImageError` naming it and ``dataset``. With ``skip_corrupt``
+    (pretraining only) its samples are replaced by the next decodable image in list order (cyclically), with the
+    same draws, so batches depend on the files only; each corrupt image is logged once with the running count
+    (:attr:`corrupt_paths`).
     """
 
     def __init__(self, paths: Sequence[str | os.PathLike], crop_size: int, resize_shorter: int,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, threads: int = 2,
-                 scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3)):
+                 scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),
+                 dataset: str | None = None, skip_corrupt: bool = False,
+                 log: Callable[[str], None] | None = None):
         if crop_size > resize_shorter:
             raise ValueError(f"crop_size {crop_size} must be <= resize_shorter {resize_shorter}")
         if not (0 < scale[0] <= scale[1] <= 1) or not (0 < ratio[0] <= ratio[1]):
@@ -186,6 +265,10 @@ class FileImages:
         self.mean, self.std = tuple(mean), tuple(std)
         self.threads = max(1, int(threads))
         self.scale, self.ratio = scale, ratio
+        self.dataset, self.skip_corrupt = dataset, skip_corrupt
+        self.log = log or logging.getLogger(__name__).warning
+        self.corrupt_paths: dict[int, str] = {}  # sample index -> path, of the corrupt images met so far
+        self._corrupt_lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -194,14 +277,37 @@ class FileImages:
         indices = check_indices(indices, len(self)).tolist()
         if augment:
             draws = self.draw_crop_parameters(len(indices), generator).tolist()
-            jobs = [lambda index=index, draw=draw: self.augmented(self.paths[index], draw)
+            jobs = [lambda index=index, draw=draw: self.decode_sample(index, self.augmented, draw)
                     for index, draw in zip(indices, draws)]
         else:
-            jobs = [lambda index=index: self.centred(self.paths[index]) for index in indices]
+            jobs = [lambda index=index: self.decode_sample(index, self.centred) for index in indices]
         with ThreadPoolExecutor(self.threads) as pool:
             arrays = list(pool.map(lambda job: job(), jobs))
         batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
         return normalise(batch, self.mean, self.std)
+
+    def decode_sample(self, index: int, decode: Callable[..., np.ndarray], *draw) -> np.ndarray:
+        """``decode(path, *draw)`` of sample ``index``, or (``skip_corrupt``) of the substitute of a corrupt one."""
+        for offset in range(len(self.paths)):
+            candidate = (index + offset) % len(self.paths)
+            if candidate in self.corrupt_paths:
+                continue
+            try:
+                return decode(self.paths[candidate], *draw)
+            except CorruptImageError as error:
+                if not self.skip_corrupt:
+                    raise error.in_dataset(self.dataset) from error.__cause__
+                self._record_corrupt(candidate, error)
+        raise ValueError(f"none of the {len(self.paths)} images of {self.dataset or 'the set'} could be decoded")
+
+    def _record_corrupt(self, index: int, error: CorruptImageError) -> None:
+        with self._corrupt_lock:
+            if index in self.corrupt_paths:
+                return
+            self.corrupt_paths[index] = error.path
+            self.log(f"skipped corrupt image {len(self.corrupt_paths)} of {self.dataset or 'the image set'} "
+                     f"(pretrain_data.skip_corrupt_images): {error.path}: {error.reason}; its samples use the next "
+                     "readable image")
 
     def draw_crop_parameters(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         """[B, 5]: area fraction, log aspect ratio, horizontal and vertical position in [0, 1), flip coin."""
@@ -237,13 +343,18 @@ class FileImages:
 # ------------------------------------------------------------------------------------------------ choice
 def build_image_source(paths: Sequence[str | os.PathLike], preload: bool, *, resize_shorter: int,
                        crop_size: int, crop_padding: int = 0, mean: Sequence[float] = IMAGENET_MEAN,
-                       std: Sequence[float] = IMAGENET_STD, threads: int = 2) -> ImageSource:
+                       std: Sequence[float] = IMAGENET_STD, threads: int = 2, skip_corrupt_images: bool = False,
+                       log: Callable[[str], None] | None = None) -> ImageSource:
     """Preloaded: every image squared to ``resize_shorter`` once, then padded random crops of ``crop_size``.
-    From files: RandomResizedCrop-style crops of ``crop_size`` (``crop_padding`` must then be 0)."""
+    From files: RandomResizedCrop-style crops of ``crop_size`` (``crop_padding`` must then be 0).
+    ``skip_corrupt_images``: corrupt images are dropped at load time (preloaded) or their samples replaced by the
+    next readable image (from files), logged to ``log``; otherwise the first one is an error naming it."""
     if preload:
-        images = load_image_tensor(paths, resize_shorter=resize_shorter, final_size=resize_shorter, threads=threads)
+        images = load_image_tensor(paths, resize_shorter=resize_shorter, final_size=resize_shorter, threads=threads,
+                                   dataset="pretraining images", skip_corrupt=skip_corrupt_images, log=log)
         return PreloadedImages(images, crop_size=crop_size, crop_padding=crop_padding, mean=mean, std=std)
     if crop_padding:
         raise ValueError(f"config key 'pretrain_data.crop_padding' = {crop_padding} applies only to preloaded "
                          "images (pretrain_data.preload: true); set it to 0 for images read from files")
-    return FileImages(paths, crop_size=crop_size, resize_shorter=resize_shorter, mean=mean, std=std, threads=threads)
+    return FileImages(paths, crop_size=crop_size, resize_shorter=resize_shorter, mean=mean, std=std, threads=threads,
+                      dataset="pretraining images", skip_corrupt=skip_corrupt_images, log=log)

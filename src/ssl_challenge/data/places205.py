@@ -12,20 +12,18 @@ from . import layouts
 def read_places205_list(root: str | os.PathLike, split: str) -> tuple[list[str], np.ndarray]:
     """Relative image paths (under :func:`layouts.places205_images_dir`) and int64 labels, in file order.
 
-    Despite the ``.csv`` suffix the official lists are space separated: ``a/abbey/gsun_....jpg 0``.
+    Every path must stay inside the images folder (no absolute path, no ``..``, no symbolic link leading out):
+    otherwise :class:`layouts.PathOutsideRootError` names the list file and line. Costs one ``lstat`` per line.
     """
     path = layouts.places205_list_file(root, split)
     if not path.is_file():
         raise FileNotFoundError(f"Places205 {split} list {path} does not exist; expected {layouts.PLACES205_LAYOUT}")
+    containment = layouts.RootContainment(layouts.places205_images_dir(root))
     relative_paths, labels = [], []
-    for line_number, line in enumerate(path.read_text().splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 2 or not fields[1].isdigit():
-            raise ValueError(f"{path}:{line_number}: {line!r} is not '<path under images256> <label >= 0>'")
-        relative_paths.append(fields[0])
-        labels.append(int(fields[1]))
+    for line_number, relative, label in layouts.places205_list_lines(path):
+        containment.check_listed(relative, f"{path}:{line_number}", syntax_checked=True)
+        relative_paths.append(relative)
+        labels.append(label)
     if not relative_paths:
         raise ValueError(f"{path}: no images listed")
     return relative_paths, np.asarray(labels, dtype=np.int64)

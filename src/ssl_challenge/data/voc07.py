@@ -19,27 +19,26 @@ def voc07_class_names(voc_root: str | os.PathLike) -> list[str]:
 
 
 def read_image_set(voc_root: str | os.PathLike, split: str) -> list[str]:
-    """Image ids of ``ImageSets/Main/<split>.txt`` in file order."""
+    """Image ids of ``ImageSets/Main/<split>.txt`` in file order (an id that is absolute or climbs with ``..``
+    is refused, naming the line)."""
     path = layouts.voc07_split_list_file(voc_root, split)
     if not path.is_file():
         raise FileNotFoundError(f"VOC07 image list {path} does not exist; expected {layouts.VOC07_LAYOUT}")
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    return [image_id for _, image_id in layouts.voc07_image_set_lines(path)]
 
 
 def read_class_labels(path: Path) -> tuple[list[str], np.ndarray]:
     """One ``<class>_<split>.txt`` file: image ids and int8 labels in {1, -1, 0}."""
+    image_ids, labels, _ = _read_class_lines(path)
+    return image_ids, labels
+
+
+def _read_class_lines(path: Path) -> tuple[list[str], np.ndarray, list[int]]:
     if not path.is_file():
         raise FileNotFoundError(f"VOC07 class list {path} does not exist; expected {layouts.VOC07_LAYOUT}")
-    image_ids, labels = [], []
-    for line_number, line in enumerate(path.read_text().splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 2 or fields[1] not in ("1", "-1", "0"):
-            raise ValueError(f"{path}:{line_number}: {line!r} is not '<image id> <1|-1|0>'")
-        image_ids.append(fields[0])
-        labels.append(int(fields[1]))
-    return image_ids, np.asarray(labels, dtype=np.int8)
+    lines = list(layouts.voc07_class_label_lines(path))
+    image_ids = [image_id for _, image_id, _ in lines]
+    return image_ids, np.asarray([label for _, _, label in lines], dtype=np.int8), [number for number, _, _ in lines]
 
 
 def read_voc07_labels(
@@ -49,6 +48,8 @@ def read_voc07_labels(
 
     Rows follow the order of the class files, which must all list the same images in the same order as
     ``ImageSets/Main/<split>.txt`` (when that file exists); a disagreement is an error naming both files.
+    Every image's JPEG and annotation must stay inside ``voc_root`` (a symbolic link leading out is refused,
+    naming the line of the first class file).
     """
     if not classes:
         raise ValueError(f"{voc_root}: empty VOC07 class list; give the classes or use voc07_class_names()")
@@ -57,9 +58,10 @@ def read_voc07_labels(
     reference_file = None
     for class_name in classes:
         path = layouts.voc07_class_list_file(voc_root, class_name, split)
-        ids, labels = read_class_labels(path)
+        ids, labels, line_numbers = _read_class_lines(path)
         if image_ids is None:
             image_ids, reference_file = ids, path
+            _check_images_inside(voc_root, ids, [f"{path}:{number}" for number in line_numbers])
         elif ids != image_ids:
             raise ValueError(f"{path} lists {_describe_difference(image_ids, ids)} than {reference_file}; "
                              "every class file of a split must list the same images in the same order")
@@ -69,6 +71,13 @@ def read_voc07_labels(
         raise ValueError(f"{reference_file} lists {_describe_difference(read_image_set(voc_root, split), image_ids)} "
                          f"than {split_file}; the class files must list the split's images in its order")
     return image_ids, np.stack(columns, axis=1)
+
+
+def _check_images_inside(voc_root, image_ids: list[str], where: list[str]) -> None:
+    containment = layouts.RootContainment(voc_root)
+    for image_id, line in zip(image_ids, where):
+        containment.check_path(layouts.voc07_image_path(voc_root, image_id), line)
+        containment.check_path(layouts.voc07_annotation_path(voc_root, image_id), line)
 
 
 def _describe_difference(reference: list[str], other: list[str]) -> str:

@@ -158,7 +158,7 @@ def extract_split_features(
     backbone, backbone_config = load_backbone(model_path, device)
     paths, ids, labels = split_images(split, roots, classes)
     images = load_image_tensor(paths, resize_shorter=features_config["resize_shorter"],
-                               final_size=features_config["image_size"], threads=threads)
+                               final_size=features_config["image_size"], threads=threads, dataset=split)
     plan = pooling_plan(backbone, features_config["image_size"], pooling_target(features_config))
     layers = list(features_config["layers"])
     features = extract_features(backbone, images, layers, plan, features_config["batch_size"], device)

@@ -59,4 +59,5 @@ def pretraining_images(imagenet_root: str, pretrain_data: dict, threads: int, lo
     log(f"{len(paths)} pretraining images under {imagenet_root}")
     return build_image_source(paths, preload=pretrain_data["preload"], resize_shorter=pretrain_data["resize_shorter"],
                               crop_size=pretrain_data["image_size"], crop_padding=pretrain_data["crop_padding"],
-                              threads=threads)
+                              threads=threads, skip_corrupt_images=pretrain_data.get("skip_corrupt_images", False),
+                              log=log)

@@ -28,7 +28,7 @@ def places205_probe_online(inputs, probe_config, features_config, places205_root
     sources, labels = {}, {}
     for subset in ("train", "val"):
         paths, _, labels[subset] = split_images(f"places205_{subset}", roots, [])
-        sources[subset] = FileImages(paths, crop_size=size, resize_shorter=shorter)
+        sources[subset] = FileImages(paths, crop_size=size, resize_shorter=shorter, dataset=f"places205_{subset}")
     plan = pooling_plan(backbone, size, pooling_target(features_config))
     log.info("online probe: %d train, %d val images", len(sources["train"]), len(sources["val"]))
     return train_linear_probe_online(backbone, sources["train"], sources["val"], labels["train"], labels["val"],

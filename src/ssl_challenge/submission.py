@@ -91,8 +91,9 @@ def _is_number(value) -> bool:
 
 
 def _check_keys(path: Path, found: Sequence[str], expected: Sequence[str], what: str) -> None:
-    missing = [key for key in expected if key not in set(found)]
-    extra = [key for key in found if key not in set(expected)]
+    found_set, expected_set = set(found), set(expected)
+    missing = [key for key in expected if key not in found_set]
+    extra = [key for key in found if key not in expected_set]
     if missing or extra:
         raise ValueError(f"{path}: {len(missing)} {what} missing ({missing[:5]}{'...' if len(missing) > 5 else ''}) "
                          f"and {len(extra)} unknown ({extra[:5]}{'...' if len(extra) > 5 else ''}); expected exactly "

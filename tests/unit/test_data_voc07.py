@@ -10,6 +10,7 @@ from ssl_challenge.data.voc07 import (
     image_labels_from_objects,
     parse_annotation,
     read_image_set,
+    read_split_annotations,
     read_voc07_labels,
     voc07_class_names,
 )
@@ -61,6 +62,40 @@ def test_parse_annotation_tolerates_later_releases_and_names_bad_files(tmp_path)
     path.write_text("<annotation><object>")
     with pytest.raises(ValueError, match="a.xml"):
         parse_annotation(path)
+
+
+def annotation_with_box(xmin, ymin, xmax, ymax, size="<size><width>24</width><height>18</height></size>"):
+    return (f"<annotation>{size}<object><name>cat</name><bndbox><xmin>{xmin}</xmin><ymin>{ymin}</ymin>"
+            f"<xmax>{xmax}</xmax><ymax>{ymax}</ymax></bndbox></object></annotation>")
+
+
+def test_boxes_outside_the_image_or_inverted_are_named(tmp_path):
+    path = tmp_path / "000007.xml"
+    path.write_text(annotation_with_box(1, 1, 24, 18))  # the whole 24 x 18 image: fine
+    assert parse_annotation(path)[0]["bbox"] == (1, 1, 24, 18)
+    for box in ((0, 1, 10, 10), (1, 1, 25, 10), (1, 1, 10, 19)):
+        path.write_text(annotation_with_box(*box))
+        with pytest.raises(ValueError, match=r"000007.xml: object 0 \(cat\): bounding box .* leaves the 24 x 18"):
+            parse_annotation(path)
+    path.write_text(annotation_with_box(9, 1, 8, 10))
+    with pytest.raises(ValueError, match=r"000007.xml: object 0 \(cat\): bounding box \(9, 1, 8, 10\) has xmin > xmax"):
+        parse_annotation(path)
+    path.write_text(annotation_with_box(1, 5, 8, 4, size=""))  # checked without <size> too
+    with pytest.raises(ValueError, match="000007.xml.*ymin > ymax"):
+        parse_annotation(path)
+    path.write_text(annotation_with_box(1, 1, 2, 2, size="<size><width>0</width><height>18</height></size>"))
+    with pytest.raises(ValueError, match=r"000007.xml: <size> is 0 x 18"):
+        parse_annotation(path)
+
+
+def test_split_annotations_follow_the_image_set(voc_root):
+    annotations = read_split_annotations(voc_root, "test")
+    assert list(annotations) == ["000004", "000005"]
+    assert annotations["000004"] == [{"name": "cat", "bbox": (2, 3, 12, 10), "difficult": False,
+                                      "truncated": False}]
+    (voc_root / "VOC2007" / "Annotations" / "000005.xml").unlink()
+    with pytest.raises(FileNotFoundError, match=r"000005.xml of image '000005' \(listed in .*test.txt\)"):
+        read_split_annotations(voc_root, "test")
 
 
 def test_disagreeing_class_files_are_named(voc_root):

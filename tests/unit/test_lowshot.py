@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ssl_challenge.evaluation.lowshot import (draw_lowshot_samples, evaluate_lowshot, load_lowshot_samples,
+                                              published_sample_path, read_published_lowshot_samples,
                                               save_lowshot_samples)
 from ssl_challenge.evaluation.svm import protocol_costs
 
@@ -26,13 +27,14 @@ def test_counts_disjoint_non_difficult():
     labels = label_matrix()
     samples = draw_lowshot_samples(labels, [1, 2, 4], num_samples=3, seed=7)
     assert samples["seed"] == 7 and samples["k_values"] == [1, 2, 4] and samples["num_samples"] == 3
+    assert samples["negatives_per_positive"] == len(CLASSES) - 1
     for k in (1, 2, 4):
         assert len(samples["samples"][str(k)]) == 3
         for draw in samples["samples"][str(k)]:
             for c in range(len(CLASSES)):
                 positives, negatives = draw["positives"][c], draw["negatives"][c]
                 assert len(positives) == len(set(positives)) == k
-                assert len(negatives) == len(set(negatives)) == 19 * k
+                assert len(negatives) == len(set(negatives)) == (len(CLASSES) - 1) * k
                 assert not set(positives) & set(negatives)
                 assert (labels[positives, c] == 1).all() and (labels[negatives, c] == -1).all()
 
@@ -53,8 +55,32 @@ def test_too_few_images_names_class_and_k():
     labels[:3, 1] = 1
     with pytest.raises(ValueError, match=r"k=4: class 1 has 3 positives"):
         draw_lowshot_samples(labels, [1, 4], 1, seed=0)
-    with pytest.raises(ValueError, match="k=8"):
-        draw_lowshot_samples(label_matrix(rows=100), [8], 1, seed=0)  # 152 negatives needed
+    labels = label_matrix(rows=200)
+    labels[:, 0] = 1
+    labels[:5, 0] = -1
+    with pytest.raises(ValueError, match=r"k=4: class 0 has 195 positives and 5 non-difficult negatives; "
+                                         r"needs 4 and 8"):
+        draw_lowshot_samples(labels, [2, 4], 1, seed=0)  # (C - 1) x k = 8 negatives for k = 4
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        draw_lowshot_samples(label_matrix()[:, :1], [1], 1, seed=0)
+
+
+@pytest.mark.parametrize("num_classes, ratio", [(20, 19), (10, 9)])
+def test_negatives_are_c_minus_one_times_k(num_classes, ratio):
+    rng = np.random.default_rng(num_classes)
+    labels = np.where(rng.random((600, num_classes)) < 0.1, 1, -1).astype(np.int8)
+    samples = draw_lowshot_samples(labels, [2], 1, seed=0)
+    assert samples["negatives_per_positive"] == ratio
+    assert [len(rows) for rows in samples["samples"]["2"][0]["negatives"]] == [2 * ratio] * num_classes
+
+
+def test_files_without_a_recorded_ratio_read_as_19k(tmp_path):
+    samples = draw_lowshot_samples(label_matrix(), [1], 1, seed=1)
+    del samples["negatives_per_positive"]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(samples))
+    with pytest.raises(ValueError, match=r"old\.json.*negatives must be 19 distinct rows"):
+        load_lowshot_samples(path)
 
 
 def test_save_load_round_trip_and_validation(tmp_path):
@@ -63,7 +89,7 @@ def test_save_load_round_trip_and_validation(tmp_path):
     save_lowshot_samples(path, samples)
     assert load_lowshot_samples(path) == samples
     broken = json.loads(path.read_text())
-    broken["samples"]["2"][1]["negatives"][0] = broken["samples"]["2"][1]["negatives"][0][:5]
+    broken["samples"]["2"][1]["negatives"][0] = broken["samples"]["2"][1]["negatives"][0][:3]
     path.write_text(json.dumps(broken))
     with pytest.raises(ValueError, match=r"samples\.json.*k=2 sample 1 class 0"):
         load_lowshot_samples(path)
@@ -114,3 +140,74 @@ def test_evaluation_rejects_samples_of_other_labels():
     other = np.where(labels == 1, -1, 1).astype(np.int8)
     with pytest.raises(ValueError, match="disagree with the trainval labels"):
         evaluate_lowshot(train_x, other, test_x, test_y, samples, [1.0], CLASSES, n_jobs=1)
+
+
+# ------------------------------------------------------------------------------------------------ published samples
+IMAGE_IDS = [f"{i:06d}" for i in range(1, 41)]
+
+
+def write_published(folder, k_values, num_samples, rng_seed=0):
+    """A folder in the challenge's format (benchmark encoding: 1 positive, 0 negative, -1 ignored) and the rows
+    each file names, to compare with what the reader returns."""
+    rng = np.random.default_rng(rng_seed)
+    expected = {}
+    for k in k_values:
+        for sample in range(1, num_samples + 1):
+            targets = {image_id: {name: -1 for name in CLASSES} for image_id in IMAGE_IDS}
+            rows = {"positives": [], "negatives": []}
+            for name in CLASSES:
+                chosen = rng.choice(len(IMAGE_IDS), k * len(CLASSES), replace=False)
+                positives, negatives = sorted(chosen[:k].tolist()), sorted(chosen[k:].tolist())
+                for row in positives:
+                    targets[IMAGE_IDS[row]][name] = 1
+                for row in negatives:
+                    targets[IMAGE_IDS[row]][name] = 0
+                rows["positives"].append(positives)
+                rows["negatives"].append(negatives)
+            published_sample_path(folder, sample, k).write_text(json.dumps(targets))
+            expected[(k, sample)] = rows
+    return expected
+
+
+def test_published_samples_become_rows_of_the_trainval_features(tmp_path):
+    expected = write_published(tmp_path, [1, 2], num_samples=3)
+    assert (tmp_path / "train_targets_sample3_k2.json").is_file()
+    samples = read_published_lowshot_samples(tmp_path, IMAGE_IDS, CLASSES, [1, 2], num_samples=3)
+    assert samples["seed"] is None and str(tmp_path) in samples["source"]
+    assert samples["negatives_per_positive"] == 2 and samples["num_images"] == 40 and samples["num_classes"] == 3
+    for k in (1, 2):
+        for sample in (1, 2, 3):
+            assert samples["samples"][str(k)][sample - 1] == expected[(k, sample)]
+    save_lowshot_samples(tmp_path / "as_ours.json", samples)  # the structure the evaluation reads
+    assert load_lowshot_samples(tmp_path / "as_ours.json") == samples
+    # rows follow the order of the image ids given, not of the file
+    reordered = IMAGE_IDS[::-1]
+    again = read_published_lowshot_samples(tmp_path, reordered, CLASSES, [1], num_samples=1)
+    assert again["samples"]["1"][0]["positives"] == [[39 - row for row in rows]
+                                                     for rows in expected[(1, 1)]["positives"]]
+
+
+def test_published_samples_errors_name_the_file(tmp_path):
+    write_published(tmp_path, [1], num_samples=2)
+    with pytest.raises(FileNotFoundError, match="train_targets_sample3_k1.json does not exist"):
+        read_published_lowshot_samples(tmp_path, IMAGE_IDS, CLASSES, [1], num_samples=3)
+    with pytest.raises(ValueError, match=r"sample1_k1.json: image '000040' is not a trainval image"):
+        read_published_lowshot_samples(tmp_path, IMAGE_IDS[:39], CLASSES, [1], num_samples=2)
+    with pytest.raises(ValueError, match=r"sample1_k1.json: image '000001': unknown class 'dog'"):
+        read_published_lowshot_samples(tmp_path, IMAGE_IDS, ["cat", "horse", "bus"], [1], num_samples=2)
+    path = published_sample_path(tmp_path, 2, 1)
+    targets = json.loads(path.read_text())
+    targets["000001"]["cat"] = 2
+    path.write_text(json.dumps(targets))
+    with pytest.raises(ValueError, match=r"sample2_k1.json: image '000001', class 'cat': label 2"):
+        read_published_lowshot_samples(tmp_path, IMAGE_IDS, CLASSES, [1], num_samples=2)
+    # VOC's encoding (-1 negative, 0 ignored) instead of the benchmark's: the counts give it away
+    voc_encoded = {image: {name: {1: 1, 0: -1, -1: 0}[label] for name, label in labels.items()}
+                   for image, labels in json.loads(published_sample_path(tmp_path, 1, 1).read_text()).items()}
+    path.write_text(json.dumps(voc_encoded))
+    with pytest.raises(ValueError, match=r"sample2_k1.json: class 'cat' has 1 positives \(1\) and 37 negatives "
+                                         r"\(0\); expected 1 and 2.*1 positive, 0 negative, -1 ignored"):
+        read_published_lowshot_samples(tmp_path, IMAGE_IDS, CLASSES, [1], num_samples=2)
+    path.write_text('{"000001": {"cat": 1,}')
+    with pytest.raises(ValueError, match=r"sample2_k1.json:1: not valid JSON"):
+        read_published_lowshot_samples(tmp_path, IMAGE_IDS, CLASSES, [1], num_samples=2)

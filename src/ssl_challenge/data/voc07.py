@@ -94,13 +94,16 @@ def parse_annotation(xml_path: str | os.PathLike) -> list[dict]:
 
     Each object is ``{"name": str, "bbox": (xmin, ymin, xmax, ymax), "difficult": bool, "truncated": bool}``
     with VOC's 1-based, inclusive pixel coordinates as ints. A missing ``difficult``/``truncated`` tag
-    (as in some VOC2012 files) reads as False.
+    (as in some VOC2012 files) reads as False. A box with xmin > xmax or ymin > ymax, or (when the file has a
+    ``<size>``) one that leaves the image (coordinates outside 1..width, 1..height), is a ``ValueError`` naming the
+    file and the object: detection AP counts its pixels, so a wrong box would silently change the metric.
     """
     xml_path = Path(xml_path)
     try:
         root = ElementTree.parse(xml_path).getroot()
     except ElementTree.ParseError as error:
         raise ValueError(f"{xml_path}: not a valid VOC annotation XML ({error})") from error
+    image_size = _image_size(root, xml_path)
     objects = []
     for index, element in enumerate(root.iter("object")):
         where = f"{xml_path}: object {index}"
@@ -109,6 +112,7 @@ def parse_annotation(xml_path: str | os.PathLike) -> list[dict]:
         if bndbox is None:
             raise ValueError(f"{where} ({name}) has no <bndbox>")
         bbox = tuple(_pixel(_required_text(bndbox, key, where), where) for key in ("xmin", "ymin", "xmax", "ymax"))
+        _check_box(bbox, image_size, f"{where} ({name})")
         objects.append({
             "name": name,
             "bbox": bbox,
@@ -116,6 +120,20 @@ def parse_annotation(xml_path: str | os.PathLike) -> list[dict]:
             "truncated": _flag(element, "truncated", where),
         })
     return objects
+
+
+def read_split_annotations(voc_root: str | os.PathLike, split: str) -> dict[str, list[dict]]:
+    """{image id: objects of :func:`parse_annotation`} for every image of ``ImageSets/Main/<split>.txt``, in
+    that order (the ground truth of the detection track)."""
+    annotations = {}
+    for image_id in read_image_set(voc_root, split):
+        path = layouts.voc07_annotation_path(voc_root, image_id)
+        if not path.is_file():
+            raise FileNotFoundError(f"VOC07 annotation {path} of image {image_id!r} (listed in "
+                                    f"{layouts.voc07_split_list_file(voc_root, split)}) does not exist; "
+                                    f"expected {layouts.VOC07_LAYOUT}")
+        annotations[image_id] = parse_annotation(path)
+    return annotations
 
 
 def image_labels_from_objects(objects: Sequence[dict], classes: Sequence[str]) -> np.ndarray:
@@ -139,6 +157,30 @@ def _required_text(element: ElementTree.Element, tag: str, where: str) -> str:
     if child is None or child.text is None or not child.text.strip():
         raise ValueError(f"{where} has no <{tag}>")
     return child.text.strip()
+
+
+def _image_size(root: ElementTree.Element, xml_path: Path) -> tuple[int, int] | None:
+    """(width, height) from ``<size>``, or None when the file has no ``<size>``."""
+    size = root.find("size")
+    if size is None:
+        return None
+    where = f"{xml_path}: <size>"
+    width, height = (_pixel(_required_text(size, tag, where), where) for tag in ("width", "height"))
+    if width < 1 or height < 1:
+        raise ValueError(f"{where} is {width} x {height}; expected a positive width and height")
+    return width, height
+
+
+def _check_box(bbox: tuple[int, int, int, int], image_size: tuple[int, int] | None, where: str) -> None:
+    xmin, ymin, xmax, ymax = bbox
+    if xmin > xmax or ymin > ymax:
+        raise ValueError(f"{where}: bounding box {bbox} has xmin > xmax or ymin > ymax; expected "
+                         "(xmin, ymin, xmax, ymax) with VOC's 1-based inclusive pixels")
+    if image_size is not None:
+        width, height = image_size
+        if xmin < 1 or ymin < 1 or xmax > width or ymax > height:
+            raise ValueError(f"{where}: bounding box {bbox} leaves the {width} x {height} image of <size>; "
+                             "expected 1 <= xmin <= xmax <= width and 1 <= ymin <= ymax <= height")
 
 
 def _flag(element: ElementTree.Element, tag: str, where: str) -> bool:

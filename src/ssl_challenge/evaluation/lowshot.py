@@ -1,9 +1,11 @@
 """Track 2: the VOC07 low-shot SVM protocol.
 
-For every k and every sample, each class gets its own training set: k positives and 19k negatives drawn without
+For every k and every sample, each class gets its own training set: k positives and (C - 1) x k negatives (C the
+number of classes: 19k on VOC07's 20, as the FAIR benchmark's sampling script draws them) drawn without
 replacement from the trainval images that are not difficult for that class; every other image is ignored for that
-class. The SVMs are those of the full protocol (:mod:`.svm`: same loss, class weights, bias), trained at every cost
-without cross-validation, and scored on the test split (difficult images excluded per class).
+class. The challenge's own published samples can be read instead (:func:`read_published_lowshot_samples`). The
+SVMs are those of the full protocol (:mod:`.svm`: same loss, class weights, bias), trained at every cost without
+cross-validation, and scored on the test split (difficult images excluded per class).
 
 Following the reference, the cost of each k is the one with the best mean-over-samples *test* mAP (so the figure
 is optimistic; the output says so). Reported per k: mean, min, max and std (population, ddof 0) of the samples'
@@ -21,7 +23,7 @@ from ..io import write_json_atomic
 from .svm import (CLASS_WEIGHT, SOLVERS, _torch_threads, fit_liblinear, normalise_features, solve_squared_hinge,
                   spectral_basis, test_average_precision)
 
-NEGATIVES_PER_POSITIVE = 19
+LEGACY_NEGATIVES_PER_POSITIVE = 19  # samples files written before the ratio was recorded drew 19k
 SAMPLES_FORMAT = 1
 
 
@@ -29,10 +31,11 @@ def draw_lowshot_samples(labels: np.ndarray, k_values: Sequence[int], num_sample
     """Draw the low-shot training sets from the trainval label matrix ``labels`` int8 [N, C] (1 / -1 / 0).
 
     Returns a JSON-able dict: ``seed``, ``k_values``, ``num_samples``, ``num_images``, ``num_classes``,
-    ``negatives_per_positive`` and ``samples`` {str(k): [ {"positives": [[row, ...] per class], "negatives":
-    [[row, ...] per class]} per sample ]}, rows sorted. The draw of (k, sample, class) comes from its own random
-    stream seeded by (seed, k, sample, class), so it does not depend on the other k values asked for. Raises
-    ``ValueError`` naming the class and k when a class has fewer than k positives or 19k negatives (no clamping).
+    ``negatives_per_positive`` (C - 1, C = the number of classes) and ``samples`` {str(k): [ {"positives": [[row,
+    ...] per class], "negatives": [[row, ...] per class]} per sample ]}, rows sorted. The draw of (k, sample, class)
+    comes from its own random stream seeded by (seed, k, sample, class), so it does not depend on the other k values
+    asked for. Raises ``ValueError`` naming the class and k when a class has fewer than k positives or (C - 1) x k
+    negatives (no clamping), and when there are fewer than 2 classes (no negatives to draw).
     """
     labels = np.asarray(labels)
     if labels.ndim != 2:
@@ -42,29 +45,30 @@ def draw_lowshot_samples(labels: np.ndarray, k_values: Sequence[int], num_sample
         raise ValueError(f"low-shot k_values must be distinct positive integers, got {k_values}")
     if int(num_samples) < 1:
         raise ValueError(f"low-shot num_samples must be >= 1, got {num_samples}")
+    if labels.shape[1] < 2:
+        raise ValueError(f"low-shot samples need at least 2 classes ((C - 1) x k negatives), got {labels.shape[1]}")
+    ratio = labels.shape[1] - 1
     positives = [np.flatnonzero(labels[:, c] > 0) for c in range(labels.shape[1])]
     negatives = [np.flatnonzero(labels[:, c] < 0) for c in range(labels.shape[1])]
     drawn = {}
     for k in k_values:
         for c in range(labels.shape[1]):
-            if positives[c].size < k or negatives[c].size < NEGATIVES_PER_POSITIVE * k:
+            if positives[c].size < k or negatives[c].size < ratio * k:
                 raise ValueError(f"low-shot k={k}: class {c} has {positives[c].size} positives and "
-                                 f"{negatives[c].size} non-difficult negatives; needs {k} and "
-                                 f"{NEGATIVES_PER_POSITIVE * k}")
-        drawn[str(k)] = [_draw_one_sample(positives, negatives, k, sample, int(seed))
+                                 f"{negatives[c].size} non-difficult negatives; needs {k} and {ratio * k}")
+        drawn[str(k)] = [_draw_one_sample(positives, negatives, k, ratio, sample, int(seed))
                          for sample in range(int(num_samples))]
     return {"format": SAMPLES_FORMAT, "seed": int(seed), "k_values": k_values, "num_samples": int(num_samples),
             "num_images": int(labels.shape[0]), "num_classes": int(labels.shape[1]),
-            "negatives_per_positive": NEGATIVES_PER_POSITIVE, "samples": drawn}
+            "negatives_per_positive": ratio, "samples": drawn}
 
 
-def _draw_one_sample(positives, negatives, k, sample, seed) -> dict:
+def _draw_one_sample(positives, negatives, k, ratio, sample, seed) -> dict:
     chosen = {"positives": [], "negatives": []}
     for c, (class_positives, class_negatives) in enumerate(zip(positives, negatives)):
         generator = np.random.default_rng([seed, k, sample, c])
         chosen["positives"].append(sorted(generator.choice(class_positives, k, replace=False).tolist()))
-        chosen["negatives"].append(sorted(
-            generator.choice(class_negatives, NEGATIVES_PER_POSITIVE * k, replace=False).tolist()))
+        chosen["negatives"].append(sorted(generator.choice(class_negatives, ratio * k, replace=False).tolist()))
     return chosen
 
 
@@ -96,7 +100,9 @@ def _check_samples(samples: dict, source: str) -> None:
         if key not in samples:
             fail(f"missing key {key!r}")
     num_classes, num_images = samples["num_classes"], samples["num_images"]
-    ratio = samples.get("negatives_per_positive", NEGATIVES_PER_POSITIVE)
+    ratio = samples.get("negatives_per_positive", LEGACY_NEGATIVES_PER_POSITIVE)
+    if not isinstance(ratio, int) or ratio < 1:
+        fail(f"negatives_per_positive must be a positive integer, got {ratio!r}")
     if sorted(samples["samples"]) != sorted(str(k) for k in samples["k_values"]):
         fail(f"samples for k {sorted(samples['samples'])} but k_values {samples['k_values']}")
     for k in samples["k_values"]:
@@ -114,6 +120,89 @@ def _check_samples(samples: dict, source: str) -> None:
                             or not all(isinstance(row, int) and 0 <= row < num_images for row in class_rows)):
                         fail(f"k={k} sample {index} class {c}: {part} must be {size} distinct rows "
                              f"in [0, {num_images})")
+
+
+# ------------------------------------------------------------------------------------------------ published samples
+PUBLISHED_SAMPLE_NAME = "train_targets_sample{sample}_k{k}.json"
+# The FAIR benchmark's target encoding (extra_scripts/create_voc_data_files.py), not VOC's: 1 positive,
+# 0 negative, -1 ignored. Its challenge sampler starts from all -1 and writes 1 / 0 on the drawn images.
+PUBLISHED_POSITIVE, PUBLISHED_NEGATIVE, PUBLISHED_IGNORED = 1, 0, -1
+
+
+def published_sample_path(folder: str | Path, sample: int, k: int) -> Path:
+    """``<folder>/train_targets_sample<sample>_k<k>.json``, ``sample`` counted from 1 as the challenge names them."""
+    return Path(folder) / PUBLISHED_SAMPLE_NAME.format(sample=sample, k=k)
+
+
+def read_published_lowshot_samples(folder: str | Path, image_ids: Sequence[str], classes: Sequence[str],
+                                   k_values: Sequence[int], num_samples: int = 5) -> dict:
+    """The challenge's published low-shot samples (iccv_challenge/low_shot_voc07/low_shot_train/) as the samples
+    structure of :func:`draw_lowshot_samples`, rows indexing ``image_ids`` (the trainval rows, in feature order).
+
+    Each ``train_targets_sample{1..num_samples}_k{k}.json`` is {image id: {class: 1 | 0 | -1}} in the benchmark's
+    encoding: 1 positive, 0 negative, -1 ignored (an image or class left out of a file is ignored too). Every class
+    must have exactly k positives and (C - 1) x k negatives, as the challenge's sampler draws them. ``seed`` is None
+    and ``source`` names the folder. Errors name the file: a missing file, an unknown image id or class, a label
+    outside {1, 0, -1}, wrong counts (the message recalls the encoding, a VOC-encoded file fails there).
+    """
+    k_values = [int(k) for k in k_values]
+    if len(classes) < 2:
+        raise ValueError(f"published low-shot samples need at least 2 classes, got {list(classes)}")
+    row_of = {image_id: row for row, image_id in enumerate(image_ids)}
+    column_of = {name: column for column, name in enumerate(classes)}
+    ratio = len(classes) - 1
+    drawn = {}
+    for k in k_values:
+        drawn[str(k)] = []
+        for sample in range(1, int(num_samples) + 1):
+            path = published_sample_path(folder, sample, k)
+            draw = _read_published_file(path, row_of, column_of)
+            for column, name in enumerate(classes):
+                found = (len(draw["positives"][column]), len(draw["negatives"][column]))
+                if found != (k, ratio * k):
+                    raise ValueError(f"{path}: class {name!r} has {found[0]} positives (1) and {found[1]} negatives "
+                                     f"(0); expected {k} and {ratio * k} = (C - 1) x k with C = {len(classes)}. The "
+                                     "file must use the benchmark's encoding (1 positive, 0 negative, -1 ignored) "
+                                     "and the same classes")
+            drawn[str(k)].append(draw)
+    samples = {"format": SAMPLES_FORMAT, "seed": None, "source": f"published samples in {folder}",
+               "k_values": k_values, "num_samples": int(num_samples), "num_images": len(image_ids),
+               "num_classes": len(classes), "negatives_per_positive": ratio, "samples": drawn}
+    _check_samples(samples, str(folder))
+    return samples
+
+
+def _read_published_file(path: Path, row_of: dict, column_of: dict) -> dict:
+    import json
+
+    if not path.is_file():
+        raise FileNotFoundError(f"published low-shot sample {path} does not exist; expected files "
+                                f"{PUBLISHED_SAMPLE_NAME} for every sample and k")
+    try:
+        targets = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from error
+    if not isinstance(targets, dict):
+        raise ValueError(f"{path}: expected a JSON object {{image id: {{class: 1 | 0 | -1}}}}")
+    positives = [[] for _ in column_of]
+    negatives = [[] for _ in column_of]
+    for image_id, labels in targets.items():
+        if image_id not in row_of:
+            raise ValueError(f"{path}: image {image_id!r} is not a trainval image of the VOC07 root in use")
+        if not isinstance(labels, dict):
+            raise ValueError(f"{path}: image {image_id!r}: expected {{class: 1 | 0 | -1}}, got {labels!r}")
+        for name, label in labels.items():
+            if name not in column_of:
+                raise ValueError(f"{path}: image {image_id!r}: unknown class {name!r}; classes are "
+                                 f"{list(column_of)}")
+            if type(label) is not int or label not in (PUBLISHED_POSITIVE, PUBLISHED_NEGATIVE, PUBLISHED_IGNORED):
+                raise ValueError(f"{path}: image {image_id!r}, class {name!r}: label {label!r}; expected 1 "
+                                 "(positive), 0 (negative) or -1 (ignored)")
+            if label == PUBLISHED_POSITIVE:
+                positives[column_of[name]].append(row_of[image_id])
+            elif label == PUBLISHED_NEGATIVE:
+                negatives[column_of[name]].append(row_of[image_id])
+    return {"positives": [sorted(rows) for rows in positives], "negatives": [sorted(rows) for rows in negatives]}
 
 
 def _check_against_labels(samples: dict, train_y: np.ndarray, classes: Sequence[str]) -> None:

@@ -377,7 +377,16 @@ def _newton_protocol(train_x, train_targets, test_x, costs, device):
 def train_and_test_full_svm(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
                             costs: list[float], classes: list[str], n_jobs: int, solver: str = "auto",
                             device=None) -> dict:
-    """The full VOC07 SVM protocol for one layer.
+    """The full VOC07 SVM protocol for one layer: the report of :func:`full_svm_report_and_test_scores`."""
+    return full_svm_report_and_test_scores(train_x, train_y, test_x, test_y, costs, classes, n_jobs, solver,
+                                           device)[0]
+
+
+def full_svm_report_and_test_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+                                    test_y: np.ndarray, costs: list[float], classes: list[str], n_jobs: int,
+                                    solver: str = "auto", device=None) -> tuple[dict, np.ndarray]:
+    """The full VOC07 SVM protocol for one layer; returns (report, test decision values float64 [M, C]), the
+    latter for the challenge's classification submission file (:mod:`ssl_challenge.submission`).
 
     Shapes: ``train_x`` [N, D], ``train_y`` int8 [N, C] with 1 / -1 / 0 (difficult), ``test_x`` [M, D],
     ``test_y`` [M, C]. ``n_jobs`` processes (liblinear) or BLAS threads (newton). ``device`` (newton only): a torch
@@ -402,8 +411,10 @@ def train_and_test_full_svm(train_x: np.ndarray, train_y: np.ndarray, test_x: np
             per_class, stats = _newton_protocol(train_x, train_targets, test_x, costs, device)
 
     report = {}
+    test_scores = np.empty((test_x.shape[0], len(classes)), dtype=np.float64)
     for c, name in enumerate(classes):
         mean_cv_ap, chosen, scores, _ = per_class[c]
+        test_scores[:, c] = scores
         report[name] = {"ap": 100.0 * test_average_precision(scores, test_y[:, c]), "cost": costs[chosen],
                         "cost_index": chosen, "cv_ap": [float(value) for value in mean_cv_ap]}
     return {
@@ -415,7 +426,7 @@ def train_and_test_full_svm(train_x: np.ndarray, train_y: np.ndarray, test_x: np
         "test_ap": "all-point interpolated (VOC2010+), difficult test images excluded per class",
         "seconds": time.perf_counter() - start,
         "solver_stats": stats,
-    }
+    }, test_scores
 
 
 class _torch_threads:

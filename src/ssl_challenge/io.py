@@ -11,6 +11,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -122,12 +123,16 @@ def load_torch_file(path: str | os.PathLike, expected: str, remedy: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        # torch's message is long and tells the reader to load it unsafely; keep only the line naming the object.
-        found = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line or "Unsupported" in line]
-        detail = f" ({found[0]})" if found else ""
+        # torch's message is long and suggests ways to load it unsafely; keep only the name of the object.
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        detail = f" (it calls {found.group(1)})" if found else ""
         raise ModelFileError(f"{path}: refused: it holds objects other than tensors and plain values, and "
                              f"loading it could run code{detail}; expected {expected}. {remedy}") from error
-    except (RuntimeError, EOFError, KeyError, ValueError, IndexError, UnicodeDecodeError) as error:
+    except PermissionError:
+        raise
+    # What torch raises for a cut or damaged file varies with where the cut falls (zip directory missing, a seek
+    # past the end, an empty pickle): all of them mean the bytes are not a complete file.
+    except (RuntimeError, OSError, EOFError, KeyError, ValueError, IndexError, UnicodeDecodeError) as error:
         raise CorruptFileError(f"{path}: unreadable, truncated or corrupt ({type(error).__name__}: "
                                f"{str(error).splitlines()[0] if str(error) else 'no detail'}); expected {expected}. "
                                f"{remedy}") from error

@@ -142,8 +142,13 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     """Append one JSON line (metrics logs). A torn last line is tolerated by :func:`read_jsonl`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        handle.write(json.dumps(record, sort_keys=True) + "\n")
+    try:
+        with path.open("a") as handle:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+    except OSError as error:
+        if error.errno in OUT_OF_SPACE_ERRNOS:
+            raise _out_of_space(path, error) from error
+        raise
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

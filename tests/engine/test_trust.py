@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from ssl_challenge.config import ConfigError
 from ssl_challenge.engine.train import NonFiniteValues, TrainingDiverged, feature_extractor, pretrain
 from ssl_challenge.finite import non_finite_tensors
 from ssl_challenge.io import CorruptFileError, ModelFileError
@@ -45,6 +46,12 @@ def test_every_file_the_loop_writes_loads_with_weights_only(tmp_path, method):
     for path in (tmp_path / "model.pth", tmp_path / "snapshots" / "epoch_0001.pth"):
         saved = read_model_file(path)
         assert saved["method"] == method and saved["backbone"]
+
+
+def test_snapshot_epochs_beyond_the_training_are_refused_before_it(tmp_path):
+    with pytest.raises(ConfigError, match=r"snapshot_epochs: \[4\] outside 1..3 \(epochs\)"):
+        pretrain(tiny_config(epochs=3, snapshot_epochs=[2, 4]), tiny_images(), tmp_path, CPU, log=quiet)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_planted_checkpoint_is_refused_before_it_runs(tmp_path):

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..config import from_dict
+from ..config import ConfigError, from_dict
 from ..data.images import PreloadedImages
 from ..finite import non_finite_tensors
 from ..io import append_jsonl, read_jsonl, torch_save_atomic, write_text_atomic
@@ -187,10 +187,14 @@ def reduce_gradients(method: torch.nn.Module, loss: torch.Tensor) -> torch.Tenso
 
 def check_finite_step(method: torch.nn.Module, loss: torch.Tensor) -> None:
     """Raise :class:`NonFiniteValues` when the (process-averaged) loss or any gradient is NaN or infinite, before
-    the optimiser would write it into the weights. One device synchronisation."""
-    checks = [loss.isfinite().all()] + [p.grad.isfinite().all() for p in method.parameters() if p.grad is not None]
-    if not bool(torch.stack(checks).all()):
-        what = f"the loss ({float(loss[0])})" if not bool(checks[0]) else "a gradient"
+    the optimiser would write it into the weights. One norm over all gradients (measured 2 ms per iteration for
+    the embedded network on a busy CPU, several times cheaper than an element-wise test; the norm also overflows
+    for gradients beyond ~1e19, a divergence too) and one device synchronisation."""
+    grads = [p.grad for p in method.parameters() if p.grad is not None]
+    grad_norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=loss.device)
+    finite = torch.stack([loss.reshape(()), grad_norm.to(loss.device, loss.dtype)]).isfinite()
+    if not bool(finite.all()):
+        what = f"the loss ({float(loss.reshape(()))})" if not bool(finite[0]) else "the gradient norm"
         raise NonFiniteValues(f"{what} is NaN or infinite")
 
 
@@ -236,6 +240,10 @@ def pretrain(
     key, e.g. ``models.rot``; default: ``run_dir``) names the model in errors."""
     if isinstance(config, dict):
         config = from_dict(PretrainConfig, config, where="model")
+    late = [epoch for epoch in config.snapshot_epochs if not 0 < epoch <= config.epochs]
+    if late:  # found now, not as a missing snapshot file after the training
+        raise ConfigError(f"snapshot_epochs: {late} outside 1..{config.epochs} (epochs); a snapshot is taken after "
+                          "an epoch that runs")
     run_dir = Path(run_dir)
     final_path, checkpoint_path, metrics_path = run_dir / "model.pth", run_dir / "checkpoint.pth", run_dir / "metrics.jsonl"
     if final_path.exists():

@@ -1,6 +1,11 @@
 # The self-supervision challenge pipeline: pretraining -> multi-layer features -> the evaluation tracks -> tables.
 # This file only wires; rules live in rules/*.smk and helpers in rules/common.smk.
-from snakemake.utils import min_version, validate
+import sys
+
+from snakemake.utils import min_version
+
+sys.path.insert(0, f"{workflow.basedir}/src")
+from ssl_challenge.config_checks import validate_config  # torch-free; fills defaults as snakemake's validate
 
 min_version("9.0")
 
@@ -12,7 +17,7 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+validate_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")  # names the failing key
 
 
 include: "rules/common.smk"

@@ -193,11 +193,11 @@ def dc_vs_odc_from_spec(spec: dict) -> tuple[list[dict], dict[str, list[tuple[fl
     """Rows and time-to-accuracy points from the workflow's spec (``rules/common.smk: dc_vs_odc_spec``): per model
     {method, model (model.pth), voc07_svm [per-layer JSONs], voc07_lowshot [per-layer JSONs],
     snapshots {name: {model, voc07_svm}}}. Times are the training loop's seconds recorded in each model file."""
-    import torch
+    from .models.backbones import read_model_file  # torch: imported only when the table is made
 
     rows, points = [], {}
     for name, entry in spec.items():
-        saved = torch.load(entry["model"], map_location="cpu", weights_only=False)
+        saved = read_model_file(entry["model"])
         svm, _ = best_layer([read_json(path) for path in entry["voc07_svm"]], "map")
         lowshot, _ = best_layer([read_json(path) for path in entry["voc07_lowshot"]], "track_score")
         rows.append({"model": name, "method": entry["method"], "backbone": saved["backbone_config"]["name"],
@@ -205,7 +205,7 @@ def dc_vs_odc_from_spec(spec: dict) -> tuple[list[dict], dict[str, list[tuple[fl
                      "epochs": saved["epochs"], "voc07_svm": svm, "voc07_lowshot": lowshot})
         curve = points.setdefault(name, [])
         for snapshot in entry.get("snapshots", {}).values():
-            seconds = torch.load(snapshot["model"], map_location="cpu", weights_only=False)["train_seconds"]
+            seconds = read_model_file(snapshot["model"])["train_seconds"]
             curve.append((seconds, best_layer([read_json(path) for path in snapshot["voc07_svm"]], "map")[0]))
         curve.append((saved["train_seconds"], svm))
         if entry.get("benchmark"):

@@ -2,6 +2,7 @@
 
 The file holds one float32 array per layer (``feat1``..``feat5``) and ``metadata``: a JSON string with what is
 needed to interpret and reproduce it (backbone config, pooling plan, input size, layers, number of images).
+NaN or infinite features are refused when written and when read, naming the file (and the model, when known).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from .finite import require_finite
 from .io import atomic_path
 from .models.pooling import pool_features
 
@@ -104,6 +106,10 @@ def save_features(path: str | os.PathLike, features: dict[str, np.ndarray], meta
     if len(set(counts.values())) > 1:
         raise ValueError(f"{path}: layers have different numbers of images {counts}")
     arrays = {layer: np.ascontiguousarray(array, dtype=np.float32) for layer, array in features.items()}
+    source = f" of model file {metadata['model']}" if metadata.get("model") else ""
+    for layer, array in arrays.items():
+        require_finite(array, f"{path}: features {layer}{source}",
+                       "the model is broken (diverged training?); nothing was written")
     # The counts that a reader checks first are always recorded, whatever the caller put in the metadata.
     metadata = {"layers": list(features), "num_images": next(iter(counts.values()), 0), **metadata}
     arrays[METADATA_KEY] = np.array(json.dumps(metadata, sort_keys=True))
@@ -127,7 +133,11 @@ def load_features(
         missing = [layer for layer in wanted if layer not in available]
         if missing:
             raise KeyError(f"{path}: no layer(s) {missing}; the file has {sorted(available)}")
-        return {layer: archive[layer] for layer in wanted}, metadata
+        arrays = {layer: archive[layer] for layer in wanted}
+    for layer, array in arrays.items():
+        require_finite(array, f"{path}: features {layer}", "delete the file and extract the features again; if they "
+                       "come out non-finite again, the model that produced them is broken")
+    return arrays, metadata
 
 
 # ------------------------------------------------------------------------------------------------ the workflow stage

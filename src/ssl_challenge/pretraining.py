@@ -110,7 +110,7 @@ def run_pretraining(request: dict, log) -> Path | None:
     config = from_dict(PretrainConfig, request["model_config"], where=request["where"])
     images = pretraining_images(request["imagenet_root"], request["pretrain_data"], request["threads"], log)
     try:
-        return pretrain(config, images, request["run_dir"], device, log=log)
+        return pretrain(config, images, request["run_dir"], device, log=log, name=request["where"])
     except ConfigError as error:  # method options are checked when the method is built: name the model's key
         raise ConfigError(f"config key {request['where']}.{error}") from error
 

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from .concat import concatenate_blocks
-from .models.backbones import load_backbone
+from .finite import require_finite
 from .io import atomic_path
+from .models.backbones import load_backbone
 
 LABELS_KEY, METADATA_KEY = "labels", "metadata"
 
@@ -69,6 +70,8 @@ def labels_from_models(model_paths: Sequence[str], images, num_clusters: int, pc
     blocks = []
     for path in model_paths:
         blocks.append(pooled_features(load_backbone(path, device)[0], images, batch_size, device))
+        require_finite(blocks[-1], f"pseudo-labels: the features of model file {path} over the pretraining set",
+                       "the model is broken (diverged training?); retrain it")
     labels = cluster_concatenated(blocks, num_clusters, pca_dims, seed)
     save_labels(output, labels, {**(metadata or {}), "model_files": [str(path) for path in model_paths],
                                  "num_clusters": num_clusters, "pca_dims": pca_dims, "seed": seed,
@@ -105,7 +108,11 @@ def read_labels_file(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any
         if LABELS_KEY not in archive.files or METADATA_KEY not in archive.files:
             raise ValueError(f"{path}: not a pseudo-label file (expected entries '{LABELS_KEY}' and "
                              f"'{METADATA_KEY}', found {archive.files})")
-        return archive[LABELS_KEY].astype(np.int64), json.loads(str(archive[METADATA_KEY]))
+        labels, metadata = archive[LABELS_KEY], json.loads(str(archive[METADATA_KEY]))
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):  # float labels could hold NaN
+        raise ValueError(f"{path}: labels must be a 1-d integer array, found {labels.dtype} {labels.shape}; delete "
+                         "the file and rerun the labelling step")
+    return labels.astype(np.int64), metadata
 
 
 def load_labels(path: str | os.PathLike, num_samples: int, num_clusters: int | None = None) -> np.ndarray:

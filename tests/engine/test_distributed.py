@@ -18,7 +18,7 @@ def run_worker(run_dir, method, processes, seed=0, epochs=3, batch_size=32):
                                                                    str(seed), str(batch_size)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return torch.load(Path(run_dir) / "model.pth", weights_only=False)["backbone"]
+    return torch.load(Path(run_dir) / "model.pth", weights_only=True)["backbone"]
 
 
 def relative_distance(first, second):
@@ -36,7 +36,7 @@ def pair_agreement(first: torch.Tensor, second: torch.Tensor) -> float:
 
 
 def final_labels(run_dir) -> torch.Tensor:
-    state = torch.load(Path(run_dir) / "checkpoint.pth", weights_only=False)["method"]
+    state = torch.load(Path(run_dir) / "checkpoint.pth", weights_only=True)["method"]
     return next(value for key, value in state.items() if key.endswith("labels") and value.ndim == 1)
 
 

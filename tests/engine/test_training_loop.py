@@ -24,7 +24,7 @@ CPU = torch.device("cpu")
 
 
 def load_weights(path):
-    return torch.load(path, map_location="cpu", weights_only=False)["backbone"]
+    return torch.load(path, map_location="cpu", weights_only=True)["backbone"]
 
 
 def assert_same_weights(first, second):
@@ -67,7 +67,7 @@ def test_rotation_learns_on_tiny_data(tmp_path):
     epochs = [r for r in records if r["kind"] == "epoch"]
     assert [r["epoch"] for r in epochs] == [1, 2, 3, 4, 5, 6]
     assert epochs[-1]["loss"] < epochs[0]["loss"] - 0.05
-    saved = torch.load(final, weights_only=False)
+    saved = torch.load(final, weights_only=True)
     assert saved["method"] == "rot" and saved["epochs"] == 6 and saved["iterations"] == 6 * 6
     assert pretrain(config, tiny_images(), tmp_path, CPU, log=quiet) == final  # done: nothing to do
 

@@ -85,8 +85,8 @@ def test_published_figures_are_the_seeds_and_kept_separate(tmp_path):
 
 def test_dc_vs_odc_table_plot_and_spec(tmp_path):
     def model_file(path, seconds, epochs):
-        torch.save({"backbone_config": {"name": "small_resnet"}, "device": "cpu", "train_seconds": seconds,
-                    "epochs": epochs}, path)
+        torch.save({"backbone": {"conv.weight": torch.ones(1)}, "backbone_config": {"name": "small_resnet"},
+                    "device": "cpu", "train_seconds": seconds, "epochs": epochs}, path)
         return str(path)
 
     def svm_files(name, maps):

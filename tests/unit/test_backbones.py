@@ -5,7 +5,8 @@ import pytest
 import torch
 from torchvision.models import resnet50 as torchvision_resnet50
 
-from ssl_challenge.models.backbones import LAYER_NAMES, build_backbone
+from ssl_challenge.io import ModelFileError
+from ssl_challenge.models.backbones import LAYER_NAMES, build_backbone, load_backbone, read_model_file
 
 torch.set_num_threads(1)
 
@@ -99,3 +100,59 @@ def test_build_backbone_records_resolved_config_and_rebuilds_the_same_network():
 def test_build_backbone_rejects_unknown_names_and_keys(config, named):
     with pytest.raises(ValueError, match=named):
         build_backbone(config)
+
+
+# ------------------------------------------------------------------------------------------------ model files
+class Payload:
+    """What a planted model file may hold: unpickling it writes a marker file (any code could run instead)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('the payload ran')",))
+
+
+def model_file(path, backbone, **extra):
+    torch.save({"backbone": backbone.state_dict(), "backbone_config": backbone.config, "train_seconds": 1.0,
+                "device": "cpu", "epochs": 1, **extra}, path)
+    return path
+
+
+@pytest.fixture
+def small_backbone():
+    torch.manual_seed(0)
+    return build_backbone({"name": "small_resnet", "widths": [4, 4, 4, 4]})
+
+
+def test_every_reader_of_model_files_refuses_a_planted_payload(tmp_path, small_backbone):
+    from ssl_challenge.ablation import dc_vs_odc_from_spec
+    from ssl_challenge.methods.codc import load_initial_weights
+
+    marker = tmp_path / "marker"
+    path = model_file(tmp_path / "model.pth", small_backbone, extra=Payload(marker))
+    expected = f"{path}: refused: it holds objects other than tensors and plain values, and loading it could run code"
+    for read in (lambda: load_backbone(path, torch.device("cpu")),
+                 lambda: load_initial_weights(build_backbone(small_backbone.config), str(path)),
+                 lambda: dc_vs_odc_from_spec({"dc": {"method": "dc", "model": str(path), "voc07_svm": [],
+                                                     "voc07_lowshot": []}})):
+        with pytest.raises(ModelFileError, match=expected):
+            read()
+    assert not marker.exists()
+
+
+def test_model_file_reader_loads_a_model_and_names_what_is_wrong(tmp_path, small_backbone):
+    path = model_file(tmp_path / "model.pth", small_backbone)
+    loaded, config = load_backbone(path, torch.device("cpu"))
+    assert config == small_backbone.config
+    for key, value in small_backbone.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    torch.save({"backbone": small_backbone.state_dict()}, tmp_path / "no_config.pth")
+    with pytest.raises(ModelFileError, match="no_config.pth: not a model file .*'backbone_config'"):
+        read_model_file(tmp_path / "no_config.pth")
+    diverged = build_backbone(small_backbone.config)
+    with torch.no_grad():
+        diverged.stem[0].weight[0, 0, 0, 0] = float("nan")
+    model_file(tmp_path / "diverged.pth", diverged)
+    with pytest.raises(ModelFileError, match=r"diverged.pth: 1 backbone tensors hold NaN .*stem.0.weight.*diverged"):
+        read_model_file(tmp_path / "diverged.pth")

@@ -104,6 +104,6 @@ def test_tiny_run_resumes_exactly(labels_file, tmp_path):
     assert pretrain(config, tiny_images(), tmp_path / "resumed", CPU, log=lambda _: None,
                     stop_after_iterations=4) is None
     resumed = pretrain(config, tiny_images(), tmp_path / "resumed", CPU, log=lambda _: None)
-    first = torch.load(reference, weights_only=False)["backbone"]
-    second = torch.load(resumed, weights_only=False)["backbone"]
+    first = torch.load(reference, weights_only=True)["backbone"]
+    second = torch.load(resumed, weights_only=True)["backbone"]
     assert all(torch.equal(first[key], second[key]) for key in first)

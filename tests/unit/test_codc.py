@@ -142,8 +142,8 @@ def test_tiny_run_resumes_exactly(peer_labels, images, tmp_path):
     reference = pretrain(config, images, tmp_path / "reference", CPU, log=lambda _: None)
     assert pretrain(config, images, tmp_path / "resumed", CPU, log=lambda _: None, stop_after_iterations=4) is None
     resumed = pretrain(config, images, tmp_path / "resumed", CPU, log=lambda _: None)
-    first = torch.load(reference, weights_only=False)["backbone"]
-    second = torch.load(resumed, weights_only=False)["backbone"]
+    first = torch.load(reference, weights_only=True)["backbone"]
+    second = torch.load(resumed, weights_only=True)["backbone"]
     assert all(torch.equal(first[key], second[key]) for key in first)
     records = [json.loads(line) for line in (tmp_path / "reference" / "metrics.jsonl").read_text().splitlines()]
     assert {"online_loss", "base_loss", "online_label_change_ratio"} <= set(records[-1])

@@ -42,3 +42,9 @@ def test_wrong_type_and_missing_key_are_named():
         from_dict(Outer, {"name": "rot"}, where="x")
     with pytest.raises(ConfigError, match=r"x\.seed: expected int \| None, got bool True"):
         from_dict(Outer, {"name": "rot", "inner": {"lr": 1}, "seed": True}, where="x")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_numbers_are_named(value):
+    with pytest.raises(ConfigError, match=rf"models\.rot\.inner\.lr: expected a finite number, got {value}"):
+        from_dict(Outer, {"name": "rot", "inner": {"lr": value}}, where="models.rot")

@@ -155,14 +155,14 @@ def assert_resume_is_exact(tmp_path, method: str, options: dict, stop_at: int):
                     stop_after_iterations=stop_at) is None
     resumed = pretrain(config, loop_images(), tmp_path / "resumed", CPU, log=quiet)
     for name in ("model.pth", "checkpoint.pth"):  # the final backbone; the method state after the last epoch
-        first = torch.load(reference.parent / name, weights_only=False)
-        second = torch.load(resumed.parent / name, weights_only=False)
+        first = torch.load(reference.parent / name, weights_only=True)
+        second = torch.load(resumed.parent / name, weights_only=True)
         first, second = (first["backbone"], second["backbone"]) if name == "model.pth" else (
             first["method"], second["method"])
         assert first.keys() == second.keys()
         for key in first:
             assert torch.equal(first[key], second[key]), (name, key)
-    return torch.load(reference.parent / "checkpoint.pth", weights_only=False)["method"]
+    return torch.load(reference.parent / "checkpoint.pth", weights_only=True)["method"]
 
 
 @pytest.mark.parametrize("stop_at", [3, 8])  # mid-epoch 1, mid-epoch 2 (6 iterations per epoch)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..io import torch_save_atomic
+from ..io import ModelFileError, load_torch_file, torch_save_atomic
 
 
 @dataclass
@@ -23,9 +23,15 @@ class RunPosition:
     train_seconds: float = 0.0
     order: torch.Tensor | None = None  # the current epoch's sample order (None between epochs)
     totals: dict = field(default_factory=dict)  # sums of the current epoch's logs (for the epoch summary)
+    last_loss: float | None = None  # the last finite loss (named when a run diverges)
+
+
+CHECKPOINT = "a training checkpoint: a dict of tensors and plain values with 'method', 'optimizer', 'run', 'digest'"
 
 
 def save_checkpoint(path: str | Path, method: torch.nn.Module, optimizer, run: RunPosition, digest: str) -> None:
+    """Write everything needed to continue (atomically). Only tensors and plain values go in, so that
+    :func:`restore_checkpoint` can read it with ``weights_only=True``."""
     torch_save_atomic(
         {"method": method.state_dict(), "optimizer": optimizer.state_dict(), "run": asdict(run), "digest": digest},
         path,
@@ -33,8 +39,16 @@ def save_checkpoint(path: str | Path, method: torch.nn.Module, optimizer, run: R
 
 
 def restore_checkpoint(path: str | Path, method: torch.nn.Module, optimizer, digest: str) -> RunPosition:
-    """Load ``path`` into ``method`` and ``optimizer`` (strict) and return the run position."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    """Load ``path`` into ``method`` and ``optimizer`` (strict) and return the run position.
+
+    A file that is truncated, corrupt or holds anything but tensors and plain values raises ``ModelFileError``
+    naming it; deleting it restarts the run from scratch.
+    """
+    restart = "Delete it to restart this run from scratch (epoch 0); the finished epochs will be trained again."
+    state = load_torch_file(path, CHECKPOINT, restart)
+    if not isinstance(state, dict) or not {"method", "optimizer", "run", "digest"} <= set(state):
+        found = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise ModelFileError(f"{path}: not a checkpoint (found {found}); expected {CHECKPOINT}. {restart}")
     if state.get("digest") != digest:
         raise ValueError(f"{path}: checkpoint of another configuration ({state.get('digest')} != {digest}); "
                          "delete it to start afresh")

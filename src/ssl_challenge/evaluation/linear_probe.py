@@ -19,6 +19,7 @@ score) and one record per epoch for a JSON-lines log.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from ..finite import NonFiniteError, require_finite
 from ..features import ImageSource, load_image_batch
 from ..models.pooling import pool_features
 
@@ -130,6 +132,10 @@ def fit_probe(
     for epoch in tqdm(range(config.epochs), desc="linear probe", unit="epoch", mininterval=10):
         record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
         record["train_loss"] = train_one_epoch(heads, optimizer, train_batches(epoch))
+        diverged = [layer for layer, loss in record["train_loss"].items() if not math.isfinite(loss)]
+        if diverged:  # the features are finite (checked), so the probe's own learning rate is to blame
+            raise NonFiniteError(f"linear probe: the training loss of {diverged} is NaN or infinite at epoch "
+                                 f"{epoch + 1}; lower evaluation.places205_linear.lr")
         scheduler.step()
         if (epoch + 1) % evaluate_every == 0 or epoch + 1 == config.epochs:
             top1 = evaluate_top1(heads, val_batches())
@@ -223,6 +229,8 @@ def train_linear_probe_on_features(
 def _feature_tensors(features: dict[str, np.ndarray], split: str) -> dict[str, torch.Tensor]:
     if not features:
         raise ValueError(f"linear probe: no {split} features")
+    for layer, array in features.items():
+        require_finite(array, f"linear probe: {split} features {layer}")
     tensors = {layer: torch.as_tensor(np.asarray(array, dtype=np.float32)) for layer, array in features.items()}
     counts = {layer: tensor.shape[0] for layer, tensor in tensors.items()}
     if len(set(counts.values())) != 1 or any(tensor.dim() != 2 for tensor in tensors.values()):

@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..finite import require_finite
 from ..io import write_json_atomic
 from .svm import (CLASS_WEIGHT, SOLVERS, _torch_threads, fit_liblinear, normalise_features, solve_squared_hinge,
                   spectral_basis, test_average_precision)
@@ -272,6 +273,8 @@ def evaluate_lowshot(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarra
     costs = [float(cost) for cost in costs]
     train_y, test_y = np.asarray(train_y), np.asarray(test_y)
     _check_against_labels(samples, train_y, classes)
+    require_finite(train_x, "low-shot: trainval features")
+    require_finite(test_x, "low-shot: test features")
     if test_y.shape[1] != len(classes) or test_x.shape[1] != train_x.shape[1]:
         raise ValueError(f"low-shot: test labels {test_y.shape} / features {test_x.shape} do not match "
                          f"{len(classes)} classes and {train_x.shape[1]} dims")

@@ -30,6 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..finite import require_finite
 from .ap import average_precision, non_interpolated_average_precision
 
 CLASS_WEIGHT = {1: 2.0, -1: 1.0}
@@ -98,6 +99,8 @@ def choose_cost(mean_cv_ap: Sequence[float]) -> int:
 
 
 def _check_inputs(train_x, train_y, test_x, test_y, costs, classes):
+    require_finite(train_x, "SVM: trainval features")
+    require_finite(test_x, "SVM: test features")
     if train_x.shape[0] != train_y.shape[0] or test_x.shape[0] != test_y.shape[0]:
         raise ValueError(f"SVM: {train_x.shape[0]}/{test_x.shape[0]} feature rows but "
                          f"{train_y.shape[0]}/{test_y.shape[0]} label rows (trainval/test)")

@@ -33,6 +33,7 @@ from torch import nn
 
 from ..clustering.kmeans import mixed_seed
 from ..config import from_dict
+from ..models.backbones import read_model_file
 from ..pseudo_labels import load_labels
 from .base import EpochContext
 from .online_clustering import OnlineClustering, OnlineClusteringOptions
@@ -74,9 +75,10 @@ def load_initial_weights(backbone: nn.Module, path: str) -> None:
     architecture by name."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"method_options.initial_weights: {path} not found")
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    if "backbone" not in saved:
-        raise ValueError(f"method_options.initial_weights: {path} is not a model file (no 'backbone' entry)")
+    try:
+        saved = read_model_file(path)
+    except ValueError as error:  # ModelFileError: name the option that pointed at the file
+        raise type(error)(f"method_options.initial_weights: {error}") from error
     if getattr(backbone, "config", None) is not None and saved.get("backbone_config") != backbone.config:
         raise ValueError(f"method_options.initial_weights: {path} holds backbone {saved.get('backbone_config')}, "
                          f"but this member's backbone is {backbone.config}")

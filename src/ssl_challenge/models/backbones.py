@@ -26,6 +26,8 @@ from torchvision.models import resnet50 as torchvision_resnet50
 from torchvision.models.resnet import BasicBlock
 
 from ..config import ConfigError, from_dict
+from ..finite import non_finite_tensors
+from ..io import ModelFileError, load_torch_file
 
 LAYER_NAMES = ("feat1", "feat2", "feat3", "feat4", "feat5")
 
@@ -209,12 +211,34 @@ def build_backbone(config: dict) -> MultiStageBackbone:
     return backbone
 
 
+MODEL_FILE = ("a model file written by the training loop: a dict of tensors and plain values with "
+              "'backbone' (a state dict) and 'backbone_config'")
+MODEL_FILE_REMEDY = "Delete it and rerun the job that writes it (snakemake recreates a missing model file)."
+
+
+def read_model_file(model_path) -> dict:
+    """The content of a ``model.pth`` (``engine.train.backbone_file``): the one reader of the format.
+
+    Loaded with ``weights_only=True`` (a file holding anything but tensors and plain values is refused before any
+    of it runs); raises :class:`ModelFileError` naming the file when it lacks the entries or holds NaN/inf weights
+    (the training that wrote it diverged).
+    """
+    saved = load_torch_file(model_path, MODEL_FILE, MODEL_FILE_REMEDY)
+    if not isinstance(saved, dict) or "backbone" not in saved or "backbone_config" not in saved:
+        found = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
+        raise ModelFileError(f"{model_path}: not a model file (found {found}); expected {MODEL_FILE}")
+    diverged = non_finite_tensors(saved["backbone"])
+    if diverged:
+        raise ModelFileError(f"{model_path}: {len(diverged)} backbone tensors hold NaN or infinite values (first: "
+                             f"{diverged[:3]}); the training that wrote it diverged. Delete it and retrain with a "
+                             "smaller learning rate")
+    return saved
+
+
 def load_backbone(model_path, device: torch.device) -> tuple[MultiStageBackbone, dict]:
     """The backbone of a ``model.pth`` written by the training loop, on ``device`` (strict load), and its
     config. The backbone is in eval mode (features, labels and probes use it frozen)."""
-    saved = torch.load(model_path, map_location="cpu", weights_only=False)
-    if "backbone" not in saved or "backbone_config" not in saved:
-        raise ValueError(f"{model_path}: not a model file (expected 'backbone' and 'backbone_config' entries)")
+    saved = read_model_file(model_path)
     backbone = build_backbone(saved["backbone_config"])
     backbone.load_state_dict(saved["backbone"], strict=True)
     return backbone.to(device).eval(), saved["backbone_config"]

@@ -83,7 +83,7 @@ def test_resnet50_stages_match_torchvision_and_feat1_is_before_maxpool():
 def test_build_backbone_records_resolved_config_and_rebuilds_the_same_network():
     backbone = build_backbone({"name": "small_resnet", "widths": [4, 8, 8, 8]})
     assert backbone.config == {"name": "small_resnet", "widths": [4, 8, 8, 8], "blocks": [1, 1, 1, 1],
-                               "zero_init_residual": False}
+                               "zero_init_residual": False, "sobel": False}
     rebuilt = build_backbone(backbone.config)
     rebuilt.load_state_dict(backbone.state_dict(), strict=True)
 

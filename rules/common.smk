@@ -100,6 +100,11 @@ def check_config():
         raise ValueError("config key 'models' is empty: name at least one model to pretrain and evaluate")
     check_codc_config()
     data = config["data"]
+    if config["evaluation"]["imagenet_linear"]["enabled"] and data["source"] == "embedded":
+        raise ValueError(
+            "config key 'evaluation.imagenet_linear.enabled' is true, but the embedded data set has no ImageNet "
+            "val/ split: set data.source to real with an imagenet_root holding train/<wnid>/ and val/<wnid>/"
+        )
     if data["source"] == "embedded":
         if not Path(RESULTS, "data", "embedded", "manifest.json").exists():
             check_fashion_mnist_dir(data["embedded"]["fashion_mnist_dir"])
@@ -110,6 +115,8 @@ def check_config():
     layouts.check_imagenet_root(data["imagenet_root"])
     layouts.check_voc07_root(data["voc07_root"], data["voc07_classes"] or None)
     layouts.check_places205_root(data["places205_root"])
+    if config["evaluation"]["imagenet_linear"]["enabled"]:
+        layouts.check_imagenet_root(data["imagenet_root"], "val")
 
 
 # ---------------------------------------------------------------- data
@@ -289,6 +296,7 @@ def codc_model_config(wildcards):
     return {
         "method": "codc",
         "backbone": base["backbone"],
+        "augmentation": base.get("augmentation", {}),  # each member keeps its own image pipeline
         **{key: experiment[key] for key in keys if key in experiment},
         "method_options": {
             **experiment["online_options"],
@@ -393,8 +401,19 @@ def linear_probe_output(model):
     return f"{RESULTS}/eval/{model}/places205_linear.json"
 
 
+def imagenet_linear_output(model):
+    return f"{RESULTS}/eval/{model}/imagenet_linear.json"
+
+
+def imagenet_linear_models():
+    """The legacy ImageNet track, when enabled, probes every model with a trunk (not the concatenations)."""
+    if not config["evaluation"]["imagenet_linear"]["enabled"]:
+        return []
+    return pretrained_models() + codc_final_models()
+
+
 def evaluation_outputs():
-    return {
+    outputs = {
         model: {
             "voc07_svm": svm_outputs(model),
             "voc07_lowshot": lowshot_outputs(model),
@@ -402,6 +421,9 @@ def evaluation_outputs():
         }
         for model in model_names()
     }
+    for model in imagenet_linear_models():
+        outputs[model]["imagenet_linear"] = [imagenet_linear_output(model)]
+    return outputs
 
 
 def all_evaluation_files(wildcards=None):

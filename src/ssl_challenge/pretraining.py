@@ -108,7 +108,8 @@ def run_pretraining(request: dict, log) -> Path | None:
     torch.set_num_threads(request["threads"])
     device = distributed.init_from_environment()
     config = from_dict(PretrainConfig, request["model_config"], where=request["where"])
-    images = pretraining_images(request["imagenet_root"], request["pretrain_data"], request["threads"], log)
+    images = pretraining_images(request["imagenet_root"], request["pretrain_data"], request["threads"], log,
+                                augmentation=config.augmentation)
     try:
         return pretrain(config, images, request["run_dir"], device, log=log, name=request["where"])
     except ConfigError as error:  # method options are checked when the method is built: name the model's key

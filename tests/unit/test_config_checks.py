@@ -85,5 +85,5 @@ def test_an_unknown_key_is_named_with_the_known_ones():
     config["models"][name]["epohcs"] = 3
     message = rejected(config)
     assert message.startswith(f"config key 'models.{name}.epohcs' = 3: unknown key(s) ['epohcs'] under "
-                              f"'models.{name}'; expected some of ['backbone', 'batch_size'")
+                              f"'models.{name}'; expected some of ['augmentation', 'backbone', 'batch_size'")
     assert len(message) < 600

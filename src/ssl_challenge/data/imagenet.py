@@ -50,14 +50,38 @@ def image_list_digest(root: str | os.PathLike, split: str = "train") -> str:
     return digest.hexdigest()[:16]
 
 
-def pretraining_images(imagenet_root: str, pretrain_data: dict, threads: int, log):
+def pretraining_images(imagenet_root: str, pretrain_data: dict, threads: int, log, augmentation=None):
     """The pretraining set's image source (ImageNet layout, labels unused); index order is the list order, so
-    pseudo-labels computed over it line up with the training samples."""
+    pseudo-labels computed over it line up with the training samples. ``augmentation``: the model's pipeline
+    (``AugmentationConfig``; None for the source's default crop and flip)."""
     from .images import build_image_source
 
     paths = list_imagenet_images(imagenet_root, "train")
     log(f"{len(paths)} pretraining images under {imagenet_root}")
     return build_image_source(paths, preload=pretrain_data["preload"], resize_shorter=pretrain_data["resize_shorter"],
                               crop_size=pretrain_data["image_size"], crop_padding=pretrain_data["crop_padding"],
-                              threads=threads, skip_corrupt_images=pretrain_data.get("skip_corrupt_images", False),
-                              log=log)
+                              threads=threads, augmentation=augmentation,
+                              skip_corrupt_images=pretrain_data.get("skip_corrupt_images", False), log=log)
+def list_imagenet_labelled(root: str | os.PathLike, split: str,
+                           classes: list[str] | None = None) -> tuple[list[Path], list[int], list[str]]:
+    """Images of ``<root>/<split>/<wnid>/`` with their class indices, for the ImageNet linear track.
+
+    ``classes`` (the wnids, whose order gives the indices) defaults to the sorted class folders of ``split``;
+    pass the training split's to the validation split (the common reorganised ``val/<wnid>/`` layout), whose
+    folders must then all be training classes. Returns (paths sorted by relative path, labels, classes).
+    """
+    paths = list_imagenet_images(root, split)
+    split_dir = layouts.imagenet_split_dir(root, split)
+    loose = [path for path in paths if path.parent == split_dir]
+    if loose:
+        raise FileNotFoundError(f"{split_dir}: {len(loose)} images lie outside class folders (e.g. {loose[0].name}); "
+                                f"the ImageNet linear track needs {split}/<wnid>/*.JPEG (reorganise the val images "
+                                "into one folder per class)")
+    folders = [path.parent.name for path in paths]
+    classes = sorted(set(folders)) if classes is None else list(classes)
+    index = {wnid: position for position, wnid in enumerate(classes)}
+    unknown = sorted(set(folders) - set(index))
+    if unknown:
+        raise ValueError(f"{split_dir}: class folders {unknown[:5]} are not among the {len(classes)} training "
+                         "classes; the train and val folders must name the same wnids")
+    return paths, [index[folder] for folder in folders], classes

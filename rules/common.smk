@@ -146,7 +146,7 @@ def voc07_classes():
 
 # ---------------------------------------------------------------- code digests (stale stages follow the code)
 CODE_MODULES = {
-    "common": ["__init__.py", "config.py", "io.py"],
+    "common": ["__init__.py", "config.py", "io.py", "numerics.py"],
     "data": ["data"],
     "models": ["models/__init__.py", "models/backbones.py", "models/pooling.py"],
     "engine": ["engine", "methods/__init__.py", "methods/base.py"],
@@ -169,7 +169,7 @@ CODE_MODULES = {
     "concat": ["concat.py", "features.py"],
     "svm": ["evaluation/ap.py", "evaluation/svm.py"],
     "lowshot": ["evaluation/ap.py", "evaluation/svm.py", "evaluation/lowshot.py"],
-    "linear_probe": ["evaluation/linear_probe.py"],
+    "linear_probe": ["evaluation/linear_probe.py", "models/necks.py"],
     "tables": ["tables.py"],
     "ablation": ["ablation.py", "tables.py"],
 }

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from .io import atomic_path
 from .models.pooling import pool_features
+from .numerics import numerics_record
 
 # The normalisation of torchvision's ImageNet models, used by the reference evaluation pipelines.
 IMAGENET_MEAN_STD: tuple[tuple[float, float, float], tuple[float, float, float]] = (
@@ -104,7 +105,8 @@ def save_features(path: str | os.PathLike, features: dict[str, np.ndarray], meta
         raise ValueError(f"{path}: layers have different numbers of images {counts}")
     arrays = {layer: np.ascontiguousarray(array, dtype=np.float32) for layer, array in features.items()}
     # The counts that a reader checks first are always recorded, whatever the caller put in the metadata.
-    metadata = {"layers": list(features), "num_images": next(iter(counts.values()), 0), **metadata}
+    metadata = {"layers": list(features), "num_images": next(iter(counts.values()), 0),
+                "numerics": numerics_record(), **metadata}
     arrays[METADATA_KEY] = np.array(json.dumps(metadata, sort_keys=True))
     with atomic_path(path) as temporary:
         np.savez(temporary, **arrays)

@@ -18,6 +18,7 @@ import torch
 from .concat import concatenate_blocks
 from .models.backbones import load_backbone
 from .io import atomic_path
+from .numerics import numerics_record
 
 LABELS_KEY, METADATA_KEY = "labels", "metadata"
 
@@ -71,7 +72,8 @@ def labels_from_models(model_paths: Sequence[str], images, num_clusters: int, pc
     labels = cluster_concatenated(blocks, num_clusters, pca_dims, seed)
     save_labels(output, labels, {**(metadata or {}), "model_files": [str(path) for path in model_paths],
                                  "num_clusters": num_clusters, "pca_dims": pca_dims, "seed": seed,
-                                 "feature_dims": [int(block.shape[1]) for block in blocks]})
+                                 "feature_dims": [int(block.shape[1]) for block in blocks],
+                                 "numerics": numerics_record()})
     return labels
 
 

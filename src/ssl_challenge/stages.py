@@ -15,6 +15,7 @@ import numpy as np
 
 from .config import ConfigError, from_dict
 from .io import atomic_path, write_json_atomic
+from .numerics import configure_torch
 
 FEATURE_SPLITS = {
     "voc07_trainval": ("voc07", "trainval"),
@@ -119,12 +120,10 @@ def launch_torchrun(request: dict, processes: int, log: logging.Logger) -> None:
 
 def run_pretraining(request: dict, log) -> Path | None:
     """The body of one pretraining process (in-process, or each torchrun worker via ``engine.launch``)."""
-    import torch
-
     from .engine import distributed
     from .engine.train import PretrainConfig, pretrain
 
-    torch.set_num_threads(request["threads"])
+    configure_torch(request["threads"])
     device = distributed.init_from_environment()
     config = from_dict(PretrainConfig, request["model_config"], where=request["where"])
     images = pretraining_images(request["imagenet_root"], request["pretrain_data"], request["threads"], log)
@@ -175,11 +174,9 @@ def make_pseudo_labels(model_paths: Sequence[str], pretrain_data: dict, imagenet
                        batch_size: int = 256, metadata: dict | None = None) -> None:
     """k-means labels of the pretraining images from the concatenated features of ``model_paths`` (CLS's
     supervision, or a CODC member's initial labels in a round)."""
-    import torch
-
     from .pseudo_labels import labels_from_models
 
-    torch.set_num_threads(threads)
+    configure_torch(threads)
     images = pretraining_images(imagenet_root, pretrain_data, threads, log.info)
     labels = labels_from_models(model_paths, images, num_clusters, pca_dims, seed, batch_size, select_device(),
                                 output, metadata)
@@ -213,14 +210,12 @@ def extract_split_features(
     threads: int,
     log: logging.Logger,
 ) -> None:
-    import torch
-
     from .data.images import load_image_tensor
     from .features import extract_features, save_features
     from .models.backbones import load_backbone
     from .models.pooling import pooling_plan
 
-    torch.set_num_threads(threads)
+    configure_torch(threads)
     device = select_device()
     backbone, backbone_config = load_backbone(model_path, device)
     paths, ids, labels = split_images(split, roots, classes)
@@ -341,12 +336,10 @@ def places205_probe_cached(inputs, probe_config, config) -> dict:
 
 def evaluate_places205_linear(inputs, probe_config, features_config, places205_root, output, metrics_output,
                               threads, log) -> None:
-    import torch
-
     from .evaluation.linear_probe import LinearProbeConfig
     from .io import write_text_atomic
 
-    torch.set_num_threads(threads)
+    configure_torch(threads)
     options = {key: probe_config[key] for key in ("epochs", "milestones", "lr", "batch_size")}
     config = from_dict(LinearProbeConfig, options, where="evaluation.places205_linear")
     if "model" in inputs:  # online mode; a concatenation has only features and is probed on them

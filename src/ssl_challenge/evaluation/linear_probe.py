@@ -29,7 +29,9 @@ from torch import nn
 from tqdm import tqdm
 
 from ..features import ImageSource, load_image_batch
+from ..models.necks import BatchNorm1d
 from ..models.pooling import pool_features
+from ..numerics import numerics_record
 
 NORMALISATION_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm,
                         nn.LayerNorm)
@@ -65,7 +67,7 @@ def build_probe_heads(dims: dict[str, int], num_classes: int, generator: torch.G
         linear = nn.Linear(dim, num_classes)
         nn.init.normal_(linear.weight, mean=0.0, std=0.01, generator=generator)
         nn.init.zeros_(linear.bias)
-        heads[layer] = nn.Sequential(nn.BatchNorm1d(dim, affine=False), linear)
+        heads[layer] = nn.Sequential(BatchNorm1d(dim, affine=False), linear)
     return heads
 
 
@@ -149,7 +151,7 @@ def summarise(top1: dict[str, float], epochs_log: list[dict], config: LinearProb
     best_layer = max(top1, key=lambda layer: top1[layer])
     return {"top1": top1, "best_layer": best_layer, "best_top1": top1[best_layer], "num_classes": num_classes,
             "num_train": num_train, "num_val": num_val, "seed": seed, "config": dataclasses.asdict(config),
-            "epochs_log": epochs_log}
+            "epochs_log": epochs_log, "numerics": numerics_record()}
 
 
 def _labels_tensor(labels, expected_count: int, what: str) -> torch.Tensor:

@@ -30,6 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..numerics import numerics_record
 from .ap import average_precision, non_interpolated_average_precision
 
 CLASS_WEIGHT = {1: 2.0, -1: 1.0}
@@ -415,6 +416,7 @@ def train_and_test_full_svm(train_x: np.ndarray, train_y: np.ndarray, test_x: np
         "test_ap": "all-point interpolated (VOC2010+), difficult test images excluded per class",
         "seconds": time.perf_counter() - start,
         "solver_stats": stats,
+        "numerics": numerics_record(),
     }
 
 

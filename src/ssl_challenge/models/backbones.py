@@ -50,7 +50,10 @@ class MultiStageBackbone(nn.Module):
         self.cpu_channels_last = _channels_last_is_safe(channels)
 
     def _prepare_input(self, images: torch.Tensor) -> torch.Tensor:
-        if self.cpu_channels_last and images.device.type == "cpu" and images.dim() == 4:
+        # Only while oneDNN is on (not in deterministic mode, see ssl_challenge.numerics): without it
+        # channels-last buys nothing, and ATen's channels-last BatchNorm splits its statistics over threads.
+        if (self.cpu_channels_last and images.device.type == "cpu" and images.dim() == 4
+                and torch.backends.mkldnn.enabled):
             return images.contiguous(memory_format=torch.channels_last)
         return images
 

@@ -258,6 +258,7 @@ def evaluate_voc07_svm(trainval_features, test_features, layer, svm_config, voc0
                        n_jobs, log) -> None:
     from .evaluation.svm import protocol_costs, train_and_test_full_svm
 
+    configure_torch(n_jobs)
     train_x, train_y, classes = voc07_split_with_features(trainval_features, layer, voc07_root, "trainval", classes)
     test_x, test_y, _ = voc07_split_with_features(test_features, layer, voc07_root, "test", classes)
     costs = protocol_costs(svm_config["costs"], svm_config["extra_powers"])
@@ -287,6 +288,7 @@ def evaluate_voc07_lowshot(trainval_features, test_features, samples_path, layer
     from .evaluation.lowshot import evaluate_lowshot, load_lowshot_samples
     from .evaluation.svm import protocol_costs
 
+    configure_torch(n_jobs)
     train_x, train_y, classes = voc07_split_with_features(trainval_features, layer, voc07_root, "trainval", classes)
     test_x, test_y, _ = voc07_split_with_features(test_features, layer, voc07_root, "test", classes)
     samples = load_lowshot_samples(samples_path)

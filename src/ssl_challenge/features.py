@@ -20,6 +20,7 @@ from tqdm import tqdm
 from .finite import require_finite
 from .io import atomic_path
 from .models.pooling import pool_features
+from .numerics import configure_torch, numerics_record
 
 # The normalisation of torchvision's ImageNet models, used by the reference evaluation pipelines.
 IMAGENET_MEAN_STD: tuple[tuple[float, float, float], tuple[float, float, float]] = (
@@ -111,7 +112,8 @@ def save_features(path: str | os.PathLike, features: dict[str, np.ndarray], meta
         require_finite(array, f"{path}: features {layer}{source}",
                        "the model is broken (diverged training?); nothing was written")
     # The counts that a reader checks first are always recorded, whatever the caller put in the metadata.
-    metadata = {"layers": list(features), "num_images": next(iter(counts.values()), 0), **metadata}
+    metadata = {"layers": list(features), "num_images": next(iter(counts.values()), 0),
+                "numerics": numerics_record(), **metadata}
     arrays[METADATA_KEY] = np.array(json.dumps(metadata, sort_keys=True))
     with atomic_path(path) as temporary:
         np.savez(temporary, **arrays)
@@ -163,7 +165,7 @@ def extract_split_features(
     from .models.backbones import load_backbone
     from .models.pooling import pooling_plan
 
-    torch.set_num_threads(threads)
+    configure_torch(threads)
     device = select_device()
     backbone, backbone_config = load_backbone(model_path, device)
     paths, ids, labels = split_images(split, roots, classes)

@@ -8,16 +8,19 @@ import sys
 import time
 from typing import Iterator
 
+from .numerics import RECORDED_VARIABLES, pin_environment
+
 
 @contextlib.contextmanager
 def job_logging(snakemake) -> Iterator[logging.Logger]:
     """Send stdout, stderr and a logger to ``snakemake.log[0]``; set thread counts from ``snakemake.threads``.
 
-    Exceptions are logged with their traceback before they propagate, so the log explains a failed job.
+    In deterministic mode (config key ``resources.deterministic``) it also pins the numerical libraries' code
+    paths (``numerics.pin_environment``) before the job imports them. Exceptions are logged with their traceback
+    before they propagate, so the log explains a failed job.
     """
     threads = str(max(1, int(getattr(snakemake, "threads", 1))))
-    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ.setdefault(variable, threads)
+    pin_environment(int(threads), deterministic_setting(snakemake))
     log_path = snakemake.log[0] if len(snakemake.log) else None
     stream = open(log_path, "a", buffering=1) if log_path else sys.stderr
     logger = logging.getLogger(f"ssl_challenge.{snakemake.rule}")
@@ -29,6 +32,8 @@ def job_logging(snakemake) -> Iterator[logging.Logger]:
     with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
         try:
             logger.info("rule %s, wildcards %s, threads %s", snakemake.rule, dict(snakemake.wildcards), threads)
+            logger.info("numerics: %s", {name: os.environ[name] for name in ("SSL_CHALLENGE_DETERMINISTIC",)
+                                         + RECORDED_VARIABLES if name in os.environ})
             yield logger
             logger.info("done in %.1f s", time.time() - started)
         except BaseException:
@@ -37,3 +42,11 @@ def job_logging(snakemake) -> Iterator[logging.Logger]:
         finally:
             if log_path:
                 stream.flush()
+
+
+def deterministic_setting(snakemake) -> bool:
+    """The config key ``resources.deterministic`` of the job's workflow (true when absent)."""
+    value = (getattr(snakemake, "config", None) or {}).get("resources", {}).get("deterministic", True)
+    if not isinstance(value, bool):
+        raise ValueError(f"config key resources.deterministic: expected true or false, got {value!r}")
+    return value

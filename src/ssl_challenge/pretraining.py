@@ -15,6 +15,7 @@ from . import provenance
 from .config import ConfigError, from_dict
 from .data.imagenet import image_list_digest
 from .io import atomic_path, write_json_atomic
+from .numerics import configure_torch
 
 
 def config_digest(config: dict) -> str:
@@ -99,13 +100,11 @@ def launch_torchrun(request: dict, processes: int, log: logging.Logger) -> None:
 
 def run_pretraining(request: dict, log) -> Path | None:
     """The body of one pretraining process (in-process, or each torchrun worker via ``engine.launch``)."""
-    import torch
-
     from .data.imagenet import pretraining_images
     from .engine import distributed
     from .engine.train import PretrainConfig, pretrain
 
-    torch.set_num_threads(request["threads"])
+    configure_torch(request["threads"])
     device = distributed.init_from_environment()
     config = from_dict(PretrainConfig, request["model_config"], where=request["where"])
     images = pretraining_images(request["imagenet_root"], request["pretrain_data"], request["threads"], log,

@@ -20,6 +20,7 @@ from .concat import concatenate_blocks
 from .finite import require_finite
 from .io import atomic_path
 from .models.backbones import load_backbone
+from .numerics import configure_torch, numerics_record
 
 LABELS_KEY, METADATA_KEY = "labels", "metadata"
 
@@ -75,7 +76,8 @@ def labels_from_models(model_paths: Sequence[str], images, num_clusters: int, pc
     labels = cluster_concatenated(blocks, num_clusters, pca_dims, seed)
     save_labels(output, labels, {**(metadata or {}), "model_files": [str(path) for path in model_paths],
                                  "num_clusters": num_clusters, "pca_dims": pca_dims, "seed": seed,
-                                 "feature_dims": [int(block.shape[1]) for block in blocks]})
+                                 "feature_dims": [int(block.shape[1]) for block in blocks],
+                                 "numerics": numerics_record()})
     return labels
 
 
@@ -137,7 +139,7 @@ def make_pseudo_labels(model_paths: Sequence[str], pretrain_data: dict, imagenet
     from .data.imagenet import pretraining_images
     from .devices import select_device
 
-    torch.set_num_threads(threads)
+    configure_torch(threads)
     images = pretraining_images(imagenet_root, pretrain_data, threads, log.info)
     labels = labels_from_models(model_paths, images, num_clusters, pca_dims, seed, batch_size, select_device(),
                                 output, metadata)

@@ -84,6 +84,8 @@ def test_save_and_load_round_trip(tmp_path):
     save_features(path, features, metadata)
     assert sorted(p.name for p in path.parent.iterdir()) == ["voc07_test.npz"]  # no temporary left behind
     loaded, loaded_metadata = load_features(path)
+    numerics = loaded_metadata.pop("numerics")  # what decides bit-reproducibility (ssl_challenge.numerics)
+    assert {"deterministic", "numpy", "torch", "torch_threads", "cpu"} <= set(numerics)
     assert loaded_metadata == {**metadata, "layers": ["feat4", "feat5"], "num_images": 3}
     np.testing.assert_array_equal(loaded["feat4"], features["feat4"])
     assert loaded["feat5"].dtype == np.float32

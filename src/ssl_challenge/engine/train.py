@@ -31,6 +31,7 @@ from ..data.transforms import AugmentationConfig
 from ..io import append_jsonl, read_jsonl, torch_save_atomic, write_text_atomic
 from ..methods import build_method
 from ..methods.base import EpochContext
+from ..numerics import numerics_record
 from ..models.backbones import build_backbone
 from . import distributed
 from .checkpoint import RunPosition, restore_checkpoint, save_checkpoint
@@ -220,6 +221,7 @@ def backbone_file(method: torch.nn.Module, config: PretrainConfig, run: RunPosit
         "epochs": run.epoch,
         "iterations": run.iteration,
         "train_seconds": run.train_seconds,
+        "numerics": numerics_record(),
     }
 
 

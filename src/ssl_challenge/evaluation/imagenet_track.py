@@ -16,6 +16,7 @@ import logging
 from ..config import from_dict
 from ..devices import select_device
 from ..io import write_json_atomic, write_text_atomic
+from ..numerics import configure_torch
 
 PROBE_KEYS = ("epochs", "milestones", "lr", "batch_size")
 
@@ -25,8 +26,6 @@ def evaluate_imagenet_linear(model_path: str, probe_config: dict, features_confi
     """Probe the frozen backbone of ``model_path``; writes the top-1 per layer (``output``, JSON) and the
     per-epoch records (``metrics_output``, JSON lines). Images: Resize ``features.resize_shorter``, crops of
     ``features.image_size``; pooling: ``features.pooling``."""
-    import torch
-
     from ..data.imagenet import list_imagenet_labelled
     from ..data.probe_images import ProbeImages
     from ..features import pooling_target
@@ -34,7 +33,7 @@ def evaluate_imagenet_linear(model_path: str, probe_config: dict, features_confi
     from ..models.pooling import pooling_plan
     from .linear_probe import LinearProbeConfig, train_linear_probe_online
 
-    torch.set_num_threads(threads)
+    configure_torch(threads)
     config = from_dict(LinearProbeConfig, {key: probe_config[key] for key in PROBE_KEYS},
                        where="evaluation.imagenet_linear")
     device = select_device()

@@ -36,7 +36,9 @@ from tqdm import tqdm
 
 from ..finite import NonFiniteError, require_finite
 from ..features import ImageSource, load_image_batch
+from ..models.necks import BatchNorm1d
 from ..models.pooling import pool_features
+from ..numerics import numerics_record
 
 NORMALISATION_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm,
                         nn.LayerNorm)
@@ -82,7 +84,7 @@ class PerChannelBatchNorm(nn.Module):
         for channels, dim in self.blocks:
             if channels < 1 or dim % channels:
                 raise ValueError(f"PerChannelBatchNorm: a block of {dim} dims is not {channels} channels x positions")
-        self.norms = nn.ModuleList(nn.BatchNorm1d(channels, affine=False, momentum=momentum)
+        self.norms = nn.ModuleList(BatchNorm1d(channels, affine=False, momentum=momentum)
                                    for channels, _ in self.blocks)
         self.dim = sum(dim for _, dim in self.blocks)
 
@@ -214,7 +216,7 @@ def summarise(top1: dict[str, float], epochs_log: list[dict], config: LinearProb
     best_layer = max(top1, key=lambda layer: top1[layer])
     return {"top1": top1, "best_layer": best_layer, "best_top1": top1[best_layer], "num_classes": num_classes,
             "num_train": num_train, "num_val": num_val, "seed": seed, "config": dataclasses.asdict(config),
-            "epochs_log": epochs_log}
+            "epochs_log": epochs_log, "numerics": numerics_record()}
 
 
 def _labels_tensor(labels, expected_count: int, what: str) -> torch.Tensor:

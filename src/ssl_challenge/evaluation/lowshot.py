@@ -21,6 +21,7 @@ import numpy as np
 
 from ..finite import require_finite
 from ..io import write_json_atomic
+from ..numerics import numerics_record
 from .svm import (CLASS_WEIGHT, SOLVERS, _torch_threads, fit_liblinear, normalise_features, solve_squared_hinge,
                   spectral_basis, test_average_precision)
 
@@ -323,4 +324,5 @@ def evaluate_lowshot(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarra
         "num_samples": samples["num_samples"],
         "seconds": time.perf_counter() - start,
         "solver_stats": stats,
+        "numerics": numerics_record(),
     }

@@ -9,6 +9,7 @@ from typing import Sequence
 from ..devices import select_device
 from ..features import voc07_split_with_features
 from ..io import write_json_atomic
+from ..numerics import configure_torch
 from .lowshot import draw_lowshot_samples, evaluate_lowshot, load_lowshot_samples, save_lowshot_samples
 from .svm import protocol_costs
 
@@ -29,6 +30,7 @@ def draw_voc07_lowshot_samples(lowshot_config: dict, voc07_root: str, classes: S
 def evaluate_voc07_lowshot(trainval_features: str, test_features: str, samples_path: str, layer: str,
                            lowshot_config: dict, voc07_root: str, classes: Sequence[str], output: str, n_jobs: int,
                            log: logging.Logger) -> None:
+    configure_torch(n_jobs)
     train_x, train_y, classes = voc07_split_with_features(trainval_features, layer, voc07_root, "trainval", classes)
     test_x, test_y, _ = voc07_split_with_features(test_features, layer, voc07_root, "test", classes)
     samples = load_lowshot_samples(samples_path)

@@ -10,6 +10,7 @@ import numpy as np
 from ..config import from_dict
 from ..devices import select_device
 from ..io import write_json_atomic, write_text_atomic
+from ..numerics import configure_torch
 
 
 def places205_probe_online(inputs, probe_config, features_config, places205_root, config, log) -> dict:
@@ -52,11 +53,9 @@ def places205_probe_cached(inputs, probe_config, config) -> dict:
 
 def evaluate_places205_linear(inputs: dict, probe_config: dict, features_config: dict, places205_root: str,
                               output: str, metrics_output: str, threads: int, log: logging.Logger) -> None:
-    import torch
-
     from .linear_probe import LinearProbeConfig
 
-    torch.set_num_threads(threads)
+    configure_torch(threads)
     options = {key: probe_config[key] for key in ("epochs", "milestones", "lr", "batch_size")}
     config = from_dict(LinearProbeConfig, options, where="evaluation.places205_linear")
     if "model" in inputs:  # online mode; a concatenation has only features and is probed on them

@@ -31,6 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from ..finite import require_finite
+from ..numerics import numerics_record
 from .ap import average_precision, non_interpolated_average_precision
 
 CLASS_WEIGHT = {1: 2.0, -1: 1.0}
@@ -429,6 +430,7 @@ def full_svm_report_and_test_scores(train_x: np.ndarray, train_y: np.ndarray, te
         "test_ap": "all-point interpolated (VOC2010+), difficult test images excluded per class",
         "seconds": time.perf_counter() - start,
         "solver_stats": stats,
+        "numerics": numerics_record(),
     }, test_scores
 
 

@@ -7,11 +7,13 @@ from typing import Sequence
 from ..devices import select_device
 from ..features import voc07_split_with_features
 from ..io import write_json_atomic
+from ..numerics import configure_torch
 from .svm import protocol_costs, train_and_test_full_svm
 
 
 def evaluate_voc07_svm(trainval_features: str, test_features: str, layer: str, svm_config: dict, voc07_root: str,
                        classes: Sequence[str], output: str, n_jobs: int, log: logging.Logger) -> None:
+    configure_torch(n_jobs)
     train_x, train_y, classes = voc07_split_with_features(trainval_features, layer, voc07_root, "trainval", classes)
     test_x, test_y, _ = voc07_split_with_features(test_features, layer, voc07_root, "test", classes)
     costs = protocol_costs(svm_config["costs"], svm_config["extra_powers"])

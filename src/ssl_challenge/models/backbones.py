@@ -58,7 +58,10 @@ class MultiStageBackbone(nn.Module):
         sobel = getattr(self, "sobel", None)
         if sobel is not None:
             images = sobel(images)
-        if self.cpu_channels_last and images.device.type == "cpu" and images.dim() == 4:
+        # Only while oneDNN is on (not in deterministic mode, see ssl_challenge.numerics): without it
+        # channels-last buys nothing, and ATen's channels-last BatchNorm splits its statistics over threads.
+        if (self.cpu_channels_last and images.device.type == "cpu" and images.dim() == 4
+                and torch.backends.mkldnn.enabled):
             return images.contiguous(memory_format=torch.channels_last)
         return images
 

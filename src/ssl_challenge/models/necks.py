@@ -1,15 +1,58 @@
 """Necks and heads that sit between a backbone and a loss.
 
 ``ODCNeck`` is ODC's projection (Zhan et al. 2020): global average pool of the last stage, fc(C -> 512),
-BatchNorm1d without affine parameters, ReLU, dropout 0.5, fc(512 -> 256), ReLU, its linear layers initialised as
-the reference's (Kaiming normal, fan_in, ReLU gain; bias 0). Its 256-d output is what the ODC memory stores and
-clusters. ``linear_head`` is the classifier on top (normal std 0.01, bias 0, as the reference heads are
-initialised).
+BatchNorm1d without affine parameters (:class:`BatchNorm1d`, thread-count independent), ReLU, dropout 0.5,
+fc(512 -> 256), ReLU, its linear layers initialised as the reference's (Kaiming normal, fan_in, ReLU gain; bias 0).
+Its 256-d output is what the ODC memory stores and clusters. ``linear_head`` is the classifier on top (normal std
+0.01, bias 0, as the reference heads are initialised).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+
+class BatchNorm1d(nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` whose training-mode statistics do not depend on the thread count.
+
+    ATen's kernel splits the batch over threads and adds the partial sums in an order that depends on their
+    number; here the mean and the biased variance are per-column reductions of ``[N, C]`` rows (``mean(0)``, one
+    thread per column block, each column summed in row order), so 1 and 2 threads give the same bytes. A
+    ``[B, C, L]`` input (a pooled map, as the linear probe's per-channel BatchNorm sees it) is reduced as its
+    ``[B * L, C]`` rows, as ``nn.BatchNorm1d`` counts it. Same parameters, buffers and state dict as
+    ``nn.BatchNorm1d``; running statistics are updated as it does (unbiased variance, ``momentum`` or a cumulative
+    average when it is None). Evaluation mode with running statistics goes to ``nn.BatchNorm1d``.
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        use_batch_statistics = self.training or not self.track_running_stats
+        if input.dim() not in (2, 3) or not use_batch_statistics:
+            return super().forward(input)
+        if input.dim() == 3:
+            batch, channels, length = input.shape
+            rows = input.transpose(1, 2).reshape(batch * length, channels)
+            return self.normalise_rows(rows).reshape(batch, length, channels).transpose(1, 2)
+        return self.normalise_rows(input)
+
+    def normalise_rows(self, input: torch.Tensor) -> torch.Tensor:
+        count = input.shape[0]
+        if count < 2:
+            raise ValueError(f"BatchNorm1d: expected more than 1 value per channel in training, got {count}")
+        mean = input.mean(0)
+        centred = input - mean
+        variance = centred.square().mean(0)
+        if self.training and self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = (1.0 / float(self.num_batches_tracked) if self.momentum is None
+                            else self.momentum)
+                self.running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
+                self.running_var.mul_(1 - momentum).add_(variance.detach() * (count / (count - 1)),
+                                                         alpha=momentum)
+        output = centred * torch.rsqrt(variance + self.eps)
+        if self.affine:
+            output = output * self.weight + self.bias
+        return output
 
 
 class ODCNeck(nn.Module):
@@ -24,7 +67,7 @@ class ODCNeck(nn.Module):
         self.in_dim, self.out_dim = in_dim, out_dim
         self.layers = nn.Sequential(
             nn.Linear(in_dim, hidden_dim),
-            nn.BatchNorm1d(hidden_dim, affine=False),
+            BatchNorm1d(hidden_dim, affine=False),
             nn.ReLU(inplace=True),
             nn.Dropout(dropout),
             nn.Linear(hidden_dim, out_dim),

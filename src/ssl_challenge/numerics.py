@@ -1,0 +1,127 @@
+"""Bit-reproducible CPU numerics: the same inputs give the same bytes whatever the thread count, and on any x86 CPU
+with AVX2 (measured: AVX-512 and forced-AVX2 code paths agree; see the README's "Reproducibility" section).
+
+What makes torch results depend on the thread count or the CPU (measured with torch 2.14.1 on a 2-core Xeon):
+
+- oneDNN convolutions: the weight gradient's reduction is split over the threads, and every kernel is chosen by
+  the CPU's instruction set (``ONEDNN_MAX_CPU_ISA=AVX2`` changes forward and backward). Deterministic mode turns
+  oneDNN off (``torch.backends.mkldnn.enabled = False``): convolutions then run as im2col + MKL GEMM.
+- MKL GEMM splits long inner products over threads and picks its kernels by CPU. ``MKL_CBWR=AVX2,STRICT``
+  (Intel's conditional numerical reproducibility, strict mode) fixes both for GEMM.
+- LAPACK ``eigh`` (PCA, the SVM's basis) differs with the thread count even under ``MKL_CBWR``: callers run it on
+  one thread (:func:`single_thread`).
+- ATen's BatchNorm over ``[B, C]`` rows and over channels-last maps splits its statistics over threads:
+  ``models.necks.BatchNorm1d`` computes them with per-column reductions instead, and channels-last inputs are
+  used only while oneDNN is on.
+- Full reductions to one number of tensors over 32768 elements (``x.sum()``) are split over threads; no stage
+  reduces such a tensor in a way that feeds back into training.
+
+Deterministic mode is the ``resources.deterministic`` config key (default true). ``job_logging`` exports it as
+``SSL_CHALLENGE_DETERMINISTIC`` with the environment pins below, before torch is imported, so torchrun workers
+inherit it too. The cost: CPU training without oneDNN takes ~2.4x the CPU time (small_resnet, 32 px).
+
+This module does not import torch at import time.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import sys
+from typing import Iterator
+
+DETERMINISTIC_VARIABLE = "SSL_CHALLENGE_DETERMINISTIC"
+# Environment pins of deterministic mode, read by the libraries when they load (hence set before torch/faiss are
+# imported): MKL's code path and strict (thread-count independent) GEMM; ATen's vector kernels at AVX2 width;
+# OpenBLAS (numpy, faiss) kernels of one core type. A value already in the environment wins (setdefault).
+DETERMINISTIC_ENVIRONMENT = {
+    "MKL_CBWR": "AVX2,STRICT",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "OPENBLAS_CORETYPE": "Haswell",
+}
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+RECORDED_VARIABLES = THREAD_VARIABLES + tuple(DETERMINISTIC_ENVIRONMENT) + ("ONEDNN_MAX_CPU_ISA",
+                                                                            "MKL_ENABLE_INSTRUCTIONS")
+
+
+def pin_environment(threads: int, deterministic: bool) -> None:
+    """Set the thread counts and, in deterministic mode, the pins above (values already set are kept). Call it
+    before torch, numpy's BLAS or faiss are loaded: they read these variables once."""
+    threads = str(max(1, int(threads)))
+    for variable in THREAD_VARIABLES:
+        os.environ.setdefault(variable, threads)
+    os.environ[DETERMINISTIC_VARIABLE] = "1" if deterministic else "0"
+    if deterministic:
+        for variable, value in DETERMINISTIC_ENVIRONMENT.items():
+            os.environ.setdefault(variable, value)
+
+
+def deterministic_requested() -> bool:
+    """Whether this process runs in deterministic mode (``SSL_CHALLENGE_DETERMINISTIC``, default on)."""
+    value = os.environ.get(DETERMINISTIC_VARIABLE, "1").strip().lower()
+    if value not in ("0", "1", "true", "false", "yes", "no"):
+        raise ValueError(f"environment variable {DETERMINISTIC_VARIABLE}={value!r}: expected 1 or 0 (set from the "
+                         "config key resources.deterministic)")
+    return value in ("1", "true", "yes")
+
+
+def configure_torch(threads: int, deterministic: bool | None = None) -> dict:
+    """``torch.set_num_threads(threads)`` and, in deterministic mode (``None``: from the environment), oneDNN
+    off. Returns :func:`numerics_record`."""
+    import torch
+
+    torch.set_num_threads(max(1, int(threads)))
+    if deterministic is None:
+        deterministic = deterministic_requested()
+    torch.backends.mkldnn.enabled = not deterministic
+    return numerics_record()
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run a block (an eigendecomposition) with one torch thread, restoring the count afterwards."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def numerics_record() -> dict:
+    """The facts that decide whether two results can be bit-identical: library versions, the code paths chosen
+    (torch's CPU capability, oneDNN on or off, the environment pins), the thread count and the CPU."""
+    import numpy
+
+    record = {
+        "deterministic": deterministic_requested(),
+        "numpy": str(numpy.__version__),
+        "environment": {name: os.environ[name] for name in RECORDED_VARIABLES if name in os.environ},
+        "cpu": cpu_model(),
+    }
+    torch = sys.modules.get("torch")  # a job that never loaded torch (concatenation) records no torch facts
+    if torch is not None:
+        record.update({
+            "deterministic": record["deterministic"] and not torch.backends.mkldnn.enabled,
+            "torch": str(torch.__version__),  # a plain str: TorchVersion does not load with weights_only
+            "torch_threads": torch.get_num_threads(),
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "onednn_enabled": bool(torch.backends.mkldnn.enabled),
+        })
+    faiss = sys.modules.get("faiss")  # recorded where it was used, never imported for this
+    if faiss is not None:
+        record["faiss"] = str(getattr(faiss, "__version__", "unknown"))
+    return record

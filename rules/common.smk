@@ -322,6 +322,7 @@ def codc_model_config(wildcards):
     return {
         "method": "codc",
         "backbone": base["backbone"],
+        "augmentation": base.get("augmentation", {}),  # each member keeps its own image pipeline
         **{key: experiment[key] for key in keys if key in experiment},
         "method_options": {
             **experiment["online_options"],

@@ -127,16 +127,18 @@ def run_pretraining(request: dict, log) -> Path | None:
     torch.set_num_threads(request["threads"])
     device = distributed.init_from_environment()
     config = from_dict(PretrainConfig, request["model_config"], where=request["where"])
-    images = pretraining_images(request["imagenet_root"], request["pretrain_data"], request["threads"], log)
+    images = pretraining_images(request["imagenet_root"], request["pretrain_data"], request["threads"], log,
+                                augmentation=config.augmentation)
     try:
         return pretrain(config, images, request["run_dir"], device, log=log)
     except ConfigError as error:  # method options are checked when the method is built: name the model's key
         raise ConfigError(f"config key {request['where']}.{error}") from error
 
 
-def pretraining_images(imagenet_root: str, pretrain_data: dict, threads: int, log):
+def pretraining_images(imagenet_root: str, pretrain_data: dict, threads: int, log, augmentation=None):
     """The pretraining set's image source (ImageNet layout, labels unused); index order is the list order, so
-    pseudo-labels computed over it line up with the training samples."""
+    pseudo-labels computed over it line up with the training samples. ``augmentation``: the model's pipeline
+    (``AugmentationConfig``; None for the source's default crop and flip)."""
     from .data.images import build_image_source
     from .data.imagenet import list_imagenet_images
 
@@ -144,7 +146,7 @@ def pretraining_images(imagenet_root: str, pretrain_data: dict, threads: int, lo
     log(f"{len(paths)} pretraining images under {imagenet_root}")
     return build_image_source(paths, preload=pretrain_data["preload"], resize_shorter=pretrain_data["resize_shorter"],
                               crop_size=pretrain_data["image_size"], crop_padding=pretrain_data["crop_padding"],
-                              threads=threads)
+                              threads=threads, augmentation=augmentation)
 
 
 FILE_OPTION_KEYS = ("labels_path", "initial_weights")

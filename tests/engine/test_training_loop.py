@@ -39,13 +39,24 @@ def quiet(_message):
 
 
 def test_schedule_warmup_then_steps():
-    # 4 iterations per epoch, warm-up 1 epoch: factors 1/4, 2/4, 3/4, 1; milestones at epochs 2 and 3.
+    # 4 iterations per epoch, warm-up 1 epoch from 0.1 (mmcv): 1 - (1 - i/4) * 0.9 = 0.1, 0.325, 0.55, 0.775,
+    # then 1; milestones at epochs 2 and 3.
     factors = [learning_rate_factor(i, 4, 1, [2, 3], 0.1) for i in range(16)]
-    assert factors[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert factors[:4] == pytest.approx([0.1, 0.325, 0.55, 0.775])
     assert factors[4:8] == pytest.approx([1.0] * 4)
     assert factors[8:12] == pytest.approx([0.1] * 4)
     assert factors[12:] == pytest.approx([0.01] * 4)
     assert learning_rate_factor(0, 4, 0, [], 0.1) == 1.0
+
+
+def test_warmup_ratio_and_warmup_over_a_milestone():
+    # warm-up of 2 epochs x 2 iterations with ratio 0.5: 0.5, 0.625, 0.75, 0.875; a milestone at epoch 1 falls
+    # inside it and scales the ramp (0.1 x 0.75 at iteration 2); ratio 1 is no warm-up at all.
+    factors = [learning_rate_factor(i, 2, 2, [1], 0.1, warmup_ratio=0.5) for i in range(5)]
+    assert factors == pytest.approx([0.5, 0.625, 0.075, 0.0875, 0.1])
+    assert learning_rate_factor(0, 2, 2, [], 0.1, warmup_ratio=1.0) == 1.0
+    with pytest.raises(ValueError, match="warmup_ratio"):
+        learning_rate_factor(0, 2, 2, [], 0.1, warmup_ratio=1.5)
 
 
 def test_rotations_are_quarter_turns_with_labels():

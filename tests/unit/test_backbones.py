@@ -83,7 +83,7 @@ def test_resnet50_stages_match_torchvision_and_feat1_is_before_maxpool():
 def test_build_backbone_records_resolved_config_and_rebuilds_the_same_network():
     backbone = build_backbone({"name": "small_resnet", "widths": [4, 8, 8, 8]})
     assert backbone.config == {"name": "small_resnet", "widths": [4, 8, 8, 8], "blocks": [1, 1, 1, 1],
-                               "zero_init_residual": False}
+                               "zero_init_residual": False, "sobel": False}
     rebuilt = build_backbone(backbone.config)
     rebuilt.load_state_dict(backbone.state_dict(), strict=True)
 
@@ -99,3 +99,38 @@ def test_build_backbone_records_resolved_config_and_rebuilds_the_same_network():
 def test_build_backbone_rejects_unknown_names_and_keys(config, named):
     with pytest.raises(ValueError, match=named):
         build_backbone(config)
+
+
+def test_sobel_layer_gives_the_hand_computed_responses():
+    from ssl_challenge.models.backbones import SobelFilter
+
+    # gray = channel mean = [0, 0, 1, 1] in every row (red 3x, green and blue 0); zero padding 1.
+    image = torch.zeros(1, 3, 3, 4)
+    image[0, 0] = torch.tensor([0.0, 0.0, 3.0, 3.0])
+    responses = SobelFilter()(image)[0]
+    # horizontal [[1, 0, -1], [2, 0, -2], [1, 0, -1]]: 3 (edge rows) or 4 (middle) x (g[j-1] - g[j+1])
+    assert responses[0].tolist() == [[0, -3, -3, 3], [0, -4, -4, 4], [0, -3, -3, 3]]
+    # vertical (the transpose): (row above) - (row below), each weighted [1, 2, 1]
+    assert responses[1].tolist() == [[0, -1, -3, -3], [0, 0, 0, 0], [0, 1, 3, 3]]
+    assert list(SobelFilter().parameters()) == [] and SobelFilter().state_dict() == {}
+
+
+@pytest.mark.parametrize("name, stem", [("small_resnet", "stem.0"), ("resnet50", "conv1")])
+def test_sobel_backbone_takes_two_channels_and_survives_save_and_load(tmp_path, name, stem):
+    from ssl_challenge.models.backbones import SobelFilter, load_backbone
+
+    torch.manual_seed(0)
+    backbone = build_backbone({"name": name, "sobel": True}).eval()
+    assert backbone.config["sobel"] is True
+    assert backbone.get_submodule(stem).in_channels == 2
+    assert build_backbone({"name": name}).get_submodule(stem).in_channels == 3
+    path = tmp_path / "model.pth"
+    torch.save({"backbone": backbone.state_dict(), "backbone_config": backbone.config}, path)
+    loaded, config = load_backbone(path, torch.device("cpu"))
+    assert config["sobel"] is True and isinstance(loaded.sobel, SobelFilter)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = backbone(images)["feat1"]
+        assert torch.equal(loaded(images)["feat1"], expected)
+        # feat1 is the stem applied to the Sobel responses of the RGB input
+        assert torch.allclose(loaded.stage_functions()[0](SobelFilter()(images)), expected, atol=1e-6)

@@ -8,7 +8,6 @@ the generator state sees exactly the same batches.
 """
 from __future__ import annotations
 
-import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, Sequence
@@ -17,6 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from .transforms import (AugmentationConfig, apply_steps_after_crop, draw_resized_crop_parameters,
+                         draw_step_parameters, resized_crop_box, resized_crop_batch)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -102,13 +104,17 @@ def check_indices(indices: torch.Tensor, size: int) -> torch.Tensor:
 class PreloadedImages:
     """All images decoded in memory (uint8 [N, 3, H, W], on any device); batches augmented as tensors.
 
-    Augmentation is CIFAR-style: zero-pad by ``crop_padding`` (black, before normalisation, as torchvision's
-    ``RandomCrop(padding=...)``), random ``crop_size`` crop, horizontal flip with probability 0.5. Without
-    augmentation the centre ``crop_size`` crop (the identity when it equals the stored size).
+    Augmentation follows ``augmentation`` (:class:`~.transforms.AugmentationConfig`; default: the padded crop
+    and flip). The padded crop is CIFAR-style: zero-pad by ``crop_padding`` (black, before normalisation, as
+    torchvision's ``RandomCrop(padding=...)``), random ``crop_size`` crop, horizontal flip with probability 0.5;
+    the random_resized crop resamples a RandomResizedCrop box of the stored image. Then rotation, colour jitter
+    and grayscale when configured. Without augmentation the centre ``crop_size`` crop (the identity when it
+    equals the stored size).
     """
 
     def __init__(self, images: torch.Tensor, crop_size: int | None = None, crop_padding: int = 0,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                 augmentation: AugmentationConfig | None = None):
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"PreloadedImages needs uint8 [N, 3, H, W], got {images.dtype} {tuple(images.shape)}")
         height, width = images.shape[2:]
@@ -119,6 +125,7 @@ class PreloadedImages:
         self.images = images
         self.crop_padding = int(crop_padding)
         self.mean, self.std = tuple(mean), tuple(std)
+        self.augmentation = augmentation or AugmentationConfig()
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -126,11 +133,25 @@ class PreloadedImages:
     def load_batch(self, indices: torch.Tensor, augment: bool, generator: torch.Generator) -> torch.Tensor:
         indices = check_indices(indices, len(self))
         batch = self.images[indices.to(self.images.device)]
-        if augment:
-            batch = random_crop_and_flip(batch, self.crop_size, self.crop_padding, generator)
+        if not augment:
+            return normalise(center_crop(batch, self.crop_size), self.mean, self.std)
+        augmentation = self.augmentation
+        if augmentation.resolved_crop(preloaded=True) == "padded":
+            batch = random_crop_and_flip(batch, self.crop_size, self.crop_padding, generator, augmentation.flip)
         else:
-            batch = center_crop(batch, self.crop_size)
-        return normalise(batch, self.mean, self.std)
+            draws = draw_resized_crop_parameters(len(indices), augmentation.crop_scale, generator)
+            batch = resized_crop_batch(batch, draws, self.crop_size, augmentation.flip)
+        return normalise(steps_after_crop(batch, augmentation, generator), self.mean, self.std)
+
+
+def steps_after_crop(batch: torch.Tensor, augmentation: AugmentationConfig,
+                     generator: torch.Generator) -> torch.Tensor:
+    """Rotation, colour jitter and grayscale of cropped images ([B, 3, S, S], values in [0, 255]); the batch is
+    returned untouched (no draws) when none is configured, so the default pipeline is today's exactly."""
+    if not augmentation.has_steps_after_crop:
+        return batch
+    draws = draw_step_parameters(augmentation, batch.shape[0], generator)
+    return apply_steps_after_crop(batch.float() / 255.0, augmentation, draws) * 255.0
 
 
 def center_crop(images: torch.Tensor, crop_size: int) -> torch.Tensor:
@@ -140,10 +161,11 @@ def center_crop(images: torch.Tensor, crop_size: int) -> torch.Tensor:
 
 
 def random_crop_and_flip(images: torch.Tensor, crop_size: int, padding: int,
-                         generator: torch.Generator) -> torch.Tensor:
+                         generator: torch.Generator, flip: bool = True) -> torch.Tensor:
     """Per-sample random crop of the zero-padded batch and random horizontal flip, as one gather.
 
-    Draws, in this order: B top offsets, B left offsets, B flip coins, all from the CPU ``generator``.
+    Draws, in this order: B top offsets, B left offsets, B flip coins, all from the CPU ``generator`` (the coins
+    also when ``flip`` is off, so the number of draws never changes).
     """
     batch_size, channels = images.shape[:2]
     if padding:
@@ -151,7 +173,7 @@ def random_crop_and_flip(images: torch.Tensor, crop_size: int, padding: int,
     height, width = images.shape[-2:]
     top = torch.randint(0, height - crop_size + 1, (batch_size,), generator=generator)
     left = torch.randint(0, width - crop_size + 1, (batch_size,), generator=generator)
-    flip = torch.rand(batch_size, generator=generator) < 0.5
+    flip = (torch.rand(batch_size, generator=generator) < 0.5) & flip
     steps = torch.arange(crop_size)
     rows = top[:, None] + steps
     columns = left[:, None] + torch.where(flip[:, None], crop_size - 1 - steps, steps)
@@ -168,15 +190,20 @@ def random_crop_and_flip(images: torch.Tensor, crop_size: int, padding: int,
 class FileImages:
     """Images decoded from their files for every batch (a thread pool of ``threads``).
 
-    Augmentation is RandomResizedCrop-style (area fraction in ``scale``, aspect ratio log-uniform in ``ratio``,
-    then ``crop_size`` squared, bilinear) plus a horizontal flip. To draw a fixed five numbers per sample whatever
-    the image sizes, a crop that does not fit is clamped to the image instead of torchvision's ten rejection
-    tries. Without augmentation: shorter side to ``resize_shorter``, centre ``crop_size`` crop.
+    Augmentation follows ``augmentation`` (default: the random_resized crop and flip). The random_resized crop
+    is RandomResizedCrop-style (area fraction in ``scale`` -- ``augmentation.crop_scale`` when given --, aspect
+    ratio log-uniform in ``ratio``, then ``crop_size`` squared, bilinear); to draw a fixed five numbers per
+    sample whatever the image sizes, a crop that does not fit is clamped to the image instead of torchvision's
+    ten rejection tries. The padded crop squares the image to ``resize_shorter`` (as the preloaded source
+    stores it), zero-pads it by ``crop_padding`` and takes a random ``crop_size`` crop. Then a horizontal flip,
+    and rotation, colour jitter and grayscale when configured (on the decoded batch). Without augmentation:
+    shorter side to ``resize_shorter``, centre ``crop_size`` crop.
     """
 
     def __init__(self, paths: Sequence[str | os.PathLike], crop_size: int, resize_shorter: int,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, threads: int = 2,
-                 scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3)):
+                 scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),
+                 augmentation: AugmentationConfig | None = None, crop_padding: int = 0):
         if crop_size > resize_shorter:
             raise ValueError(f"crop_size {crop_size} must be <= resize_shorter {resize_shorter}")
         if not (0 < scale[0] <= scale[1] <= 1) or not (0 < ratio[0] <= ratio[1]):
@@ -185,7 +212,9 @@ class FileImages:
         self.crop_size, self.resize_shorter = int(crop_size), int(resize_shorter)
         self.mean, self.std = tuple(mean), tuple(std)
         self.threads = max(1, int(threads))
-        self.scale, self.ratio = scale, ratio
+        self.augmentation = augmentation or AugmentationConfig(crop_scale=scale)
+        self.scale, self.ratio = self.augmentation.crop_scale, ratio
+        self.crop_padding = int(crop_padding)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -194,37 +223,44 @@ class FileImages:
         indices = check_indices(indices, len(self)).tolist()
         if augment:
             draws = self.draw_crop_parameters(len(indices), generator).tolist()
-            jobs = [lambda index=index, draw=draw: self.augmented(self.paths[index], draw)
+            crop = self.padded if self.augmentation.resolved_crop(preloaded=False) == "padded" else self.augmented
+            jobs = [lambda index=index, draw=draw: crop(self.paths[index], draw)
                     for index, draw in zip(indices, draws)]
         else:
             jobs = [lambda index=index: self.centred(self.paths[index]) for index in indices]
         with ThreadPoolExecutor(self.threads) as pool:
             arrays = list(pool.map(lambda job: job(), jobs))
         batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+        if augment:
+            batch = steps_after_crop(batch, self.augmentation, generator)
         return normalise(batch, self.mean, self.std)
 
     def draw_crop_parameters(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        """[B, 5]: area fraction, log aspect ratio, horizontal and vertical position in [0, 1), flip coin."""
-        uniform = torch.rand(batch_size, 5, generator=generator, dtype=torch.float64)
-        low_ratio, high_ratio = math.log(self.ratio[0]), math.log(self.ratio[1])
-        uniform[:, 0] = self.scale[0] + (self.scale[1] - self.scale[0]) * uniform[:, 0]
-        uniform[:, 1] = low_ratio + (high_ratio - low_ratio) * uniform[:, 1]
-        return uniform
+        """[B, 5]: area fraction, log aspect ratio, horizontal and vertical position in [0, 1), flip coin (the
+        padded crop uses the positions and the coin)."""
+        return draw_resized_crop_parameters(batch_size, self.scale, generator, self.ratio)
 
     def augmented(self, path, draw: Sequence[float]) -> np.ndarray:
-        area_fraction, log_ratio, x_position, y_position, coin = draw
         image = open_rgb(path)
-        width, height = image.size
-        area = area_fraction * width * height
-        crop_width = min(width, max(1, round(math.sqrt(area * math.exp(log_ratio)))))
-        crop_height = min(height, max(1, round(math.sqrt(area / math.exp(log_ratio)))))
-        left = min(width - crop_width, int(x_position * (width - crop_width + 1)))
-        top = min(height - crop_height, int(y_position * (height - crop_height + 1)))
+        left, top, crop_width, crop_height = resized_crop_box(image.size[0], image.size[1], draw)
         box = (left, top, left + crop_width, top + crop_height)
         image = image.resize((self.crop_size, self.crop_size), Image.BILINEAR, box=box)
-        if coin < 0.5:
+        if self.augmentation.flip and draw[4] < 0.5:
             image = image.transpose(Image.FLIP_LEFT_RIGHT)
         return np.asarray(image, dtype=np.uint8)
+
+    def padded(self, path, draw: Sequence[float]) -> np.ndarray:
+        """The padded crop of one image: squared to ``resize_shorter``, zero-padded, cropped at the drawn
+        position (columns 2 and 3 of the draw), flipped by the coin (column 4)."""
+        square = decode_for_features(path, self.resize_shorter, self.resize_shorter)
+        padding = self.crop_padding
+        padded = np.pad(square, ((padding, padding), (padding, padding), (0, 0)))
+        room = padded.shape[0] - self.crop_size + 1
+        top, left = min(room - 1, int(draw[3] * room)), min(room - 1, int(draw[2] * room))
+        crop = padded[top : top + self.crop_size, left : left + self.crop_size]
+        if self.augmentation.flip and draw[4] < 0.5:
+            crop = crop[:, ::-1]
+        return np.ascontiguousarray(crop)
 
     def centred(self, path) -> np.ndarray:
         image = resize_shorter_side(open_rgb(path), self.resize_shorter)
@@ -237,13 +273,20 @@ class FileImages:
 # ------------------------------------------------------------------------------------------------ choice
 def build_image_source(paths: Sequence[str | os.PathLike], preload: bool, *, resize_shorter: int,
                        crop_size: int, crop_padding: int = 0, mean: Sequence[float] = IMAGENET_MEAN,
-                       std: Sequence[float] = IMAGENET_STD, threads: int = 2) -> ImageSource:
-    """Preloaded: every image squared to ``resize_shorter`` once, then padded random crops of ``crop_size``.
-    From files: RandomResizedCrop-style crops of ``crop_size`` (``crop_padding`` must then be 0)."""
+                       std: Sequence[float] = IMAGENET_STD, threads: int = 2,
+                       augmentation: AugmentationConfig | None = None) -> ImageSource:
+    """Preloaded: every image squared to ``resize_shorter`` once, then crops of ``crop_size`` as tensors.
+    From files: crops of ``crop_size`` decoded per batch. The crop and the steps after it follow
+    ``augmentation`` (default: padded crops when preloaded, RandomResizedCrop-style from files); ``crop_padding``
+    pads padded crops only."""
+    augmentation = augmentation or AugmentationConfig()
     if preload:
         images = load_image_tensor(paths, resize_shorter=resize_shorter, final_size=resize_shorter, threads=threads)
-        return PreloadedImages(images, crop_size=crop_size, crop_padding=crop_padding, mean=mean, std=std)
-    if crop_padding:
-        raise ValueError(f"config key 'pretrain_data.crop_padding' = {crop_padding} applies only to preloaded "
-                         "images (pretrain_data.preload: true); set it to 0 for images read from files")
-    return FileImages(paths, crop_size=crop_size, resize_shorter=resize_shorter, mean=mean, std=std, threads=threads)
+        return PreloadedImages(images, crop_size=crop_size, crop_padding=crop_padding, mean=mean, std=std,
+                               augmentation=augmentation)
+    if crop_padding and augmentation.crop == "auto":
+        raise ValueError(f"config key 'pretrain_data.crop_padding' = {crop_padding} pads only padded crops, and "
+                         "images read from files (pretrain_data.preload: false) get random_resized crops unless "
+                         "the model's augmentation.crop is 'padded'; set one of the two")
+    return FileImages(paths, crop_size=crop_size, resize_shorter=resize_shorter, mean=mean, std=std, threads=threads,
+                      augmentation=augmentation, crop_padding=crop_padding)

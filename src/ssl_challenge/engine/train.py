@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from ..config import from_dict
 from ..data.images import PreloadedImages
+from ..data.transforms import AugmentationConfig
 from ..io import append_jsonl, read_jsonl, torch_save_atomic, write_text_atomic
 from ..methods import build_method
 from ..methods.base import EpochContext
@@ -44,6 +45,7 @@ class ScheduleConfig:
     warmup_epochs: float = 0.0
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
+    warmup_ratio: float = 0.1  # mmcv's linear warm-up starts at 0.1 x lr
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,9 @@ class PretrainConfig:
     checkpoint_every: int = 200
     snapshot_epochs: tuple[int, ...] = ()
     method_options: dict = field(default_factory=dict)
+    # The image pipeline: built into the image source by the caller (stages.run_pretraining); kept here so that
+    # a run's digest covers it.
+    augmentation: AugmentationConfig = AugmentationConfig()
 
 
 class Preempted(RuntimeError):
@@ -290,7 +295,7 @@ def train_step(method, optimizer, images, config: PretrainConfig, run: RunPositi
         batch = images.load_batch(indices, True, generator)
     batch = batch.to(device, non_blocking=True)
     factor = learning_rate_factor(run.iteration, iterations, config.schedule.warmup_epochs,
-                                  config.schedule.milestones, config.schedule.gamma)
+                                  config.schedule.milestones, config.schedule.gamma, config.schedule.warmup_ratio)
     for group in optimizer.param_groups:
         group["lr"] = group["base_lr"] * factor
     indices = indices.to(device)

@@ -47,7 +47,7 @@ class OnlineClusteringOptions:
     neck_hidden_dim: int = 512  # reference 512
     neck_out_dim: int = 256  # reference 256: the memory's feature dimension
     neck_dropout: float = 0.5  # reference 0.5
-    init_std: float = 0.01  # normal initialisation of the neck and head linear layers; reference 0.01
+    init_std: float = 0.01  # normal initialisation of the head (the neck is Kaiming, fan_in); reference 0.01
     reweight: bool = True  # per-class loss weights from the cluster sizes; reference True
     reweight_power: float = 0.5  # w_c ~ (n_c + 1e-5)^-power; reference 0.5
     centroid_update: str = "incremental"  # exact every iteration; "periodic": the reference's full refresh
@@ -135,8 +135,7 @@ class OnlineClustering(nn.Module):
         check_options(options, num_samples)
         self.options = options
         self.num_samples, self.num_clusters = num_samples, options.num_clusters
-        self.neck = ODCNeck(in_dim, options.neck_hidden_dim, options.neck_out_dim, options.neck_dropout,
-                            options.init_std)
+        self.neck = ODCNeck(in_dim, options.neck_hidden_dim, options.neck_out_dim, options.neck_dropout)
         self.head = linear_head(options.neck_out_dim, options.num_clusters, options.init_std)
         dim, clusters = options.neck_out_dim, options.num_clusters
         self.register_buffer("samples_memory", torch.zeros(num_samples, dim))

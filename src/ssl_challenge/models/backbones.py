@@ -4,7 +4,9 @@
 the four residual stages (res2..res5). The evaluation tracks pool these maps (``ssl_challenge.models.pooling``);
 pretraining heads use ``pooled(x)``, the global average of the last stage.
 
-Two architectures, chosen by ``build_backbone({"name": ...})``:
+Two architectures, chosen by ``build_backbone({"name": ...})``; with ``sobel: true`` either takes its input
+through :class:`SobelFilter` first (DeepCluster's published ResNet-50), a fixed layer that is part of the
+backbone, so every use of a saved model (features, pseudo-labels, probes) applies it:
 
 - ``resnet50``: torchvision's ResNet-50 (never with downloaded weights). Attribute names follow torchvision
   (conv1, bn1, layer1..layer4), so a torchvision state dict without ``fc.*`` loads strictly.
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet50 as torchvision_resnet50
 from torchvision.models.resnet import BasicBlock
@@ -50,6 +53,9 @@ class MultiStageBackbone(nn.Module):
         self.cpu_channels_last = _channels_last_is_safe(channels)
 
     def _prepare_input(self, images: torch.Tensor) -> torch.Tensor:
+        sobel = getattr(self, "sobel", None)
+        if sobel is not None:
+            images = sobel(images)
         if self.cpu_channels_last and images.device.type == "cpu" and images.dim() == 4:
             return images.contiguous(memory_format=torch.channels_last)
         return images
@@ -79,6 +85,31 @@ class MultiStageBackbone(nn.Module):
         return self.last_stage(images).mean(dim=(2, 3))
 
 
+class SobelFilter(nn.Module):
+    """The fixed input layer of DeepCluster's Sobel models: ``[B, 3, H, W]`` -> ``[B, 2, H, W]``.
+
+    Grayscale as the channel mean (a 1x1 convolution with weights 1/3, as the reference), then two 3x3
+    cross-correlations with zero padding 1: the horizontal gradient ``[[1, 0, -1], [2, 0, -2], [1, 0, -1]]`` and
+    its transpose, the vertical one. No trainable parameters; the kernels are non-persistent buffers (constants,
+    rebuilt from the backbone config, so they are never in a state dict).
+    """
+
+    def __init__(self):
+        super().__init__()
+        horizontal = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]])
+        self.register_buffer("kernels", torch.stack([horizontal, horizontal.t()]).unsqueeze(1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"SobelFilter: expected [B, 3, H, W] images, got {tuple(images.shape)}")
+        gray = images.mean(dim=1, keepdim=True)
+        return F.conv2d(gray, self.kernels.to(gray.dtype), padding=1)
+
+
+def input_channels(sobel: bool) -> int:
+    return 2 if sobel else 3
+
+
 def _channels_last_is_safe(channels: list[int]) -> bool:
     """Whether CPU channels-last may be used. In torch 2.14.1 (oneDNN) the backward of a strided 1x1 convolution
     on a channels-last input with 2-7 input channels corrupts the heap ("double free or corruption"); stage widths
@@ -90,6 +121,7 @@ def _channels_last_is_safe(channels: list[int]) -> bool:
 @dataclass(frozen=True)
 class ResNet50Options:
     zero_init_residual: bool = False
+    sobel: bool = False
 
 
 class ResNet50Backbone(MultiStageBackbone):
@@ -99,6 +131,10 @@ class ResNet50Backbone(MultiStageBackbone):
         super().__init__()
         network = torchvision_resnet50(weights=None, zero_init_residual=options.zero_init_residual)
         # torchvision's attribute names, so that its state dicts (minus fc.*) load strictly.
+        if options.sobel:  # the stem takes the two Sobel channels (initialised as torchvision does its conv1)
+            network.conv1 = nn.Conv2d(2, 64, kernel_size=7, stride=2, padding=3, bias=False)
+            nn.init.kaiming_normal_(network.conv1.weight, mode="fan_out", nonlinearity="relu")
+        self.sobel = SobelFilter() if options.sobel else None
         self.conv1, self.bn1, self.relu = network.conv1, network.bn1, network.relu
         self.maxpool = network.maxpool
         self.layer1, self.layer2 = network.layer1, network.layer2
@@ -121,6 +157,7 @@ class SmallResNetOptions:
     widths: tuple[int, ...] = (8, 16, 32, 64)  # the fastest reasonable on 2 CPU cores
     blocks: tuple[int, ...] = (1, 1, 1, 1)
     zero_init_residual: bool = False
+    sobel: bool = False
 
 
 class SmallResNetBackbone(MultiStageBackbone):
@@ -136,7 +173,7 @@ class SmallResNetBackbone(MultiStageBackbone):
         _check_stage_counts(options)
         stem_width = options.widths[0]
         stem = nn.Sequential(
-            nn.Conv2d(3, stem_width, kernel_size=3, stride=1, padding=1, bias=False),
+            nn.Conv2d(input_channels(options.sobel), stem_width, kernel_size=3, stride=1, padding=1, bias=False),
             nn.BatchNorm2d(stem_width),
             nn.ReLU(inplace=True),
         )
@@ -144,6 +181,7 @@ class SmallResNetBackbone(MultiStageBackbone):
         for width, num_blocks, stride in zip(options.widths, options.blocks, self.STRIDES):
             stages.append(_basic_stage(in_width, width, num_blocks, stride))
             in_width = width
+        self.sobel = SobelFilter() if options.sobel else None
         self.stem = stem
         self.stages = nn.ModuleList(stages)
         self._set_channels([stem_width, *options.widths])

@@ -1,9 +1,10 @@
 """Necks and heads that sit between a backbone and a loss.
 
 ``ODCNeck`` is ODC's projection (Zhan et al. 2020): global average pool of the last stage, fc(C -> 512),
-BatchNorm1d without affine parameters, ReLU, dropout 0.5, fc(512 -> 256), ReLU. Its 256-d output is what the
-ODC memory stores and clusters. ``linear_head`` is the classifier on top (normal std 0.01, bias 0, as the
-reference heads are initialised).
+BatchNorm1d without affine parameters, ReLU, dropout 0.5, fc(512 -> 256), ReLU, its linear layers initialised as
+the reference's (Kaiming normal, fan_in, ReLU gain; bias 0). Its 256-d output is what the ODC memory stores and
+clusters. ``linear_head`` is the classifier on top (normal std 0.01, bias 0, as the reference heads are
+initialised).
 """
 from __future__ import annotations
 
@@ -15,8 +16,7 @@ class ODCNeck(nn.Module):
     """``Tensor[B, C, H, W]`` (a stage map, averaged over space) or ``Tensor[B, C]`` (already pooled)
     -> ``Tensor[B, out_dim]`` (non-negative: the last ReLU)."""
 
-    def __init__(self, in_dim: int, hidden_dim: int = 512, out_dim: int = 256, dropout: float = 0.5,
-                 init_std: float = 0.01):
+    def __init__(self, in_dim: int, hidden_dim: int = 512, out_dim: int = 256, dropout: float = 0.5):
         super().__init__()
         if min(in_dim, hidden_dim, out_dim) < 1 or not 0.0 <= dropout < 1.0:
             raise ValueError(f"ODCNeck: dimensions must be positive and 0 <= dropout < 1, got in_dim {in_dim}, "
@@ -32,7 +32,7 @@ class ODCNeck(nn.Module):
         )
         for module in self.layers:
             if isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, std=init_std)
+                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
                 nn.init.zeros_(module.bias)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:

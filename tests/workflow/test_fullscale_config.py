@@ -8,6 +8,7 @@ import fnmatch
 
 import pytest
 import yaml
+from snakemake.utils import validate
 
 from conftest import REPO
 
@@ -113,3 +114,9 @@ def test_full_scale_keeps_the_reference_recipes():
     assert dc["augmentation"] == odc["augmentation"] == reference_pipeline
     assert rot["augmentation"] == {"crop": "random_resized", "crop_scale": [0.08, 1.0], "flip": True}
     assert (rot["epochs"], rot["optimizer"]["lr"], rot["schedule"]["milestones"]) == (70, 0.2, [30, 50])
+
+
+def test_miniature_is_a_valid_configuration():
+    full = yaml.safe_load(CHALLENGE.read_text())
+    validate(merged(full, yaml.safe_load(MINIATURE.read_text())),
+             str(REPO / "workflow" / "schemas" / "config.schema.yaml"))

@@ -7,6 +7,7 @@ the jobs are those of the full-scale run.
 
     .venv/bin/python tools/job_table.py            # print the table
     .venv/bin/python tools/job_table.py --update   # rewrite it in README.md, between its two markers
+    .venv/bin/python tools/job_table.py --check    # exit 1 when README.md's table is out of date (tests run this)
 """
 from __future__ import annotations
 
@@ -108,17 +109,23 @@ def markdown_table(rules: dict[str, dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--update", action="store_true", help="rewrite the table in README.md")
+    parser.add_argument("--check", action="store_true", help="exit 1 when README.md's table differs")
     parser.add_argument("--fashion-mnist-dir", default="/usr/share/datasets/fashion-mnist")
     args = parser.parse_args()
     table = markdown_table(requests_per_rule(dry_run_output(args.fashion_mnist_dir)))
-    if not args.update:
+    if not (args.update or args.check):
         print(table, end="")
         return
     text = README.read_text()
     if START not in text or END not in text:
         raise SystemExit(f"{README}: the markers {START} and {END} are missing")
     head, rest = text.split(START, 1)
-    README.write_text(f"{head}{START}\n{table}{END}{rest.split(END, 1)[1]}")
+    updated = f"{head}{START}\n{table}{END}{rest.split(END, 1)[1]}"
+    if args.check:
+        if updated != text:
+            raise SystemExit(f"{README}: the job table is out of date; run tools/job_table.py --update")
+        return
+    README.write_text(updated)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -120,3 +122,9 @@ def test_miniature_is_a_valid_configuration():
     full = yaml.safe_load(CHALLENGE.read_text())
     validate(merged(full, yaml.safe_load(MINIATURE.read_text())),
              str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+
+
+def test_readme_job_table_is_generated_from_the_current_configuration():
+    result = subprocess.run([sys.executable, str(REPO / "tools" / "job_table.py"), "--check"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -72,6 +72,7 @@ def test_every_model_member_and_concatenation_is_a_leaderboard_row(fullscale_run
 def test_the_ablation_and_dc_vs_odc_tables_are_built(fullscale_run):
     run_dir, _, _ = fullscale_run
     ablation = (run_dir / "results" / "tables" / "codc_ablation.md").read_text()
-    for name in ("codc2", "codc3", "codc2_self"):
-        assert name in ablation
+    for column in ("codc2: dc", "codc2: rot", "codc3: dc", "codc3: rot", "codc3: cls"):
+        assert column in ablation
+    assert "control (label_source: self): after CODC" in ablation
     assert (run_dir / "results" / "tables" / "dc_vs_odc.csv").is_file()

@@ -101,6 +101,11 @@ def check_config():
         raise ValueError("config key 'models' is empty: name at least one model to pretrain and evaluate")
     check_codc_config()
     data = config["data"]
+    if config["evaluation"]["imagenet_linear"]["enabled"] and data["source"] == "embedded":
+        raise ValueError(
+            "config key 'evaluation.imagenet_linear.enabled' is true, but the embedded data set has no ImageNet "
+            "val/ split: set data.source to real with an imagenet_root holding train/<wnid>/ and val/<wnid>/"
+        )
     if data["source"] == "embedded":
         if not Path(RESULTS, "data", "embedded", "manifest.json").exists():
             check_fashion_mnist_dir(data["embedded"]["fashion_mnist_dir"])
@@ -111,6 +116,8 @@ def check_config():
     layouts.check_imagenet_root(data["imagenet_root"])
     layouts.check_voc07_root(data["voc07_root"], data["voc07_classes"] or None)
     layouts.check_places205_root(data["places205_root"])
+    if config["evaluation"]["imagenet_linear"]["enabled"]:
+        layouts.check_imagenet_root(data["imagenet_root"], "val")
 
 
 # ---------------------------------------------------------------- data
@@ -170,6 +177,7 @@ CODE_MODULES = {
     "svm": ["evaluation/ap.py", "evaluation/svm.py"],
     "lowshot": ["evaluation/ap.py", "evaluation/svm.py", "evaluation/lowshot.py"],
     "linear_probe": ["evaluation/linear_probe.py"],
+    "imagenet_linear": ["imagenet_track.py", "evaluation/linear_probe.py"],
     "tables": ["tables.py"],
     "ablation": ["ablation.py", "tables.py"],
 }
@@ -427,8 +435,19 @@ def linear_probe_output(model):
     return f"{RESULTS}/eval/{model}/places205_linear.json"
 
 
+def imagenet_linear_output(model):
+    return f"{RESULTS}/eval/{model}/imagenet_linear.json"
+
+
+def imagenet_linear_models():
+    """The legacy ImageNet track, when enabled, probes every model with a trunk (not the concatenations)."""
+    if not config["evaluation"]["imagenet_linear"]["enabled"]:
+        return []
+    return pretrained_models() + codc_final_models()
+
+
 def evaluation_outputs():
-    return {
+    outputs = {
         model: {
             "voc07_svm": svm_outputs(model),
             "voc07_lowshot": lowshot_outputs(model),
@@ -436,6 +455,9 @@ def evaluation_outputs():
         }
         for model in model_names()
     }
+    for model in imagenet_linear_models():
+        outputs[model]["imagenet_linear"] = [imagenet_linear_output(model)]
+    return outputs
 
 
 def all_evaluation_files(wildcards=None):

@@ -86,3 +86,28 @@ rule linear_probe:
         code=code_digest("data", "models", "features", "linear_probe"),
     script:
         "../workflow/scripts/linear_probe.py"
+
+
+rule imagenet_linear:
+    input:
+        model=model_file("{model}"),
+        data=data_input,
+    output:
+        result=imagenet_linear_output("{model}"),
+        metrics=f"{RESULTS}/eval/{{model}}/imagenet_linear.metrics.jsonl",
+    log:
+        f"{RESULTS}/logs/imagenet_linear/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/imagenet_linear/{{model}}.tsv"
+    wildcard_constraints:
+        model=names_regex(imagenet_linear_models()),
+    conda:
+        "../envs/pipeline.yaml"
+    threads: config["resources"]["eval_threads"]
+    params:
+        probe=config["evaluation"]["imagenet_linear"],
+        features=config["features"],
+        roots=data_roots(),
+        code=code_digest("data", "models", "imagenet_linear"),
+    script:
+        "../workflow/scripts/imagenet_linear.py"

@@ -88,10 +88,13 @@ def concatenate_feature_files(paths: Sequence[str], output: str | os.PathLike,
     metadatas = [_read_metadata(path) for path in paths]
     check_same_images(paths, metadatas)
     chosen = common_layers(paths, metadatas, layers)
-    concatenated, member_dims = {}, {}
+    concatenated, member_dims, member_channels = {}, {}, {}
     for layer in chosen:
         blocks = [load_features(path, [layer])[0][layer] for path in paths]
         member_dims[layer] = [int(block.shape[1]) for block in blocks]
+        channels = [(metadata.get("pooling_plan") or {}).get(layer, {}).get("channels") for metadata in metadatas]
+        if None not in channels:  # each member's map channels: the probe's per-channel BatchNorm needs them
+            member_channels[layer] = channels
         concatenated[layer] = concatenate_blocks(blocks)
         del blocks
     metadata = {
@@ -100,6 +103,7 @@ def concatenate_feature_files(paths: Sequence[str], output: str | os.PathLike,
             "members": paths,
             "member_models": [metadata.get("model") for metadata in metadatas],
             "member_dims": member_dims,
+            "member_channels": member_channels,
             "normalisation": f"each member block: f / (||f||_2 + {NORM_EPSILON})",
         },
         "layers": chosen,

@@ -307,8 +307,9 @@ def evaluate_voc07_lowshot(trainval_features, test_features, samples_path, layer
 
 # ------------------------------------------------------------------------------------------------ Places205 probe
 def places205_probe_online(inputs, probe_config, features_config, places205_root, config, log) -> dict:
-    """The reference probe: frozen trunk over the images, RandomResizedCrop + flip for training."""
-    from .data.images import FileImages
+    """The reference probe: frozen trunk over the images; training Resize, CenterCrop, RandomCrop and flip,
+    validation Resize and CenterCrop (``data.probe_images``), at features.resize_shorter / features.image_size."""
+    from .data.probe_images import ProbeImages
     from .evaluation.linear_probe import train_linear_probe_online
     from .models.backbones import load_backbone
     from .models.pooling import pooling_plan
@@ -320,7 +321,7 @@ def places205_probe_online(inputs, probe_config, features_config, places205_root
     sources, labels = {}, {}
     for subset in ("train", "val"):
         paths, _, labels[subset] = split_images(f"places205_{subset}", roots, [])
-        sources[subset] = FileImages(paths, crop_size=size, resize_shorter=shorter)
+        sources[subset] = ProbeImages(paths, resize_shorter=shorter, crop_size=size)
     plan = pooling_plan(backbone, size, pooling_target(features_config))
     log.info("online probe: %d train, %d val images", len(sources["train"]), len(sources["val"]))
     return train_linear_probe_online(backbone, sources["train"], sources["val"], labels["train"], labels["val"],
@@ -329,7 +330,7 @@ def places205_probe_online(inputs, probe_config, features_config, places205_root
 
 def places205_probe_cached(inputs, probe_config, config) -> dict:
     """The embedded default's probe: features extracted once without augmentation (a documented deviation)."""
-    from .evaluation.linear_probe import train_linear_probe_on_features
+    from .evaluation.linear_probe import channel_blocks_of, train_linear_probe_on_features
     from .features import load_features
 
     layers = list(probe_config["layers"])
@@ -337,7 +338,7 @@ def places205_probe_cached(inputs, probe_config, config) -> dict:
     val, val_meta = load_features(inputs["val"], layers)
     return train_linear_probe_on_features(
         train, np.asarray(train_meta["labels"]), val, np.asarray(val_meta["labels"]), config,
-        device=select_device(), seed=probe_config["seed"],
+        device=select_device(), seed=probe_config["seed"], channel_blocks=channel_blocks_of(train_meta, layers),
     )
 
 

@@ -16,6 +16,8 @@ import pandas as pd
 from .io import atomic_path, write_text_atomic
 
 TRACK_COLUMNS = ["voc07_svm", "voc07_lowshot", "places205_linear"]
+PROBE_TRACKS = ("places205_linear", "imagenet_linear")  # one JSON per model, top-1 per layer
+OPTIONAL_TRACK_COLUMNS = ["imagenet_linear"]  # a column only when some model has the track (config-enabled)
 PUBLISHED_SOURCE = "published: ResNet-50, ImageNet pretraining, OpenSelfSup protocol (not measured here)"
 # (model, VOC07 SVM best layer, low-shot mean over k, Places205 feat5 top-1); None where not published.
 PUBLISHED_ROWS = [
@@ -50,16 +52,18 @@ def model_row(model: str, files: dict) -> dict:
     lowshot = [read_json(path) for path in files.get("voc07_lowshot", [])]
     if lowshot:
         row["voc07_lowshot"], row["voc07_lowshot_layer"] = best_layer(lowshot, "track_score")
-    for path in files.get("places205_linear", []):
-        probe = read_json(path)
-        top1 = probe["top1"]
-        layer = max(top1, key=top1.get)
-        row["places205_linear"], row["places205_linear_layer"] = float(top1[layer]), layer
+    for track in PROBE_TRACKS:
+        for path in files.get(track, []):
+            top1 = read_json(path)["top1"]
+            layer = max(top1, key=top1.get)
+            row[track], row[f"{track}_layer"] = float(top1[layer]), layer
     return row
 
 
 def measured_table(evaluations: dict) -> pd.DataFrame:
-    columns = ["model"] + [name for track in TRACK_COLUMNS for name in (track, f"{track}_layer")]
+    tracks = TRACK_COLUMNS + [track for track in OPTIONAL_TRACK_COLUMNS
+                              if any(track in files for files in evaluations.values())]
+    columns = ["model"] + [name for track in tracks for name in (track, f"{track}_layer")]
     rows = [model_row(model, files) for model, files in evaluations.items()]
     return pd.DataFrame(rows, columns=columns)
 

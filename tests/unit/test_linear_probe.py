@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from ssl_challenge.config import ConfigError, from_dict
-from ssl_challenge.evaluation.linear_probe import (LinearProbeConfig, build_probe_heads, probe_parameter_groups,
+from ssl_challenge.evaluation.linear_probe import (LinearProbeConfig, PerChannelBatchNorm, build_probe_heads,
+                                                    channel_blocks_of, probe_parameter_groups,
                                                     train_linear_probe_on_features, train_linear_probe_online)
 from ssl_challenge.features import normalise_uint8
 from ssl_challenge.models.backbones import build_backbone
@@ -55,10 +56,13 @@ def test_probe_is_deterministic_for_a_seed():
 
 
 def test_heads_are_batchnorm_without_affine_then_linear():
-    heads = build_probe_heads({"feat3": 6, "feat5": 4}, num_classes=5, generator=torch.Generator().manual_seed(0))
-    for layer, dim in (("feat3", 6), ("feat5", 4)):
+    heads = build_probe_heads({"feat3": 6, "feat5": 4}, num_classes=5, generator=torch.Generator().manual_seed(0),
+                              channel_blocks={"feat3": [(2, 6)]})
+    for layer, dim, channels in (("feat3", 6, 2), ("feat5", 4, 4)):  # feat5 without a layout: per dimension
         norm, linear = heads[layer]
-        assert isinstance(norm, nn.BatchNorm1d) and not norm.affine and norm.num_features == dim
+        assert isinstance(norm, PerChannelBatchNorm) and norm.dim == dim
+        (batchnorm,) = norm.norms
+        assert not batchnorm.affine and batchnorm.num_features == channels and batchnorm.momentum == 0.1
         assert list(norm.parameters()) == []
         assert (linear.in_features, linear.out_features) == (dim, 5)
         assert bool((linear.bias == 0).all())
@@ -123,3 +127,63 @@ def test_online_probe_trains_through_a_frozen_trunk():
     assert backbone.training  # the caller's mode is restored
     for key, value in backbone.state_dict().items():  # no weight and no BatchNorm statistic moved
         torch.testing.assert_close(value, state_before[key], rtol=0, atol=0)
+
+
+def test_per_channel_batchnorm_by_hand():
+    # 2 samples, 2 channels x 2 positions, C-major: channel 0 holds {1, 2, 5, 6}, channel 1 {3, 4, 7, 8}.
+    features = torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]])
+    norm = PerChannelBatchNorm([(2, 4)]).train()
+    # each channel: mean 3.5 / 5.5, biased variance (2.5^2 + 1.5^2 + 1.5^2 + 2.5^2) / 4 = 4.25
+    scale = (4.25 + 1e-5) ** -0.5
+    expected = torch.tensor([[-2.5, -1.5, -2.5, -1.5], [1.5, 2.5, 1.5, 2.5]]) * scale
+    assert torch.allclose(norm(features), expected, atol=1e-6)
+    (batchnorm,) = norm.norms  # momentum 0.1: running mean 0.1 x mean; var 0.9 + 0.1 x unbiased 17/3
+    assert batchnorm.running_mean.tolist() == pytest.approx([0.35, 0.55])
+    assert batchnorm.running_var.tolist() == pytest.approx([0.9 + 0.1 * 17 / 3] * 2)
+    # the same as BatchNorm2d on the [B, C, h, w] map, flattened afterwards
+    maps = torch.randn(5, 3, 2, 2)
+    reference = nn.BatchNorm2d(3, affine=False, momentum=0.1).train()(maps).flatten(1)
+    assert torch.allclose(PerChannelBatchNorm([(3, 12)]).train()(maps.flatten(1)), reference, atol=1e-5)
+
+
+def test_concatenation_blocks_are_normalised_separately():
+    first, second = torch.randn(6, 2 * 4), torch.randn(6, 3 * 1) * 10 + 3
+    norm = PerChannelBatchNorm([(2, 8), (3, 3)]).train()
+    joined = norm(torch.cat([first, second], dim=1))
+    assert torch.allclose(joined[:, :8], PerChannelBatchNorm([(2, 8)]).train()(first), atol=1e-6)
+    assert torch.allclose(joined[:, 8:], nn.BatchNorm1d(3, affine=False).train()(second), atol=1e-5)
+    with pytest.raises(ValueError, match="not 3 channels"):
+        PerChannelBatchNorm([(3, 8)])
+
+
+def test_channel_blocks_come_from_the_feature_metadata():
+    plan = {"feat4": {"channels": 32, "dim": 2048}, "feat5": {"channels": 64, "dim": 1024}}
+    assert channel_blocks_of({"pooling_plan": plan}, ["feat4"]) == {"feat4": [(32, 2048)]}
+    concatenation = {"member_dims": {"feat5": [1024, 2048]}, "member_channels": {"feat5": [64, 2048]}}
+    assert channel_blocks_of({"concatenation": concatenation}, ["feat5"]) == {"feat5": [(64, 1024), (2048, 2048)]}
+    assert channel_blocks_of({"concatenation": {"member_dims": {"feat5": [4]}}}, ["feat5"]) == {}
+
+
+def test_probe_images_follow_the_reference_pipelines(tmp_path):
+    from PIL import Image
+
+    from ssl_challenge.data.probe_images import ProbeImages
+
+    pixels = np.arange(8 * 12 * 3, dtype=np.uint8).reshape(8, 12, 3)  # height 8 = resize_shorter: no resize
+    path = tmp_path / "image.png"
+    Image.fromarray(pixels).save(path)
+    source = ProbeImages([path], resize_shorter=8, crop_size=6, mean=(0, 0, 0), std=(1 / 255,) * 3)
+    # training: CenterCrop 8 keeps columns 2..9; RandomCrop 6 (3 positions) at top int(0.5 x 3) = 1,
+    # left int(0.9 x 3) = 2 -> rows 1..6, columns 4..9; coin 0.7: no flip (0.2: flipped)
+    for coin, flipped in ((0.7, False), (0.2, True)):
+        crop = source.training_crop(path, [0.5, 0.9, coin])
+        expected = pixels[1:7, 4:10]
+        assert np.array_equal(crop, expected[:, ::-1] if flipped else expected)
+    # validation: CenterCrop 6 of the 12 x 8 image: columns 3..8, rows 1..6
+    assert np.array_equal(source.validation_crop(path), pixels[1:7, 3:9])
+    generator = torch.Generator().manual_seed(0)
+    batch = source.load_batch(torch.tensor([0, 0]), augment=True, generator=generator)
+    draws = torch.rand(2, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64).tolist()
+    for image, draw in zip(batch, draws):
+        expected = torch.from_numpy(source.training_crop(path, draw).copy()).permute(2, 0, 1).float()
+        assert torch.allclose(image, expected, atol=1e-3)

@@ -47,3 +47,23 @@ def test_leaderboard_takes_the_best_layer_and_keeps_published_rows_apart(tmp_pat
     assert markdown.index("Measured") < markdown.index("Published")
     times = pd.read_csv(tmp_path / "tables" / "stage_times.csv")
     assert times.loc[0, "seconds"] == 12.5 and times.loc[0, "stage"] == "pretrain"
+
+
+def test_imagenet_column_appears_only_when_the_track_ran(tmp_path):
+    def evaluations(with_imagenet):
+        base = tmp_path / ("with" if with_imagenet else "without")
+        files = {"voc07_svm": [write(base / "svm.json", {"layer": "feat5", "map": 40.0})],
+                 "places205_linear": [write(base / "probe.json", {"top1": {"feat5": 30.0}})]}
+        if with_imagenet:
+            files["imagenet_linear"] = [write(base / "imagenet.json", {"top1": {"feat4": 21.5, "feat5": 20.0}})]
+        return {"rot": files, "rot@r1.concat": {"voc07_svm": files["voc07_svm"]}}
+
+    outputs = [str(tmp_path / "tables" / f"leaderboard{ext}") for ext in (".csv", ".md", ".tex")]
+    (tmp_path / "benchmarks").mkdir(exist_ok=True)
+    arguments = (str(tmp_path / "benchmarks"), outputs, str(tmp_path / "times.csv"), str(tmp_path / "low.png"),
+                 logging.getLogger("test"))
+    measured = write_leaderboard(evaluations(True), *arguments).set_index("model")
+    assert measured.loc["rot", "imagenet_linear"] == 21.5 and measured.loc["rot", "imagenet_linear_layer"] == "feat4"
+    assert pd.isna(measured.loc["rot@r1.concat", "imagenet_linear"])  # no trunk: no ImageNet probe
+    assert "imagenet_linear" in (tmp_path / "tables" / "leaderboard.md").read_text()
+    assert "imagenet_linear" not in write_leaderboard(evaluations(False), *arguments).columns

@@ -187,3 +187,26 @@ def test_file_images_apply_the_pipeline_and_the_padded_crop(tmp_path):
         top, left = int(draw[3] * 3), int(draw[2] * 3)  # 3 positions: padded side 8 - crop 6 + 1
         expected = torch.nn.functional.pad(stored, (1, 1, 1, 1))[:, top:top + 6, left:left + 6]
         assert torch.equal(crop, expected)
+
+
+def test_training_with_the_reference_pipeline_and_sobel_resumes_exactly(tmp_path):
+    from ssl_challenge.engine.train import pretrain
+    from ssl_challenge.models.backbones import load_backbone
+
+    pixels = torch.randint(0, 256, (48, 3, 16, 16), dtype=torch.uint8, generator=generator(0))
+    config = {"method": "rot", "backbone": {"name": "small_resnet", "widths": [8, 8, 8, 8], "sobel": True},
+              "epochs": 2, "batch_size": 16, "optimizer": {"lr": 0.05}, "checkpoint_every": 2,
+              "augmentation": REFERENCE_DC}
+    augmentation = from_dict(PretrainConfig, config).augmentation
+
+    def images():
+        return PreloadedImages(pixels, crop_size=12, augmentation=augmentation)
+
+    reference = pretrain(config, images(), tmp_path / "reference", torch.device("cpu"), log=lambda _: None)
+    assert pretrain(config, images(), tmp_path / "resumed", torch.device("cpu"), log=lambda _: None,
+                    stop_after_iterations=3) is None
+    resumed = pretrain(config, images(), tmp_path / "resumed", torch.device("cpu"), log=lambda _: None)
+    first, second = (torch.load(path, map_location="cpu", weights_only=False) for path in (reference, resumed))
+    assert all(torch.equal(first["backbone"][key], second["backbone"][key]) for key in first["backbone"])
+    backbone, backbone_config = load_backbone(reference, torch.device("cpu"))
+    assert backbone_config["sobel"] is True and backbone.sobel is not None

@@ -27,3 +27,28 @@ def list_imagenet_images(root: str | os.PathLike, split: str = "train") -> list[
         raise FileNotFoundError(f"{split_dir}: no images ({', '.join(layouts.IMAGE_SUFFIXES)}); "
                                 f"expected {layouts.IMAGENET_LAYOUT}")
     return [split_dir / relative for relative in sorted(relative_paths)]
+
+
+def list_imagenet_labelled(root: str | os.PathLike, split: str,
+                           classes: list[str] | None = None) -> tuple[list[Path], list[int], list[str]]:
+    """Images of ``<root>/<split>/<wnid>/`` with their class indices, for the ImageNet linear track.
+
+    ``classes`` (the wnids, whose order gives the indices) defaults to the sorted class folders of ``split``;
+    pass the training split's to the validation split (the common reorganised ``val/<wnid>/`` layout), whose
+    folders must then all be training classes. Returns (paths sorted by relative path, labels, classes).
+    """
+    paths = list_imagenet_images(root, split)
+    split_dir = layouts.imagenet_split_dir(root, split)
+    loose = [path for path in paths if path.parent == split_dir]
+    if loose:
+        raise FileNotFoundError(f"{split_dir}: {len(loose)} images lie outside class folders (e.g. {loose[0].name}); "
+                                f"the ImageNet linear track needs {split}/<wnid>/*.JPEG (reorganise the val images "
+                                "into one folder per class)")
+    folders = [path.parent.name for path in paths]
+    classes = sorted(set(folders)) if classes is None else list(classes)
+    index = {wnid: position for position, wnid in enumerate(classes)}
+    unknown = sorted(set(folders) - set(index))
+    if unknown:
+        raise ValueError(f"{split_dir}: class folders {unknown[:5]} are not among the {len(classes)} training "
+                         "classes; the train and val folders must name the same wnids")
+    return paths, [index[folder] for folder in folders], classes

@@ -43,12 +43,14 @@ def imagenet_train_dir(root: str | os.PathLike) -> Path:
     return imagenet_split_dir(root, "train")
 
 
-def check_imagenet_root(root: str | os.PathLike) -> list[str]:
-    """Check ``<root>/train/<wnid>/`` folders exist and the first holds images; return the wnids (sorted)."""
+def check_imagenet_root(root: str | os.PathLike, split: str = "train") -> list[str]:
+    """Check ``<root>/<split>/<wnid>/`` folders exist and the first holds images; return the wnids (sorted).
+    The ImageNet linear track also checks ``val`` (the common reorganised layout, one folder per class)."""
     root = Path(root)
     _require_dir(root, "ImageNet root", IMAGENET_LAYOUT)
-    train_dir = imagenet_train_dir(root)
-    _require_dir(train_dir, "ImageNet training folder", IMAGENET_LAYOUT)
+    train_dir = imagenet_split_dir(root, split)
+    _require_dir(train_dir, "ImageNet training folder" if split == "train" else f"ImageNet {split} folder",
+                 IMAGENET_LAYOUT)
     entries = list(os.scandir(train_dir))
     wnids = sorted(entry.name for entry in entries if entry.is_dir())
     if not wnids:

@@ -161,12 +161,12 @@ def rotate_batch(images: torch.Tensor, angles_degrees: torch.Tensor) -> torch.Te
     """Rotate each image about its centre by its angle (counter-clockwise, as torchvision's ``rotate``),
     nearest-neighbour, corners filled with 0, size kept. images [B, C, H, W] float, angles [B]."""
     batch_size, _, height, width = images.shape
-    radians = torch.deg2rad(angles_degrees.to(torch.float64))
+    radians = torch.deg2rad(angles_degrees.to(torch.float32))
     cos, sin = torch.cos(radians), torch.sin(radians)
     # Output pixel centres in pixel units about the image centre, mapped back into the input by the inverse
     # rotation; then into grid_sample's [-1, 1] coordinates (align_corners=False).
-    xs = torch.arange(width, dtype=torch.float64) - (width - 1) / 2
-    ys = torch.arange(height, dtype=torch.float64) - (height - 1) / 2
+    xs = torch.arange(width, dtype=torch.float32) - (width - 1) / 2
+    ys = torch.arange(height, dtype=torch.float32) - (height - 1) / 2
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
     source_x = cos[:, None, None] * grid_x - sin[:, None, None] * grid_y
     source_y = sin[:, None, None] * grid_x + cos[:, None, None] * grid_y
@@ -226,20 +226,12 @@ def rgb_to_hsv(images: torch.Tensor) -> torch.Tensor:
 
 
 def hsv_to_rgb(images: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`rgb_to_hsv`."""
-    hue, saturation, value = images.unbind(dim=1)
-    sector = torch.floor(hue * 6.0)
-    fraction = hue * 6.0 - sector
-    sector = sector.long() % 6
-    p = value * (1.0 - saturation)
-    q = value * (1.0 - saturation * fraction)
-    t = value * (1.0 - saturation * (1.0 - fraction))
-    choices = torch.stack([
-        torch.stack([value, t, p], dim=1), torch.stack([q, value, p], dim=1), torch.stack([p, value, t], dim=1),
-        torch.stack([p, q, value], dim=1), torch.stack([t, p, value], dim=1), torch.stack([value, p, q], dim=1),
-    ], dim=1)  # [B, 6, 3, H, W]
-    index = sector[:, None, None].expand(-1, 1, 3, -1, -1)
-    return choices.gather(1, index).squeeze(1)
+    """Inverse of :func:`rgb_to_hsv`, in closed form: channel n (R, G, B: n = 5, 3, 1) is
+    ``V - V S clamp(min(k, 4 - k), 0, 1)`` with ``k = (n + 6 H) mod 6``."""
+    hue, saturation, value = images[:, 0:1], images[:, 1:2], images[:, 2:3]
+    offsets = torch.tensor([5.0, 3.0, 1.0], dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    k = torch.remainder(offsets + 6.0 * hue, 6.0)
+    return value - value * saturation * torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
 
 
 JITTER_STEPS = (
@@ -251,17 +243,18 @@ JITTER_STEPS = (
 
 
 def color_jitter_batch(images: torch.Tensor, config: ColorJitterConfig, draws: StepDraws) -> torch.Tensor:
-    """The enabled jitter steps in each sample's own order: at position k, every sample whose k-th step is s
-    gets s (computed for the whole batch, kept where it applies)."""
-    order = draws.jitter_order.to(images.device)
+    """The enabled jitter steps in each sample's own order: at position k, the samples whose k-th step is s
+    get s (computed on those samples only, so each step runs once per sample in all)."""
+    images = images.clone()
+    order = draws.jitter_order
     for position in range(4):
         for step_index, (name, step) in enumerate(JITTER_STEPS):
             if not getattr(config, name):
                 continue
-            chosen = order[:, position] == step_index
-            if bool(chosen.any()):
-                adjusted = step(images, getattr(draws, name))
-                images = torch.where(chosen[:, None, None, None], adjusted, images)
+            chosen = (order[:, position] == step_index).nonzero().squeeze(1)
+            if len(chosen):
+                on_device = chosen.to(images.device)
+                images[on_device] = step(images[on_device], getattr(draws, name)[chosen])
     return images
 
 

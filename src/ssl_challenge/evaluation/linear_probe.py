@@ -1,17 +1,22 @@
 """Track 3 (and the legacy ImageNet track): the linear probe on a frozen trunk.
 
-One head per layer, each ``BatchNorm1d(dim, affine=False)`` followed by ``Linear(dim, num_classes)`` (weights
-normal with std 0.01, bias 0); SGD with Nesterov momentum 0.9, weight decay 1e-4 (0 on normalisation layers),
-batch 256, the learning rate x0.1 at each milestone epoch (reference: 28 epochs, milestones 7, 14, 21). All heads
-train jointly in one loop: their losses are summed, and since the heads share no parameters each one gets
-exactly the gradient it would get alone.
+One head per layer, as the reference's (OpenSelfSup linear_classification/places205/r50_multihead.py): the
+layer's pooled map, a per-channel BatchNorm without affine parameters (momentum 0.1) on that map -- statistics
+over the batch and the map's positions, :class:`PerChannelBatchNorm` --, then flatten and ``Linear(dim,
+num_classes)`` (weights normal with std 0.01, bias 0); SGD with Nesterov momentum 0.9, weight decay 1e-4 (0 on
+normalisation layers), batch 256, the learning rate x0.1 at each milestone epoch (reference: 28 epochs,
+milestones 7, 14, 21). All heads train jointly in one loop: their losses are summed, and since the heads share no
+parameters each one gets exactly the gradient it would get alone.
 
 Two ways to feed the heads:
 
 - :func:`train_linear_probe_on_features`: features extracted once (``ssl_challenge.features``) and cached. This
-  is the embedded default and a documented deviation from the reference: no augmentation.
-- :func:`train_linear_probe_online`: images go through the frozen trunk (eval mode, no gradients) every epoch,
-  with the image source's training augmentation -- the reference behaviour, for the real profile.
+  is the embedded default and a documented deviation from the reference: no augmentation (the SVM features'
+  preprocessing, resized without a crop). The per-channel BatchNorm still applies: the cached features are the
+  flattened pooled maps, and their channel layout comes from the file's pooling plan (:func:`channel_blocks_of`).
+- :func:`train_linear_probe_online`: images go through the frozen trunk (eval mode, no gradients) every epoch.
+  The reference pipelines are those of ``data.probe_images.ProbeImages``: training Resize 256, CenterCrop 256,
+  RandomCrop 224 and flip; validation Resize 256, CenterCrop 224.
 
 Both report the top-1 (%) per layer on the validation set after the last epoch, the best layer (the track
 score) and one record per epoch for a JSON-lines log.
@@ -35,6 +40,8 @@ NORMALISATION_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncB
                         nn.LayerNorm)
 
 FeatureBatch = tuple[dict[str, torch.Tensor], torch.Tensor]  # ({layer: [B, dim]}, labels [B])
+ChannelBlocks = Sequence[tuple[int, int]]  # (channels, dim) of each block of a flattened feature, in order
+BATCHNORM_MOMENTUM = 0.1  # the reference head's SyncBN(momentum=0.1, affine=False)
 
 
 @dataclass(frozen=True)
@@ -58,15 +65,67 @@ class LinearProbeConfig:
 
 
 # ------------------------------------------------------------------------------------------------ heads
-def build_probe_heads(dims: dict[str, int], num_classes: int, generator: torch.Generator) -> nn.ModuleDict:
-    """``{layer: BatchNorm1d(dim, affine=False) -> Linear(dim, num_classes)}``, initialised from ``generator``."""
+class PerChannelBatchNorm(nn.Module):
+    """BatchNorm2d(affine=False) of a pooled map, on its flattened form: ``Tensor[B, dim]`` -> ``Tensor[B, dim]``.
+
+    ``blocks`` lists the (channels C, dims D) of consecutive blocks of the feature; each block is a C-major
+    flattened map ``[B, C, D / C]`` (as ``models.pooling.pool_features`` writes it) whose every channel is
+    normalised with the mean and variance over the batch and the map's positions. One block for a model's layer;
+    one per member for a concatenation; ``[(dim, dim)]`` normalises every dimension on its own.
+    """
+
+    def __init__(self, blocks: ChannelBlocks, momentum: float = BATCHNORM_MOMENTUM):
+        super().__init__()
+        self.blocks = [(int(channels), int(dim)) for channels, dim in blocks]
+        for channels, dim in self.blocks:
+            if channels < 1 or dim % channels:
+                raise ValueError(f"PerChannelBatchNorm: a block of {dim} dims is not {channels} channels x positions")
+        self.norms = nn.ModuleList(nn.BatchNorm1d(channels, affine=False, momentum=momentum)
+                                   for channels, _ in self.blocks)
+        self.dim = sum(dim for _, dim in self.blocks)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if features.dim() != 2 or features.shape[1] != self.dim:
+            raise ValueError(f"PerChannelBatchNorm: expected [B, {self.dim}], got {tuple(features.shape)}")
+        parts = torch.split(features, [dim for _, dim in self.blocks], dim=1)
+        normalised = [norm(part.reshape(len(part), channels, dim // channels)).reshape(len(part), dim)
+                      for part, norm, (channels, dim) in zip(parts, self.norms, self.blocks)]
+        return normalised[0] if len(normalised) == 1 else torch.cat(normalised, dim=1)
+
+
+def build_probe_heads(dims: dict[str, int], num_classes: int, generator: torch.Generator,
+                      channel_blocks: dict[str, ChannelBlocks] | None = None) -> nn.ModuleDict:
+    """``{layer: PerChannelBatchNorm(blocks) -> Linear(dim, num_classes)}``, initialised from ``generator``.
+
+    ``channel_blocks[layer]`` is the layer's channel layout (:class:`PerChannelBatchNorm`); a layer without one
+    gets a per-dimension BatchNorm."""
     heads = nn.ModuleDict()
+    channel_blocks = channel_blocks or {}
     for layer, dim in dims.items():
         linear = nn.Linear(dim, num_classes)
         nn.init.normal_(linear.weight, mean=0.0, std=0.01, generator=generator)
         nn.init.zeros_(linear.bias)
-        heads[layer] = nn.Sequential(nn.BatchNorm1d(dim, affine=False), linear)
+        norm = PerChannelBatchNorm(channel_blocks.get(layer, [(dim, dim)]))
+        if norm.dim != dim:
+            raise ValueError(f"linear probe: {layer} has {dim} dims but its channel layout "
+                             f"{channel_blocks[layer]} sums to {norm.dim}")
+        heads[layer] = nn.Sequential(norm, linear)
     return heads
+
+
+def channel_blocks_of(metadata: dict, layers: Sequence[str]) -> dict[str, list[tuple[int, int]]]:
+    """The channel layout of each layer of a feature file, from its metadata: ``[(channels, dim)]`` from the
+    pooling plan of a model's features, one block per member (``member_channels``, ``member_dims``) for a
+    concatenation. Layers the file describes by neither are left out (a per-dimension BatchNorm then)."""
+    blocks = {}
+    plan = metadata.get("pooling_plan") or {}
+    concatenation = metadata.get("concatenation") or {}
+    for layer in layers:
+        if layer in plan:
+            blocks[layer] = [(plan[layer]["channels"], plan[layer]["dim"])]
+        elif layer in concatenation.get("member_channels", {}):
+            blocks[layer] = list(zip(concatenation["member_channels"][layer], concatenation["member_dims"][layer]))
+    return blocks
 
 
 def probe_parameter_groups(module: nn.Module, weight_decay: float) -> list[dict]:
@@ -181,8 +240,10 @@ def train_linear_probe_on_features(
     seed: int,
     num_classes: int | None = None,
     evaluate_every: int = 1,
+    channel_blocks: dict[str, ChannelBlocks] | None = None,
 ) -> dict:
     """Probe cached features ``{layer: [N, dim]}`` (no augmentation); deterministic for a given ``seed``.
+    ``channel_blocks``: each layer's channel layout (:func:`channel_blocks_of` of the feature file).
 
     Returns ``{"top1": {layer: %}, "best_layer", "best_top1", "num_classes", "num_train", "num_val", "seed",
     "config", "epochs_log": [{"epoch", "lr", "train_loss": {layer: ...}, "val_top1": {layer: %}}, ...]}``.
@@ -204,7 +265,7 @@ def train_linear_probe_on_features(
 
     generator = torch.Generator().manual_seed(seed)
     dims = {layer: tensor.shape[1] for layer, tensor in train_tensors.items()}
-    heads = build_probe_heads(dims, num_classes, generator).to(device)
+    heads = build_probe_heads(dims, num_classes, generator, channel_blocks).to(device)
 
     def train_batches(epoch: int) -> Iterator[FeatureBatch]:
         order = torch.randperm(num_train, generator=generator)
@@ -254,7 +315,8 @@ def train_linear_probe_online(
     """Probe through the frozen ``backbone`` (eval mode, no gradients), pooling each layer with ``plan``.
 
     Training batches come from ``train_source.load_batch(indices, augment=True, generator=...)`` (the
-    reference's augmentation); validation batches without augmentation. A uint8 tensor is accepted as a source
+    reference's pipeline with ``data.probe_images.ProbeImages``); validation batches without augmentation.
+    Each head normalises the channels of its layer's pooled map (``plan[layer]["channels"]``). A uint8 tensor is accepted as a source
     too (normalised with the ImageNet statistics, never augmented). Returns the same dict as
     :func:`train_linear_probe_on_features`.
     """
@@ -265,7 +327,9 @@ def train_linear_probe_online(
     val_labels = _labels_tensor(val_labels, num_val, "val_labels")
     num_classes = _count_classes(num_classes, train_labels, val_labels)
     generator = torch.Generator().manual_seed(seed)
-    heads = build_probe_heads({layer: plan[layer]["dim"] for layer in layers}, num_classes, generator).to(device)
+    blocks = {layer: [(plan[layer]["channels"], plan[layer]["dim"])] for layer in layers}
+    heads = build_probe_heads({layer: plan[layer]["dim"] for layer in layers}, num_classes, generator,
+                              blocks).to(device)
 
     def features_of(source, indices: torch.Tensor, augment: bool) -> dict[str, torch.Tensor]:
         if augment and not isinstance(source, torch.Tensor):

@@ -1,0 +1,20 @@
+"""The legacy ImageNet linear classification track (the Places205 probe on ImageNet train/val) of one model."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+from ssl_challenge.jobs import job_logging  # noqa: E402
+
+with job_logging(snakemake) as log:
+    from ssl_challenge.imagenet_track import evaluate_imagenet_linear
+
+    evaluate_imagenet_linear(
+        model_path=snakemake.input.model,
+        probe_config=snakemake.params.probe,
+        features_config=snakemake.params.features,
+        imagenet_root=snakemake.params.roots["imagenet"],
+        output=snakemake.output.result,
+        metrics_output=snakemake.output.metrics,
+        threads=snakemake.threads,
+        log=log,
+    )

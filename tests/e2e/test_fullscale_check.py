@@ -24,8 +24,8 @@ FULLSCALE = ["all_tracks", "--directory", str(RUN_DIR), "--configfile", "config/
              "config/fullscale_check.yaml"]
 # Every rule of the workflow but prepare_data, which only the embedded data set needs.
 FULL_SCALE_RULES = {"pretrain", "snapshot_model", "pseudo_labels", "codc_labels", "codc_round", "extract_features",
-                    "concat_features", "svm_full", "lowshot_samples", "svm_lowshot", "linear_probe", "leaderboard",
-                    "dc_vs_odc", "ablation_tables", "all_tracks"}
+                    "concat_features", "svm_full", "lowshot_samples", "svm_lowshot", "linear_probe",
+                    "imagenet_linear", "leaderboard", "dc_vs_odc", "ablation_tables", "all_tracks"}
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +64,8 @@ def test_every_model_member_and_concatenation_is_a_leaderboard_row(fullscale_run
     }
     for track in ("voc07_svm", "voc07_lowshot", "places205_linear"):
         assert measured[track].between(0, 100).all(), track
+    trunks = [name for name in measured.index if not name.endswith(".concat")]  # the ImageNet probe needs a trunk
+    assert measured.loc[trunks, "imagenet_linear"].between(0, 100).all()
     # five layers on every SVM track, as at full scale
     assert sorted(p.stem for p in (run_dir / "results" / "eval" / "dc" / "voc07_svm").glob("*.json")) == [
         "feat1", "feat2", "feat3", "feat4", "feat5"]

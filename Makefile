@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # makes it fail at once. Cluster users run snakemake directly (or set SLURM_CONF), not through this Makefile.
 export SLURM_CONF ?= /dev/null
 
-.PHONY: all_tracks test venv data dry-run lint clean-results
+.PHONY: all_tracks test venv data dry-run lint clean-results fullscale_check slurm-profile
 
 all_tracks: venv data
 	$(BIN)/snakemake --profile profiles/local all_tracks
@@ -57,3 +57,34 @@ lint: venv
 
 clean-results:
 	rm -rf results
+
+# The full-scale configuration (config/challenge.yaml) on a miniature of its data sets, on the CPU: only the size
+# keys of config/fullscale_check.yaml differ (tests/workflow/test_fullscale_config.py). Builds the tree once under
+# results/fullscale_check/data and runs every rule of the full-scale DAG there (results/fullscale_check/results).
+# `make test` runs it too (tests/e2e/test_fullscale_check.py).
+FULLSCALE_CHECK_DIR := results/fullscale_check
+fullscale_check: venv data
+	PYTHONPATH=src $(BIN)/python -m ssl_challenge.data.miniature $(FULLSCALE_CHECK_DIR)/data \
+		--fashion-mnist-dir $(FASHION_MNIST_DIR)
+	$(BIN)/snakemake --profile profiles/local all_tracks --directory $(FULLSCALE_CHECK_DIR) \
+		--configfile config/challenge.yaml config/fullscale_check.yaml
+	@cat $(FULLSCALE_CHECK_DIR)/results/tables/leaderboard.md
+
+# Installs the cluster profile `slurm` (profiles/slurm/config.yaml) where Snakemake looks up profiles by name, so
+# that `snakemake --profile slurm all_tracks` runs the full scale from the repository root. Edit the installed
+# copy (partition, account, GPU type: see profiles/README.md); an edited copy is never overwritten.
+SLURM_PROFILE_DIR ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/snakemake/slurm
+slurm-profile:
+	@mkdir -p $(SLURM_PROFILE_DIR)
+	@if [ -f $(SLURM_PROFILE_DIR)/config.yaml ]; then \
+		if cmp -s profiles/slurm/config.yaml $(SLURM_PROFILE_DIR)/config.yaml; then \
+			echo "$(SLURM_PROFILE_DIR)/config.yaml is already the template"; \
+		else \
+			echo "$(SLURM_PROFILE_DIR)/config.yaml exists and differs from profiles/slurm/config.yaml: kept as it is" \
+				"(compare them with diff; remove it to install the template again)"; \
+		fi; \
+	else \
+		cp profiles/slurm/config.yaml $(SLURM_PROFILE_DIR)/config.yaml; \
+		echo "installed $(SLURM_PROFILE_DIR)/config.yaml: set your partition and account (and GPU type) there," \
+			"then run from this folder: snakemake --profile slurm all_tracks"; \
+	fi

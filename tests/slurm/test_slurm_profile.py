@@ -24,7 +24,8 @@ pytestmark = pytest.mark.slurm
 
 TOOLS = REPO / "tools" / "slurm"
 MINI_WORKFLOW = Path(__file__).resolve().parent / "mini" / "Snakefile"
-SMOKE = ["--configfile", "config/smoke.yaml"]
+SMOKE_CONFIG = "config/smoke.yaml"
+DOCUMENTED_COMMAND = ["--profile", "slurm", "all_tracks"]
 # Memory asked by every job on the test cluster: small enough for several jobs to share the node.
 TEST_MEM_MB = 1000
 
@@ -83,25 +84,32 @@ def slurm_cluster():
 
 # ---------------------------------------------------------------- the profile, scaled to the test cluster
 def scaled_resources(resources: dict, cpus: int) -> dict:
-    """A rule's resources on the one-node cluster: CPUs capped at the node's, memory at TEST_MEM_MB; GPUs,
-    runtimes and expressions (`threads`, `1440 * attempt`) as the profile says. Threads are capped too."""
+    """A rule's resources on the one-node cluster: CPUs capped at the node's, memory at TEST_MEM_MB, one (fake)
+    GPU per GPU job (a training job would otherwise start one process per GPU on the node's CPUs); runtimes and
+    expressions (`threads`, `1440 * attempt`) as the profile says."""
     scaled = dict(resources)
     if isinstance(scaled.get("cpus_per_task"), int):
         scaled["cpus_per_task"] = min(scaled["cpus_per_task"], cpus)
     if "mem_mb" in scaled:
         scaled["mem_mb"] = TEST_MEM_MB
+    if "gpu" in scaled:
+        scaled["gpu"] = 1
     return scaled
 
 
-def write_test_profile(target: Path, cpus: int) -> Path:
-    """profiles/slurm scaled to the test cluster (see scaled_resources) with at most `cpus` per job, status
-    checks every second and no retries."""
+def install_test_profile(config_home: Path, cpus: int, configfile: str | None) -> Path:
+    """profiles/slurm installed as `make slurm-profile` installs it, under ``config_home`` (the XDG_CONFIG_HOME
+    of the test's Snakemake), scaled to the test cluster (see scaled_resources), with status checks every second,
+    no retries, and ``configfile`` instead of config/challenge.yaml (none: the workflow's own)."""
     settings = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    assert settings["configfile"] == "config/challenge.yaml", "the cluster profile runs the full scale"
     settings["default-resources"] = scaled_resources(settings["default-resources"], cpus)
     settings["set-resources"] = {
         rule: scaled_resources(resources, cpus) for rule, resources in settings["set-resources"].items()
     }
-    settings["set-threads"] = {rule: min(threads, cpus) for rule, threads in settings["set-threads"].items()}
+    settings.pop("configfile")
+    if configfile:
+        settings["configfile"] = configfile
     settings.update({
         "slurm-init-seconds-before-status-checks": 1,
         "seconds-between-status-checks": 1,
@@ -110,19 +118,21 @@ def write_test_profile(target: Path, cpus: int) -> Path:
         "retries": 0,
         "keep-going": False,
     })
+    target = config_home / "snakemake" / "slurm"
     target.mkdir(parents=True, exist_ok=True)
     (target / "config.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
-    return target
+    return config_home
 
 
-def dry_run(workdir: Path, profile: Path, *args: str) -> str:
+def dry_run(workdir: Path, config_home: Path, *args: str) -> str:
     """A dry run under the profile. A dry run caps threads at --cores (1 unless given) where a SLURM run does
     not, so it gets many: `cpus_per_task: threads` must read the rule's threads as in the real run."""
-    return run_snakemake(workdir, "--profile", str(profile), "--dry-run", "--cores", "1024", *args)
+    return run_snakemake(workdir, config_home, "--profile", "slurm", "--dry-run", "--cores", "1024", *args)
 
 
-def run_snakemake(workdir: Path, *args: str, timeout: int = 900) -> str:
-    env = dict(sbin_environment(), PYTHONPATH=str(workdir / "src"))
+def run_snakemake(workdir: Path, config_home: Path, *args: str, timeout: int = 900) -> str:
+    """Snakemake in ``workdir`` with ``config_home`` as XDG_CONFIG_HOME, where `--profile slurm` is looked up."""
+    env = dict(sbin_environment(), PYTHONPATH=str(workdir / "src"), XDG_CONFIG_HOME=str(config_home))
     result = subprocess.run(SNAKEMAKE + list(args), cwd=workdir, env=env, capture_output=True, text=True,
                             timeout=timeout)
     output = result.stdout + result.stderr
@@ -212,15 +222,15 @@ def test_mini_workflow_goes_through_sbatch_with_the_profiles_resources(slurm_clu
     workdir = tmp_path / "mini"
     workdir.mkdir()
     shutil.copy(MINI_WORKFLOW, workdir / "Snakefile")
-    profile = write_test_profile(tmp_path / "profile", slurm_cluster["cpus"])
+    config_home = install_test_profile(tmp_path / "xdg", slurm_cluster["cpus"], configfile=None)
 
-    requests = planned_requests(dry_run(workdir, profile))
+    requests = planned_requests(dry_run(workdir, config_home))
     assert set(requests) == {"rule_pretrain", "rule_svm_full"}
     assert requests["rule_pretrain"]["gpu"] == "1"
     assert requests["rule_svm_full"]["cpus_per_task"] == "2", "cpus_per_task should follow the rule's threads"
 
     started = time.monotonic()
-    output = run_snakemake(workdir, "--profile", str(profile))
+    output = run_snakemake(workdir, config_home, "--profile", "slurm")
     report(capsys, f"SLURM mini workflow (2 jobs): {time.monotonic() - started:.1f} s")
 
     assert_jobs_got_their_requests(requests, output)
@@ -229,19 +239,27 @@ def test_mini_workflow_goes_through_sbatch_with_the_profiles_resources(slurm_clu
 
 
 @pytest.mark.slow
-def test_smoke_pipeline_runs_on_slurm_with_the_rules_resources(slurm_cluster, tmp_path, capsys):
+def test_the_documented_command_runs_the_pipeline_on_slurm(slurm_cluster, tmp_path, capsys):
+    """`snakemake --profile slurm all_tracks`, exactly as the README gives it, from the repository root, with the
+    profile installed where `make slurm-profile` puts it (pointing at the smoke config instead of the full scale)."""
     workdir = copy_workflow(tmp_path / "workflow")
-    # Half the node per job, so that two jobs run side by side as they would on a cluster.
-    profile = write_test_profile(tmp_path / "profile", max(1, slurm_cluster["cpus"] // 2))
+    config_home = install_test_profile(tmp_path / "xdg", slurm_cluster["cpus"], configfile=SMOKE_CONFIG)
 
-    requests = planned_requests(dry_run(workdir, profile, "all_tracks", *SMOKE))
+    requests = planned_requests(dry_run(workdir, config_home, "all_tracks"))
     assert any("gpu" in asked for asked in requests.values()), "no job asks for a GPU"
 
     started = time.monotonic()
-    output = run_snakemake(workdir, "--profile", str(profile), "all_tracks", *SMOKE, timeout=1500)
+    output = run_snakemake(workdir, config_home, *DOCUMENTED_COMMAND, timeout=1500)
     elapsed = time.monotonic() - started
-    report(capsys, f"SLURM smoke pipeline end to end ({len(requests)} jobs): {elapsed:.1f} s")
+    report(capsys, f"`snakemake --profile slurm all_tracks` on the smoke config ({len(requests)} jobs): "
+                   f"{elapsed:.1f} s")
 
+    assert "Using profile slurm " in output
     assert_jobs_got_their_requests(requests, output)
     leaderboard = (workdir / "results" / "tables" / "leaderboard.csv").read_text()
     assert "rot" in leaderboard and "random" in leaderboard
+
+
+def test_the_documented_command_is_the_one_the_readme_gives():
+    for document in (REPO / "README.md", REPO / "profiles" / "README.md"):
+        assert "snakemake " + " ".join(DOCUMENTED_COMMAND) in document.read_text(), document

@@ -4,6 +4,7 @@ from __future__ import annotations
 import yaml
 
 from conftest import REPO, run_snakemake
+from dryrun import planned_jobs
 from layouts_fixture import make_tiny_imagenet, make_tiny_places205, make_tiny_voc07
 
 VOC_CLASSES = yaml.safe_load((REPO / "config" / "challenge.yaml").read_text())["data"]["voc07_classes"]
@@ -13,7 +14,7 @@ def challenge_config_with_roots(tmp_path, classes=VOC_CLASSES, voc_classes_on_di
     imagenet = tmp_path / "imagenet"
     voc = tmp_path / "VOCdevkit"
     places = tmp_path / "places205"
-    make_tiny_imagenet(imagenet)
+    make_tiny_imagenet(imagenet, with_val=True)
     make_tiny_voc07(voc, voc_classes_on_disk, n_trainval=4, n_test=4)
     make_tiny_places205(places)
     config = yaml.safe_load((REPO / "config" / "challenge.yaml").read_text())
@@ -31,6 +32,19 @@ def test_challenge_config_dry_run_on_real_layouts(workflow_copy, tmp_path):
     assert "prepare_data" not in output  # real roots: nothing to build
     for layer in ("feat1", "feat5"):
         assert f"voc07_svm/{layer}.json" in output
+    jobs = planned_jobs(result.stdout)
+    challenge = yaml.safe_load((REPO / "config" / "challenge.yaml").read_text())
+    pretrained = {job.model for job in jobs if job.rule == "pretrain"}
+    assert pretrained == set(challenge["models"]) == {"random", "rot", "dc", "odc", "cls"}
+    rounds = {(dict(job.wildcards)["experiment"], dict(job.wildcards)["member"]) for job in jobs
+              if job.rule == "codc_round"}
+    assert rounds == {("codc2", "dc"), ("codc2", "rot"), ("codc2_self", "dc"), ("codc2_self", "rot"),
+                      ("codc3", "dc"), ("codc3", "rot"), ("codc3", "cls")}
+    assert sum(job.rule == "codc_labels" for job in jobs) == len(rounds)
+    assert [job.rule for job in jobs].count("ablation_tables") == 1
+    assert {"pseudo_labels", "concat_features", "dc_vs_odc", "leaderboard"} <= {job.rule for job in jobs}
+    probed = {job.model for job in jobs if job.rule == "imagenet_linear"}  # the legacy extra track
+    assert pretrained | {"codc3@r1.cls"} <= probed
 
 
 def test_missing_data_root_is_named(workflow_copy, tmp_path):

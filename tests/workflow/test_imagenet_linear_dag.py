@@ -29,7 +29,9 @@ def test_enabled_track_probes_every_trunk_model_and_feeds_the_leaderboard(workfl
     path, config = challenge_config(tmp_path, enabled=True)
     result = run_snakemake(workflow_copy, "-n", "all_tracks", "--configfile", str(path))
     jobs = [job for job in planned_jobs(result.stdout) if job.rule == "imagenet_linear"]
-    assert sorted(job.model for job in jobs) == sorted(config["models"])
+    codc_members = [f"{name}@r{experiment.get('rounds', 1)}.{member}"  # each member after its last round
+                    for name, experiment in config["codc"].items() for member in experiment["members"]]
+    assert sorted(job.model for job in jobs) == sorted(list(config["models"]) + codc_members)
     assert "leaderboard" in {job.rule for job in planned_jobs(result.stdout)}
 
 

@@ -1,0 +1,130 @@
+"""config/fullscale_check.yaml (the miniature run by `make fullscale_check`) changes only size keys of
+config/challenge.yaml: compared key by key against an explicit allow-list, so that the miniature runs the
+full-scale configuration and not a look-alike."""
+from __future__ import annotations
+
+import copy
+import fnmatch
+import subprocess
+import sys
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from conftest import REPO
+
+CHALLENGE = REPO / "config" / "challenge.yaml"
+MINIATURE = REPO / "config" / "fullscale_check.yaml"
+
+# Dotted key paths (fnmatch patterns; `*` is one model or experiment name) the miniature may change, and why.
+SIZE_KEYS = {
+    # where the data is: the miniature tree instead of /datasets
+    "data.imagenet_root", "data.voc07_root", "data.places205_root",
+    # image sizes (ResNet-50 on the CPU) and the pooling that goes with them (the reference table is for 224 px)
+    "pretrain_data.image_size", "pretrain_data.resize_shorter",
+    "features.image_size", "features.resize_shorter", "features.pooling",
+    # epochs, batch sizes, k, and the snapshot epochs that must lie within the epochs
+    "models.*.epochs", "models.*.batch_size", "models.*.snapshot_epochs", "models.*.method_options.num_clusters",
+    "codc.*.epochs", "codc.*.batch_size", "codc.*.num_clusters",
+    "evaluation.places205_linear.epochs", "evaluation.places205_linear.batch_size",
+    "evaluation.imagenet_linear.epochs", "evaluation.imagenet_linear.batch_size",
+    # SVM costs, and the low-shot sizes 80 trainval images allow (k positives need 19 k negatives)
+    "evaluation.voc07_svm.costs", "evaluation.voc07_svm.extra_powers",
+    "evaluation.voc07_lowshot.costs", "evaluation.voc07_lowshot.extra_powers",
+    "evaluation.voc07_lowshot.k_values", "evaluation.voc07_lowshot.num_samples",
+    # threads per job: run-time only (2 jobs side by side on 2 cores)
+    "resources.*",
+}
+
+
+def leaves(tree, prefix=""):
+    """``{dotted path: value}`` of every non-mapping value (lists are values)."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    found = {}
+    for key, value in tree.items():
+        found.update(leaves(value, f"{prefix}.{key}" if prefix else str(key)))
+    return found
+
+
+def merged(base, overlay):
+    """Snakemake's merge of configfiles given one after the other (mappings merged, everything else replaced)."""
+    result = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def is_size_key(path):
+    return any(fnmatch.fnmatchcase(path, pattern) for pattern in SIZE_KEYS)
+
+
+def differences(full, miniature):
+    full_leaves, mini_leaves = leaves(full), leaves(miniature)
+    return sorted(path for path in full_leaves.keys() | mini_leaves.keys()
+                  if full_leaves.get(path, "<absent>") != mini_leaves.get(path, "<absent>"))
+
+
+def test_miniature_changes_only_size_keys():
+    full = yaml.safe_load(CHALLENGE.read_text())
+    overlay = yaml.safe_load(MINIATURE.read_text())
+    changed = differences(full, merged(full, overlay))
+    assert changed, "the miniature changes nothing"
+    assert [path for path in changed if not is_size_key(path)] == []
+    # and it only overrides keys the full scale sets: no new model, experiment or option slips in
+    assert [path for path in leaves(overlay) if path not in leaves(full)] == []
+
+
+@pytest.mark.parametrize("path, value", [
+    ("models.dc.optimizer.lr", 0.05),                      # a recipe value
+    ("models.dc.backbone.sobel", False),                   # a pipeline step
+    ("codc.codc2.label_source", "self"),                   # the experiment's design
+    ("evaluation.voc07_svm.layers", ["feat5"]),            # what the tracks evaluate
+    ("models.extra", {"method": "rot"}),                   # a new model
+])
+def test_comparison_catches_a_change_outside_the_allow_list(path, value):
+    full = yaml.safe_load(CHALLENGE.read_text())
+    overlay = yaml.safe_load(MINIATURE.read_text())
+    keys = path.split(".")
+    node = overlay
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = value
+    changed = differences(full, merged(full, overlay))
+    assert any(not is_size_key(changed_path) for changed_path in changed), path
+
+
+def test_full_scale_keeps_the_reference_recipes():
+    """The reference values of PROTOCOLS.md, where a typo would silently change the science."""
+    models = yaml.safe_load(CHALLENGE.read_text())["models"]
+    dc, odc, rot = models["dc"], models["odc"], models["rot"]
+    assert dc["backbone"] == {"name": "resnet50", "sobel": True}
+    assert (dc["epochs"], dc["batch_size"], dc["optimizer"]) == (
+        200, 512, {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-5})
+    assert dc["method_options"] == {"num_clusters": 10000, "pca_dims": 256, "kmeans_iterations": 20}
+    assert (odc["epochs"], odc["batch_size"], odc["optimizer"], odc["schedule"]) == (
+        440, 512, {"lr": 0.06, "momentum": 0.9, "weight_decay": 1e-5}, {"milestones": [400], "gamma": 0.4})
+    assert odc["method_options"]["memory_momentum"] == 0.5 and odc["method_options"]["min_cluster_size"] == 20
+    assert odc["method_options"]["num_clusters"] == 10000
+    reference_pipeline = {"crop": "random_resized", "crop_scale": [0.08, 1.0], "flip": True, "rotation_degrees": 2,
+                          "color_jitter": {"brightness": 0.4, "contrast": 0.4, "saturation": 1.0, "hue": 0.5},
+                          "grayscale_probability": 0.2}
+    assert dc["augmentation"] == odc["augmentation"] == reference_pipeline
+    assert rot["augmentation"] == {"crop": "random_resized", "crop_scale": [0.08, 1.0], "flip": True}
+    assert (rot["epochs"], rot["optimizer"]["lr"], rot["schedule"]["milestones"]) == (70, 0.2, [30, 50])
+
+
+def test_miniature_is_a_valid_configuration():
+    full = yaml.safe_load(CHALLENGE.read_text())
+    validate(merged(full, yaml.safe_load(MINIATURE.read_text())),
+             str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+
+
+def test_readme_job_table_is_generated_from_the_current_configuration():
+    result = subprocess.run([sys.executable, str(REPO / "tools" / "job_table.py"), "--check"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -25,6 +25,7 @@ rule pseudo_labels:
         pretrain_data=config["pretrain_data"],
         roots=data_roots(),
         code=code_digest("pseudo_labels.py"),
+        numerics=numerics_mode(),
     script:
         "../workflow/scripts/pseudo_labels.py"
 
@@ -55,6 +56,7 @@ rule codc_labels:
         pretrain_data=config["pretrain_data"],
         roots=data_roots(),
         code=code_digest("pseudo_labels.py"),
+        numerics=numerics_mode(),
     script:
         "../workflow/scripts/pseudo_labels.py"
 
@@ -82,6 +84,7 @@ rule codc_round:
         pretrain_data=config["pretrain_data"],
         roots=data_roots(),
         code=codc_round_code,
+        numerics=numerics_mode(),
     script:
         "../workflow/scripts/pretrain.py"
 

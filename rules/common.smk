@@ -165,6 +165,11 @@ def code_digest(script, methods=()):
     return CODE_DIGESTS[script, methods]
 
 
+def numerics_mode():
+    """A param of the jobs that compute with torch or BLAS (deterministic and fast numerics differ in results)."""
+    return "deterministic CPU numerics" if config["resources"]["deterministic"] else "fast CPU numerics"
+
+
 def training_code(model_config):
     return code_digest("pretrain.py", tuple(provenance.training_methods(model_config)))
 

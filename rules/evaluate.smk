@@ -20,6 +20,7 @@ rule svm_full:
         roots=data_roots(),
         classes=voc07_classes(),
         code=code_digest("svm_full.py"),
+        numerics=numerics_mode(),
     script:
         "../workflow/scripts/svm_full.py"
 
@@ -62,6 +63,7 @@ rule svm_lowshot:
         roots=data_roots(),
         classes=voc07_classes(),
         code=code_digest("svm_lowshot.py"),
+        numerics=numerics_mode(),
     script:
         "../workflow/scripts/svm_lowshot.py"
 
@@ -84,6 +86,7 @@ rule linear_probe:
         features=config["features"],
         roots=data_roots(),
         code=code_digest("linear_probe.py"),
+        numerics=numerics_mode(),
     script:
         "../workflow/scripts/linear_probe.py"
 
@@ -109,5 +112,6 @@ rule imagenet_linear:
         features=config["features"],
         roots=data_roots(),
         code=code_digest("imagenet_linear.py"),
+        numerics=numerics_mode(),
     script:
         "../workflow/scripts/imagenet_linear.py"

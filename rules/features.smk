@@ -19,5 +19,6 @@ rule extract_features:
         roots=data_roots(),
         classes=voc07_classes(),
         code=code_digest("extract_features.py"),
+        numerics=numerics_mode(),
     script:
         "../workflow/scripts/extract_features.py"

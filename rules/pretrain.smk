@@ -24,6 +24,7 @@ rule pretrain:
         pretrain_data=config["pretrain_data"],
         roots=data_roots(),
         code=pretrain_code,
+        numerics=numerics_mode(),
     script:
         "../workflow/scripts/pretrain.py"
 

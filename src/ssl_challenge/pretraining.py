@@ -33,7 +33,10 @@ def run_identity(model_config: dict, pretrain_data: dict, imagenet_root: str,
     """Everything that determines a pretraining run's result: the model's config, the pretraining data config,
     the code it runs (``provenance``: this module's import closure and the method modules), the image list
     (relative paths and sizes, never the images' bytes), and the content of the files it reads (the data set's
-    manifest, pseudo-labels, previous-round weights)."""
+    manifest, pseudo-labels, previous-round weights), and whether the CPU numerics are deterministic (a different
+    result, ``ssl_challenge.numerics``)."""
+    from .numerics import deterministic_requested
+
     code_entries = [Path(__file__)] + provenance.method_files(provenance.training_methods(model_config))
     return {
         "model": model_config,
@@ -42,6 +45,7 @@ def run_identity(model_config: dict, pretrain_data: dict, imagenet_root: str,
         "images": image_list_digest(imagenet_root, "train"),
         "data_files": {str(path): file_digest(path) for path in data_files},
         "input_files": input_file_digests(model_config.get("method_options", {})),
+        "deterministic_numerics": deterministic_requested(),
     }
 
 

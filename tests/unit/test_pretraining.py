@@ -130,3 +130,11 @@ def test_two_processes_train_through_torchrun_in_the_same_run_folder(tmp_path, d
     assert (run_dir / "request.json").exists() and (run_dir / "model.pth").exists()
     saved = torch.load(output, map_location="cpu", weights_only=False)
     assert saved["processes"] == 2 and saved["epochs"] == 2
+
+
+def test_the_identity_follows_the_numerics_mode(data, monkeypatch):
+    root, manifest = data
+    monkeypatch.setenv("SSL_CHALLENGE_DETERMINISTIC", "1")
+    deterministic = config_digest(run_identity(MODEL, PRETRAIN_DATA, str(root), [str(manifest)]))
+    monkeypatch.setenv("SSL_CHALLENGE_DETERMINISTIC", "0")
+    assert config_digest(run_identity(MODEL, PRETRAIN_DATA, str(root), [str(manifest)])) != deterministic

@@ -32,3 +32,13 @@ def test_each_script_rule_digests_its_own_script():
             assert code.group(1) == f'code_digest("{script.group(1)}")', rule
         checked += 1
     assert checked >= 13
+
+
+def test_every_rule_that_computes_with_torch_or_blas_follows_the_numerics_mode():
+    """resources.deterministic changes results: the jobs that compute must be stale when it changes."""
+    computing = {"pretrain", "pseudo_labels", "codc_labels", "codc_round", "extract_features", "svm_full",
+                 "svm_lowshot", "linear_probe", "imagenet_linear"}
+    blocks = rule_blocks()
+    assert computing <= set(blocks)
+    for rule in computing:
+        assert re.search(r"^\s*numerics=numerics_mode\(\),$", blocks[rule], flags=re.MULTILINE), rule

@@ -33,7 +33,7 @@ SIZE_KEYS = {
     "evaluation.voc07_svm.costs", "evaluation.voc07_svm.extra_powers",
     "evaluation.voc07_lowshot.costs", "evaluation.voc07_lowshot.extra_powers",
     "evaluation.voc07_lowshot.k_values", "evaluation.voc07_lowshot.num_samples",
-    # threads per job: run-time only (2 jobs side by side on 2 cores)
+    # threads per job and the CPU numerics mode: run-time only (2 jobs side by side on 2 cores, oneDNN on)
     "resources.*",
 }
 

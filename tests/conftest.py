@@ -37,6 +37,17 @@ def run_snakemake(workdir: Path, *args: str, timeout: int = 600, check: bool = T
     return result
 
 
+class Payload:
+    """What a planted model file or checkpoint may hold: unpickling it writes a marker file (any code could run
+    instead). Tests of safe loading plant one and check that the marker never appears."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('the payload ran')",))
+
+
 @pytest.fixture
 def workflow_copy(tmp_path: Path) -> Path:
     return copy_workflow(tmp_path / "workflow")

@@ -14,6 +14,8 @@ from ssl_challenge.io import CorruptFileError, ModelFileError
 from ssl_challenge.methods.rotation import RotationPrediction
 from ssl_challenge.models.backbones import read_model_file
 
+from conftest import Payload
+
 from .worker import clustered_images, tiny_config, tiny_images
 
 CPU = torch.device("cpu")
@@ -21,16 +23,6 @@ CPU = torch.device("cpu")
 
 def quiet(_message):
     pass
-
-
-class Payload:
-    """Unpickling it writes a marker file (a planted file could run any code instead)."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (exec, (f"open({self.marker!r}, 'w').write('the payload ran')",))
 
 
 def safe_load(path):

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torchvision.models import resnet50 as torchvision_resnet50
 
+from conftest import Payload
 from ssl_challenge.io import ModelFileError
 from ssl_challenge.models.backbones import LAYER_NAMES, build_backbone, load_backbone, read_model_file
 
@@ -103,16 +104,6 @@ def test_build_backbone_rejects_unknown_names_and_keys(config, named):
 
 
 # ------------------------------------------------------------------------------------------------ model files
-class Payload:
-    """What a planted model file may hold: unpickling it writes a marker file (any code could run instead)."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (exec, (f"open({self.marker!r}, 'w').write('the payload ran')",))
-
-
 def model_file(path, backbone, **extra):
     torch.save({"backbone": backbone.state_dict(), "backbone_config": backbone.config, "train_seconds": 1.0,
                 "device": "cpu", "epochs": 1, **extra}, path)

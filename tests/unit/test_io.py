@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import Payload
 from ssl_challenge.io import (CorruptFileError, ModelFileError, append_jsonl, atomic_path, load_torch_file,
                               read_jsonl, write_json_atomic)
 
@@ -96,16 +97,6 @@ def test_a_full_disk_names_the_path_and_leaves_no_file(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ safe loading
-class Payload:
-    """What a planted file may hold: unpickling it writes a marker file (any code could run instead)."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (exec, (f"open({self.marker!r}, 'w').write('the payload ran')",))
-
-
 def test_a_planted_payload_is_refused_before_it_runs(tmp_path):
     import torch
 

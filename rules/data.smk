@@ -5,13 +5,13 @@ rule prepare_data:
     output:
         manifest=embedded_manifest(),
     log:
-        f"{RESULTS}/logs/prepare_data.log",
+        log_file("prepare_data"),
     benchmark:
-        f"{RESULTS}/benchmarks/prepare_data.tsv"
+        benchmark_file("prepare_data")
     conda:
         "../envs/pipeline.yaml"
     params:
-        embedded=config["data"]["embedded"],
+        embedded=CONFIG["data"]["embedded"],
         code=code_digest("prepare_data.py"),
     script:
         "../workflow/scripts/prepare_data.py"

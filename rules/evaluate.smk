@@ -1,24 +1,25 @@
 # The evaluation tracks: VOC07 full SVM (per layer), VOC07 low-shot SVM (per layer), Places205 linear probe.
+# Each job's params are what its result depends on: an SVM job gets the costs, not the list of layers.
 
 
 rule svm_full:
     input:
-        trainval=f"{RESULTS}/features/{{model}}/voc07_trainval.npz",
-        test=f"{RESULTS}/features/{{model}}/voc07_test.npz",
+        trainval=features_file("{model}", "voc07_trainval"),
+        test=features_file("{model}", "voc07_test"),
         data=data_input,
     output:
-        result=f"{RESULTS}/eval/{{model}}/voc07_svm/{{layer}}.json",
+        result=layer_result_file("{model}", "voc07_svm", "{layer}"),
     log:
-        f"{RESULTS}/logs/voc07_svm/{{model}}/{{layer}}.log",
+        log_file("voc07_svm", "{model}", "{layer}"),
     benchmark:
-        f"{RESULTS}/benchmarks/voc07_svm/{{model}}/{{layer}}.tsv"
+        benchmark_file("voc07_svm", "{model}", "{layer}")
     conda:
         "../envs/pipeline.yaml"
-    threads: config["resources"]["svm_threads"]
+    threads: CONFIG["resources"]["svm_threads"]
     params:
-        svm=config["evaluation"]["voc07_svm"],
-        roots=data_roots(),
-        classes=voc07_classes(),
+        svm=planning.svm_options(CONFIG, "voc07_svm"),
+        roots=roots("voc07"),
+        classes=CONFIG["data"]["voc07_classes"],
         code=code_digest("svm_full.py"),
         numerics=numerics_mode(),
     script:
@@ -29,15 +30,15 @@ rule lowshot_samples:
     input:
         data=data_input,
     output:
-        samples=f"{RESULTS}/eval/voc07_lowshot_samples.json",
+        samples=lowshot_samples_file(),
     log:
-        f"{RESULTS}/logs/voc07_lowshot_samples.log",
+        log_file("voc07_lowshot_samples"),
     conda:
         "../envs/pipeline.yaml"
     params:
-        lowshot=config["evaluation"]["voc07_lowshot"],
-        roots=data_roots(),
-        classes=voc07_classes(),
+        lowshot=planning.lowshot_draw_options(CONFIG),
+        roots=roots("voc07"),
+        classes=CONFIG["data"]["voc07_classes"],
         code=code_digest("lowshot_samples.py"),
     script:
         "../workflow/scripts/lowshot_samples.py"
@@ -45,23 +46,23 @@ rule lowshot_samples:
 
 rule svm_lowshot:
     input:
-        trainval=f"{RESULTS}/features/{{model}}/voc07_trainval.npz",
-        test=f"{RESULTS}/features/{{model}}/voc07_test.npz",
-        samples=rules.lowshot_samples.output.samples,
+        trainval=features_file("{model}", "voc07_trainval"),
+        test=features_file("{model}", "voc07_test"),
+        samples=lowshot_samples_file(),
         data=data_input,
     output:
-        result=f"{RESULTS}/eval/{{model}}/voc07_lowshot/{{layer}}.json",
+        result=layer_result_file("{model}", "voc07_lowshot", "{layer}"),
     log:
-        f"{RESULTS}/logs/voc07_lowshot/{{model}}/{{layer}}.log",
+        log_file("voc07_lowshot", "{model}", "{layer}"),
     benchmark:
-        f"{RESULTS}/benchmarks/voc07_lowshot/{{model}}/{{layer}}.tsv"
+        benchmark_file("voc07_lowshot", "{model}", "{layer}")
     conda:
         "../envs/pipeline.yaml"
-    threads: config["resources"]["svm_threads"]
+    threads: CONFIG["resources"]["svm_threads"]
     params:
-        lowshot=config["evaluation"]["voc07_lowshot"],
-        roots=data_roots(),
-        classes=voc07_classes(),
+        lowshot=planning.svm_options(CONFIG, "voc07_lowshot"),
+        roots=roots("voc07"),
+        classes=CONFIG["data"]["voc07_classes"],
         code=code_digest("svm_lowshot.py"),
         numerics=numerics_mode(),
     script:
@@ -72,19 +73,19 @@ rule linear_probe:
     input:
         unpack(linear_probe_input),
     output:
-        result=linear_probe_output("{model}"),
-        metrics=f"{RESULTS}/eval/{{model}}/places205_linear.metrics.jsonl",
+        result=probe_file("{model}", "places205_linear"),
+        metrics=probe_metrics_file("{model}", "places205_linear"),
     log:
-        f"{RESULTS}/logs/places205_linear/{{model}}.log",
+        log_file("places205_linear", "{model}"),
     benchmark:
-        f"{RESULTS}/benchmarks/places205_linear/{{model}}.tsv"
+        benchmark_file("places205_linear", "{model}")
     conda:
         "../envs/pipeline.yaml"
-    threads: config["resources"]["eval_threads"]
+    threads: CONFIG["resources"]["eval_threads"]
     params:
-        probe=config["evaluation"]["places205_linear"],
-        features=config["features"],
-        roots=data_roots(),
+        probe=CONFIG["evaluation"]["places205_linear"],
+        features=probe_features,
+        roots=roots("places205"),
         code=code_digest("linear_probe.py"),
         numerics=numerics_mode(),
     script:
@@ -96,21 +97,21 @@ rule imagenet_linear:
         model=model_file("{model}"),
         data=data_input,
     output:
-        result=imagenet_linear_output("{model}"),
-        metrics=f"{RESULTS}/eval/{{model}}/imagenet_linear.metrics.jsonl",
+        result=probe_file("{model}", "imagenet_linear"),
+        metrics=probe_metrics_file("{model}", "imagenet_linear"),
     log:
-        f"{RESULTS}/logs/imagenet_linear/{{model}}.log",
+        log_file("imagenet_linear", "{model}"),
     benchmark:
-        f"{RESULTS}/benchmarks/imagenet_linear/{{model}}.tsv"
+        benchmark_file("imagenet_linear", "{model}")
     wildcard_constraints:
-        model=names_regex(imagenet_linear_models()),
+        model=planning.names_regex(planning.imagenet_linear_models(CONFIG)),
     conda:
         "../envs/pipeline.yaml"
-    threads: config["resources"]["eval_threads"]
+    threads: CONFIG["resources"]["eval_threads"]
     params:
-        probe=config["evaluation"]["imagenet_linear"],
-        features=config["features"],
-        roots=data_roots(),
+        probe=CONFIG["evaluation"]["imagenet_linear"],
+        features=planning.probe_feature_options(CONFIG, online=True),
+        roots=roots("imagenet"),
         code=code_digest("imagenet_linear.py"),
         numerics=numerics_mode(),
     script:

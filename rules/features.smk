@@ -3,21 +3,21 @@
 
 rule extract_features:
     input:
-        model=f"{RESULTS}/models/{{model}}/model.pth",
+        model=model_file("{model}"),
         data=data_input,
     output:
-        features=f"{RESULTS}/features/{{model}}/{{split}}.npz",
+        features=features_file("{model}", "{split}"),
     log:
-        f"{RESULTS}/logs/features/{{model}}/{{split}}.log",
+        log_file("features", "{model}", "{split}"),
     benchmark:
-        f"{RESULTS}/benchmarks/features/{{model}}/{{split}}.tsv"
+        benchmark_file("features", "{model}", "{split}")
     conda:
         "../envs/pipeline.yaml"
-    threads: config["resources"]["eval_threads"]
+    threads: CONFIG["resources"]["eval_threads"]
     params:
-        features=config["features"],
-        roots=data_roots(),
-        classes=voc07_classes(),
+        features=CONFIG["features"],
+        roots=split_roots,
+        classes=split_classes,
         code=code_digest("extract_features.py"),
         numerics=numerics_mode(),
     script:

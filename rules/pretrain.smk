@@ -8,21 +8,21 @@ rule pretrain:
         labels=pretrain_extra_inputs,
     output:
         model=model_file("{model}"),
-        metrics=f"{RESULTS}/models/{{model}}/metrics.jsonl",
-        snapshots=directory(f"{RESULTS}/models/{{model}}/snapshots"),
+        metrics=training_metrics_file("{model}"),
+        snapshots=directory(snapshots_dir("{model}")),
     log:
-        f"{RESULTS}/logs/pretrain/{{model}}.log",
+        log_file("pretrain", "{model}"),
     benchmark:
-        f"{RESULTS}/benchmarks/pretrain/{{model}}.tsv"
+        benchmark_file("pretrain", "{model}")
     wildcard_constraints:
-        model=names_regex(pretrained_models()),
+        model=planning.names_regex(planning.configured_models(CONFIG)),
     conda:
         "../envs/pipeline.yaml"
-    threads: config["resources"]["torch_threads"]
+    threads: CONFIG["resources"]["torch_threads"]
     params:
         model=pretrain_model_config,
-        pretrain_data=config["pretrain_data"],
-        roots=data_roots(),
+        pretrain_data=CONFIG["pretrain_data"],
+        roots=roots("imagenet"),
         code=pretrain_code,
         numerics=numerics_mode(),
     script:
@@ -31,13 +31,13 @@ rule pretrain:
 
 rule snapshot_model:
     input:
-        snapshots=f"{RESULTS}/models/{{model}}/snapshots",
+        snapshots=snapshots_dir("{model}"),
     output:
-        model=f"{RESULTS}/models/{{model}}@e{{epoch}}/model.pth",
+        model=model_file(SNAPSHOT_MODEL),
     log:
-        f"{RESULTS}/logs/pretrain/{{model}}@e{{epoch}}.log",
+        log_file("pretrain", SNAPSHOT_MODEL),
     wildcard_constraints:
-        model=names_regex(pretrained_models()),
+        model=planning.names_regex(planning.configured_models(CONFIG)),
         epoch="[0-9]+",
     conda:
         "../envs/pipeline.yaml"

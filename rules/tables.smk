@@ -1,4 +1,5 @@
-# Leaderboard (one row per model, one column per track), stage wall times, and plots.
+# Leaderboard (one row per model, one column per track), stage wall times, plots, the DC vs ODC table and the
+# CODC ablation table (the seed's Table 2).
 
 
 rule leaderboard:
@@ -6,16 +7,16 @@ rule leaderboard:
         evaluations=all_evaluation_files,
         benchmarks=pretrain_benchmarks,
     output:
-        tables=multiext(f"{RESULTS}/tables/leaderboard", ".csv", ".md", ".tex"),
-        stage_times=f"{RESULTS}/tables/stage_times.csv",
-        lowshot_plot=f"{RESULTS}/plots/lowshot.png",
+        tables=table_files("leaderboard", ".csv", ".md", ".tex"),
+        stage_times=table_file("stage_times", ".csv"),
+        lowshot_plot=plot_file("lowshot"),
     log:
-        f"{RESULTS}/logs/leaderboard.log",
+        log_file("leaderboard"),
     conda:
         "../envs/pipeline.yaml"
     params:
         evaluations=evaluation_outputs(),
-        benchmark_dir=f"{RESULTS}/benchmarks",
+        benchmark_dir=benchmarks_dir(),
         code=code_digest("leaderboard.py"),
     script:
         "../workflow/scripts/leaderboard.py"
@@ -23,12 +24,12 @@ rule leaderboard:
 
 rule dc_vs_odc:
     input:
-        dc_vs_odc_inputs,
+        lambda wildcards: planning.dc_vs_odc_files(dc_vs_odc_spec()),
     output:
-        tables=multiext(f"{RESULTS}/tables/dc_vs_odc", ".csv", ".md"),
-        plot=f"{RESULTS}/plots/dc_vs_odc.png",
+        tables=table_files("dc_vs_odc", ".csv", ".md"),
+        plot=plot_file("dc_vs_odc"),
     log:
-        f"{RESULTS}/logs/dc_vs_odc.log",
+        log_file("dc_vs_odc"),
     conda:
         "../envs/pipeline.yaml"
     params:
@@ -36,3 +37,19 @@ rule dc_vs_odc:
         code=code_digest("dc_vs_odc.py"),
     script:
         "../workflow/scripts/dc_vs_odc.py"
+
+
+rule ablation_tables:
+    input:
+        ablation_inputs,
+    output:
+        tables=table_files("codc_ablation", ".csv", ".md", ".tex"),
+    log:
+        log_file("ablation_tables"),
+    conda:
+        "../envs/pipeline.yaml"
+    params:
+        entries=ablation_entries(),
+        code=code_digest("ablation_tables.py"),
+    script:
+        "../workflow/scripts/ablation_tables.py"

@@ -3,11 +3,13 @@
 ``validate_config`` does what ``snakemake.utils.validate`` does (JSON-schema validation that fills in the schema's
 defaults), but a violation is reported in a few lines: the key path, its value, what is wrong and that key's
 description from the schema, instead of the whole schema. It then checks what a JSON schema cannot say: every
-number is finite (YAML's ``.nan`` and ``.inf`` are numbers to JSON schema), and every model's ``snapshot_epochs``
-are epochs that run.
+number is finite (YAML's ``.nan`` and ``.inf`` are numbers to JSON schema), every model's ``snapshot_epochs`` are
+epochs that run, and the keys that name other keys name things that exist (:func:`check_references`).
+``check_data_sources`` then checks the data on disk (rules/common.smk calls it).
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
@@ -15,19 +17,35 @@ from typing import Any, Iterator, Sequence
 
 import yaml
 
+from . import planning
 from .config import ConfigError
+from .data import layouts
+from .methods import CODC_BASE_METHODS
 
 VALUE_CHARACTERS = 120  # a value shown in an error is cut to this length
 
 
 def validate_config(config: dict, schema_path: str | os.PathLike) -> dict:
     """Validate ``config`` in place against the schema at ``schema_path``, filling in defaults; then the finite
-    numbers and the snapshot epochs. Returns ``config``; raises :class:`ConfigError` naming the key."""
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    numbers, the snapshot epochs and the references between keys. Returns ``config``; raises
+    :class:`ConfigError` naming the key."""
+    schema = read_schema(schema_path)
     check_schema(config, schema)
     check_finite_numbers(config, schema)
     check_snapshot_epochs(config)
+    check_references(config)
     return config
+
+
+def read_schema(schema_path: str | os.PathLike) -> dict:
+    """The schema at ``schema_path``, parsed once per version of the file (not to be modified)."""
+    path = Path(schema_path).resolve()
+    return _parsed_schema(str(path), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed_schema(path: str, mtime_ns: int) -> dict:
+    return yaml.safe_load(Path(path).read_text())
 
 
 def check_schema(config: dict, schema: dict) -> None:
@@ -77,6 +95,119 @@ def check_snapshot_epochs(config: dict) -> None:
             raise ConfigError(f"config key 'models.{name}.snapshot_epochs' = {model['snapshot_epochs']}: "
                               f"{outside} outside 1..{epochs} (models.{name}.epochs = {epochs}); a snapshot is "
                               "taken after an epoch that runs: remove them or raise epochs")
+
+
+def check_references(config: dict) -> None:
+    """Keys that name models, experiments or layers name ones that exist (a validated config, defaults filled)."""
+    if not config["models"]:
+        raise ConfigError("config key 'models' is empty: name at least one model to pretrain and evaluate")
+    if planning.CONCAT in config["models"] or planning.CONCAT in config["concatenations"]:
+        raise ConfigError(f"config key 'models.{planning.CONCAT}' (or 'concatenations.{planning.CONCAT}'): the name "
+                          f"is reserved for CODC concatenations (codc2@r1.{planning.CONCAT}); rename the entry")
+    check_codc_experiments(config)
+    check_cls_models(config)
+    trained = planning.trained_models(config)
+    for name, members in config["concatenations"].items():
+        if name in config["models"]:
+            raise ConfigError(f"config key 'concatenations.{name}': {name!r} is already a configured model; "
+                              "rename the concatenation")
+        unknown = [member for member in members if member not in trained]
+        if unknown:
+            raise ConfigError(f"config key 'concatenations.{name}': {unknown} are not models (configured models or "
+                              f"CODC members after a round, one of {trained})")
+    check_ablation(config)
+    check_track_layers(config)
+    if config["evaluation"]["imagenet_linear"]["enabled"] and config["data"]["source"] == "embedded":
+        raise ConfigError(
+            "config key 'evaluation.imagenet_linear.enabled' is true, but the embedded data set has no ImageNet "
+            "val/ split: set data.source to real with an imagenet_root holding train/<wnid>/ and val/<wnid>/")
+    if config["data"]["source"] == "real":
+        for key in ("imagenet_root", "voc07_root", "places205_root"):
+            if not config["data"][key]:
+                raise ConfigError(f"config key 'data.{key}' is empty but data.source is 'real': point it at the "
+                                  "data set's root")
+
+
+def check_codc_experiments(config: dict) -> None:
+    """Members are configured models with a pretext loss; start_from names another experiment, without a cycle."""
+    experiments = config["codc"]
+    for name, experiment in experiments.items():
+        for member in experiment["members"]:
+            if member not in config["models"]:
+                raise ConfigError(f"config key 'codc.{name}.members': {member!r} is not a configured model")
+            method = config["models"][member]["method"]
+            if method not in CODC_BASE_METHODS:
+                raise ConfigError(f"config key 'codc.{name}.members': {member!r} has method {method!r}; a CODC "
+                                  f"member needs a pretext loss, one of {list(CODC_BASE_METHODS)}")
+        start = experiment["start_from"]
+        if start and (start not in experiments or start == name):
+            raise ConfigError(f"config key 'codc.{name}.start_from': {start!r} is not another CODC experiment")
+    for name in experiments:
+        chain = [name]
+        while experiments[chain[-1]]["start_from"]:
+            chain.append(experiments[chain[-1]]["start_from"])
+            if chain[-1] in chain[:-1]:
+                raise ConfigError(f"config key 'codc.{name}.start_from': a cycle {' -> '.join(chain)}; an "
+                                  "experiment must start from one that does not start from it")
+
+
+def check_cls_models(config: dict) -> None:
+    """A CLS model clusters the features of models that are trained (configured, or CODC members after a round)."""
+    trained = planning.trained_models(config)
+    for name in planning.models_with_method(config, "cls"):
+        options, where = config["models"][name]["method_options"], f"models.{name}.method_options"
+        if "num_clusters" not in options or not options.get("label_models"):
+            raise ConfigError(f"config key '{where}': a cls model needs num_clusters and label_models")
+        unknown = [model for model in options["label_models"] if model not in trained]
+        if unknown:
+            raise ConfigError(f"config key '{where}.label_models': {unknown} are neither configured models nor CODC "
+                              f"members after a round (one of {trained})")
+
+
+def check_ablation(config: dict) -> None:
+    """The ablation table's experiments are CODC experiments; each control is one with label_source self."""
+    experiments, ablation = config["codc"], config["ablation"]
+    for name in ablation["experiments"]:
+        if name not in experiments:
+            raise ConfigError(f"config key 'ablation.experiments': {name!r} is not a CODC experiment")
+    for name, control in ablation["controls"].items():
+        if name not in ablation["experiments"]:
+            raise ConfigError(f"config key 'ablation.controls.{name}': {name!r} is not in ablation.experiments")
+        if control not in experiments or experiments[control]["label_source"] != "self":
+            raise ConfigError(f"config key 'ablation.controls.{name}': {control!r} must be a CODC experiment with "
+                              "label_source: self")
+
+
+def check_track_layers(config: dict) -> None:
+    """Tracks that read extracted features ask for layers that are extracted (features.layers)."""
+    extracted = config["features"]["layers"]
+    tracks = ["voc07_svm", "voc07_lowshot"]
+    if config["evaluation"]["places205_linear"]["mode"] == "cached" or planning.concatenations(config):
+        tracks.append("places205_linear")  # concatenations are probed on their features in either mode
+    for track in tracks:
+        missing = [layer for layer in config["evaluation"][track]["layers"] if layer not in extracted]
+        if missing:
+            raise ConfigError(f"config key 'evaluation.{track}.layers': {missing} are not in features.layers "
+                              f"{extracted}; add them there (or remove them here)")
+
+
+def check_data_sources(config: dict, embedded_built: bool) -> None:
+    """The data on disk: the Fashion-MNIST files of the embedded build (unless ``embedded_built``), or the real
+    roots' layouts. Raises naming the config key and what is missing."""
+    data = config["data"]
+    if data["source"] == "embedded":
+        folder = data["embedded"]["fashion_mnist_dir"]
+        missing = [] if embedded_built else layouts.missing_fashion_mnist_files(folder)
+        if missing:
+            raise ConfigError(f"config key 'data.embedded.fashion_mnist_dir' = {folder!r} lacks {missing}: install "
+                              "Debian's dataset-fashion-mnist (`make data`), or point the key at a folder with the "
+                              "four IDX files")
+        return
+    layouts.check_imagenet_root(data["imagenet_root"])
+    layouts.check_voc07_root(data["voc07_root"], data["voc07_classes"] or None)
+    layouts.check_places205_root(data["places205_root"])
+    if config["evaluation"]["imagenet_linear"]["enabled"]:
+        layouts.check_imagenet_root(data["imagenet_root"], "val")
 
 
 def numbers(value: Any, path: tuple = ()) -> Iterator[tuple[tuple, float]]:

@@ -13,6 +13,7 @@ the package (torch, numpy) are the environment's business, pinned by the lock fi
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -146,6 +147,13 @@ def describe(entries: Sequence[str | os.PathLike], package_dir: Path = PACKAGE_D
     """``code digest <hex> of <entries>``: a rule's ``code`` param, so that ``snakemake -n`` says what changed."""
     names = " + ".join(label(Path(entry), package_dir) for entry in entries)
     return f"code digest {code_digest(entries, package_dir)} of {names}"
+
+
+@functools.lru_cache(maxsize=None)
+def script_code(script: str | os.PathLike, methods: tuple[str, ...] = ()) -> str:
+    """The ``code`` param of a rule that runs ``script`` and, for training, builds ``methods`` (whose modules
+    ``methods.build_method`` loads by name): :func:`describe` of them, computed once per process (DAG build)."""
+    return describe([Path(script), *method_files(methods)])
 
 
 # ------------------------------------------------------------------------------------------------ methods

@@ -34,15 +34,12 @@ from PIL import Image
 
 from ..io import write_json_atomic, write_text_atomic
 from . import layouts
+from .layouts import FASHION_MNIST_FILES
 from .idx import read_idx
 from .voc07 import image_labels_from_objects
 
 FASHION_MNIST_CLASSES = ["tshirt", "trouser", "pullover", "dress", "coat",
                          "sandal", "shirt", "sneaker", "bag", "ankleboot"]
-FASHION_MNIST_FILES = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "t10k": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-}
 PRETRAIN_CANVAS = 32
 JPEG_QUALITY = 95
 FOREGROUND_THRESHOLD = 10  # grey level above which a pixel belongs to the item (the background is 0)
@@ -97,7 +94,7 @@ def build_embedded_data(fashion_mnist_dir: str | os.PathLike, out_root: str | os
         "pretrain_images_per_wnid": pretrain_counts,
         "voc07": voc_summary,
         "places205_images_per_class": places_counts,
-        "roots": {"imagenet": "imagenet", "voc07": "VOCdevkit", "places205": "places205"},
+        "roots": dict(layouts.EMBEDDED_ROOTS),
         "provenance": PROVENANCE_FILE,
         "source_items": {split: split_info["items"] for split, split_info in sources.items()},
         "sources": {name: file_info for split_info in sources.values()

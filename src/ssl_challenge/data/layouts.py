@@ -12,6 +12,7 @@ Layouts (the ones the official archives unpack to):
 - ImageNet: ``<root>/train/<wnid>/<wnid>_<n>.JPEG`` (and optionally ``val/``, flat or in wnid folders).
 - VOC2007: ``<root>`` is the ``VOCdevkit`` folder holding ``VOC2007/{JPEGImages/<id>.jpg, Annotations/<id>.xml,
   ImageSets/Main/{trainval,test}.txt, ImageSets/Main/<class>_{trainval,test}.txt}``.
+- Fashion-MNIST (the embedded data set's source): the four IDX files of :data:`FASHION_MNIST_FILES` in one folder.
 - Places205: ``<root>/images256/<letter>/<category>[/<subcategory>]/<file>.jpg`` and the list files
   ``<root>/trainvalsplit_places205/{train,val}_places205.csv`` with lines ``<path under images256> <label>``.
   The official tarball nests the images as ``<root>/data/vision/torralba/deeplearning/images256``; both are
@@ -302,6 +303,19 @@ class RootContainment:
             if os.path.islink(current) and not self.is_inside(os.path.realpath(current)):
                 return current
         return path
+
+
+# ------------------------------------------------------------------------------------------- Fashion-MNIST
+EMBEDDED_ROOTS = {"imagenet": "imagenet", "voc07": "VOCdevkit", "places205": "places205"}  # under its folder
+FASHION_MNIST_FILES = {  # the source of the embedded data set (data/embedded.py), Debian's file names
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "t10k": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+
+
+def missing_fashion_mnist_files(folder: str | os.PathLike) -> list[str]:
+    """The names of :data:`FASHION_MNIST_FILES` that are not files in ``folder``."""
+    return [name for pair in FASHION_MNIST_FILES.values() for name in pair if not Path(folder, name).is_file()]
 
 
 # ------------------------------------------------------------------------------------------------ helpers

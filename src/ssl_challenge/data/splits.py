@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
+if TYPE_CHECKING:  # the workflow's wildcard constraints import FEATURE_SPLITS at DAG-build time, without numpy
+    import numpy as np
 
 FEATURE_SPLITS = {
     "voc07_trainval": ("voc07", "trainval"),

@@ -7,8 +7,10 @@ method's dependencies (faiss for the clustering methods) load only when it is us
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # the workflow's planning imports this module at DAG-build time, without torch
+    import torch
 
 METHODS = {
     "random": "random_init",
@@ -18,6 +20,7 @@ METHODS = {
     "cls": "cls",
     "codc": "codc",
 }
+CODC_BASE_METHODS = ("rot", "dc", "odc", "cls")  # the methods a CODC member can keep as its pretext loss
 
 
 def build_method(name: str, backbone: torch.nn.Module, options: dict, num_samples: int) -> torch.nn.Module:

@@ -35,10 +35,9 @@ from ..clustering.kmeans import mixed_seed
 from ..config import from_dict
 from ..models.backbones import read_model_file
 from ..pseudo_labels import load_labels
+from . import CODC_BASE_METHODS as BASE_METHODS
 from .base import EpochContext
 from .online_clustering import OnlineClustering, OnlineClusteringOptions
-
-BASE_METHODS = ("rot", "dc", "odc", "cls")
 
 
 @dataclass(frozen=True)

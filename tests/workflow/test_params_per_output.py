@@ -1,0 +1,94 @@
+"""A rule's params are exactly what determines its output (rules/*.smk, planning.py "params per job"): after the
+session's finished smoke run, adding a layer to a track makes only that layer's jobs and the tables stale, adding a
+low-shot k draws that k's samples and leaves the drawn ones as they were, and an option reruns only the jobs whose
+result it changes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import run_snakemake  # smoke_run, smoke_copy: the session's one finished smoke run (conftest.py)
+from dryrun import planned_jobs
+
+pytestmark = pytest.mark.slow
+SMOKE_SVM_MODELS = {"random", "rot", "dc", "odc", "cls", "codc2@r1.dc", "codc2@r1.rot", "codc2@r1.concat", "dc@e1",
+                    "odc@e1"}
+TABLES = {"leaderboard", "dc_vs_odc", "ablation_tables", "all_tracks"}
+
+
+def edited_smoke(workdir: Path, tmp_path: Path, edit) -> Path:
+    config = yaml.safe_load((workdir / "config" / "smoke.yaml").read_text())
+    edit(config)
+    path = tmp_path / "edited.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def planned(workdir: Path, config: Path):
+    return planned_jobs(run_snakemake(workdir, "-n", "all_tracks", "--configfile", str(config)).stdout)
+
+
+def layer(job) -> str:
+    return dict(job.wildcards)["layer"]
+
+
+def test_adding_an_svm_layer_runs_only_that_layers_jobs_and_the_tables(smoke_copy, tmp_path):
+    config = edited_smoke(smoke_copy, tmp_path, lambda c: c["evaluation"]["voc07_svm"]["layers"].append("feat4"))
+    jobs = planned(smoke_copy, config)
+    svm_jobs = [job for job in jobs if job.rule == "svm_full"]
+    assert {job.rule for job in jobs} == {"svm_full"} | TABLES
+    assert {layer(job) for job in svm_jobs} == {"feat4"} and {job.model for job in svm_jobs} == SMOKE_SVM_MODELS
+    existing = sorted((smoke_copy / "results" / "eval").glob("*/voc07_svm/feat5.json"))
+    assert {path.parent.parent.name for path in existing} == SMOKE_SVM_MODELS
+    before = {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in existing}
+    leaderboard = smoke_copy / "results" / "tables" / "leaderboard.csv"
+    old_leaderboard = leaderboard.stat().st_mtime_ns
+
+    run_snakemake(smoke_copy, "--cores", "2", "all_tracks", "--configfile", str(config))
+    assert {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in existing} == before
+    for model in SMOKE_SVM_MODELS:
+        result = json.loads((smoke_copy / "results" / "eval" / model / "voc07_svm" / "feat4.json").read_text())
+        assert result["layer"] == "feat4" and 0 <= result["map"] <= 100
+    assert leaderboard.stat().st_mtime_ns > old_leaderboard
+    assert planned(smoke_copy, config) == []
+
+
+def test_adding_a_lowshot_k_keeps_the_drawn_samples(smoke_copy, tmp_path):
+    samples_file = smoke_copy / "results" / "eval" / "voc07_lowshot_samples.json"
+    before = json.loads(samples_file.read_text())
+    assert before["k_values"] == [1, 2]
+    config = edited_smoke(smoke_copy, tmp_path, lambda c: c["evaluation"]["voc07_lowshot"]["k_values"].append(4))
+    # Every low-shot result averages over the ks: all of them are stale, and nothing else but the tables.
+    assert {job.rule for job in planned(smoke_copy, config)} == {"lowshot_samples", "svm_lowshot", "leaderboard",
+                                                                 "dc_vs_odc", "all_tracks"}
+    run_snakemake(smoke_copy, "--cores", "1", str(samples_file.relative_to(smoke_copy)), "--configfile", str(config))
+    after = json.loads(samples_file.read_text())
+    assert after["k_values"] == [1, 2, 4] and len(after["samples"]["4"]) == before["num_samples"]
+    assert {k: after["samples"][k] for k in ("1", "2")} == before["samples"]  # not redrawn
+
+
+@pytest.mark.parametrize("edit, rules, check", [
+    # a low-shot layer: that layer's low-shot jobs (not the samples, not the full SVM)
+    (lambda c: c["evaluation"]["voc07_lowshot"]["layers"].append("feat4"), {"svm_lowshot", "leaderboard",
+                                                                             "dc_vs_odc", "all_tracks"},
+     lambda jobs: {layer(job) for job in jobs if job.rule == "svm_lowshot"} == {"feat4"}),
+    # the low-shot costs: the low-shot SVMs, not the samples
+    (lambda c: c["evaluation"]["voc07_lowshot"].update(costs=[1.0, 10.0]), {"svm_lowshot", "leaderboard",
+                                                                            "dc_vs_odc", "all_tracks"},
+     lambda jobs: len([job for job in jobs if job.rule == "svm_lowshot"]) == 8),
+    # a probe option: the probes, not the features
+    (lambda c: c["evaluation"]["places205_linear"].update(epochs=3), {"linear_probe", "leaderboard", "all_tracks"},
+     lambda jobs: len([job for job in jobs if job.rule == "linear_probe"]) == 8),
+    # the extraction batch: every feature file; of the online probes, only the concatenation's (it reads features)
+    (lambda c: c["features"].update(batch_size=128), {"extract_features", "concat_features", "svm_full",
+                                                      "svm_lowshot", "linear_probe"} | TABLES,
+     lambda jobs: {job.model for job in jobs if job.rule == "linear_probe"} == {"codc2@r1.concat"}),
+])
+def test_an_option_reruns_only_the_jobs_whose_result_it_changes(smoke_run, tmp_path, edit, rules, check):
+    workdir, _ = smoke_run
+    jobs = planned(workdir, edited_smoke(workdir, tmp_path, edit))
+    assert {job.rule for job in jobs} == rules
+    assert check(jobs)

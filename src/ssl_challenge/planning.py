@@ -21,7 +21,6 @@ from .data.layouts import EMBEDDED_ROOTS
 from .data.splits import FEATURE_SPLITS
 
 NAME = "[a-z][a-z0-9_]*"  # a configured model, a CODC experiment or a concatenation (the schema's propertyNames)
-MODEL_NAME_PATTERN = rf"{NAME}(@(e[1-9][0-9]*|r[1-9][0-9]*\.{NAME}))?"  # the grammar above, as a regex
 CONCAT = "concat"  # the member part of a CODC experiment's concatenation (so no model may be called "concat")
 TRACKS = ("voc07_svm", "voc07_lowshot", "places205_linear")  # every leaderboard row gets these
 NAMED_SECTIONS = ("models", "codc", "concatenations")  # entries keep the file's order: the leaderboard's rows
@@ -37,6 +36,7 @@ TrackFiles = Callable[[str, str], "list[str]"]  # (model, track) -> its result f
 _MODEL_NAME = re.compile(
     rf"(?P<base>{NAME})(@(e(?P<epoch>[1-9][0-9]*)|r(?P<round>[1-9][0-9]*)\.(?P<member>{NAME})))?"
 )
+MODEL_NAME_PATTERN = re.sub(r"\?P<\w+>", "", _MODEL_NAME.pattern)  # the grammar, as a wildcard constraint
 
 
 # ---------------------------------------------------------------------------------------------- model names
@@ -119,10 +119,6 @@ def models_with_method(config: dict, *methods: str) -> list[str]:
 def snapshot_models(config: dict, model: str) -> list[str]:
     """The intermediate backbones kept of ``model``, as models of their own."""
     return [format_model_name(model, epoch=epoch) for epoch in config["models"][model]["snapshot_epochs"]]
-
-
-def all_snapshot_models(config: dict) -> list[str]:
-    return [snapshot for model in config["models"] for snapshot in snapshot_models(config, model)]
 
 
 def method_options(config: dict, model: str, cls_labels_file: Callable[[str], str]) -> dict:

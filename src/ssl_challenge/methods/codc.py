@@ -24,7 +24,7 @@ features instead. The member does not know which: it only reads the file.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ from ..config import from_dict
 from ..models.backbones import read_model_file
 from ..pseudo_labels import load_labels
 from .base import EpochContext
-from .online_clustering import OnlineClustering, OnlineClusteringOptions
+from .online_clustering import OnlineClustering, OnlineClusteringOptions, clustering_options
 
 BASE_METHODS = ("rot", "dc", "odc", "cls")
 
@@ -53,11 +53,6 @@ class CODCOptions(OnlineClusteringOptions):
     initial_weights: str = ""  # the member's previous-round model.pth (backbone); "" starts from scratch
     loss_weight: float = 1.0  # weight of the online-clustering loss added to the base loss
     seed: int = 0  # mixed with the run's seed into the memory's random draws (cluster splits)
-
-
-def clustering_options(options: CODCOptions) -> OnlineClusteringOptions:
-    names = OnlineClusteringOptions.__dataclass_fields__
-    return OnlineClusteringOptions(**{key: value for key, value in asdict(options).items() if key in names})
 
 
 def check_member_options(options: CODCOptions) -> None:

@@ -32,9 +32,9 @@ import torch
 from torch import nn
 
 from ..clustering.kmeans import mixed_seed
+from ..clustering.labels import load_labels
 from ..config import from_dict
 from ..models.backbones import read_model_file
-from ..pseudo_labels import load_labels
 from .base import EpochContext
 from .online_clustering import OnlineClustering, OnlineClusteringOptions, clustering_options
 
@@ -49,7 +49,7 @@ class CODCOptions(OnlineClusteringOptions):
 
     base_method: str = ""  # required: the member's own pretext method, one of BASE_METHODS
     base_options: dict = field(default_factory=dict)  # that method's method_options
-    labels_path: str = ""  # required: the round's initial labels (.npz of pseudo_labels.save_labels); injected
+    labels_path: str = ""  # required: the round's initial labels (.npz of clustering.labels.save_labels); injected
     initial_weights: str = ""  # the member's previous-round model.pth (backbone); "" starts from scratch
     loss_weight: float = 1.0  # weight of the online-clustering loss added to the base loss
     seed: int = 0  # mixed with the run's seed into the memory's random draws (cluster splits)

@@ -7,8 +7,8 @@ import logging
 import pytest
 import torch
 
-from ssl_challenge.tables.dc_vs_odc import (benchmark_seconds, dc_vs_odc_table, plot_time_to_accuracy, seconds_to_reach,
-                                            write_dc_vs_odc)
+from ssl_challenge.tables.dc_vs_odc import (benchmark_seconds, dc_vs_odc_table, plot_time_to_accuracy,
+                                            seconds_to_reach, write_dc_vs_odc)
 
 
 def test_dc_vs_odc_table_plot_and_spec(tmp_path):

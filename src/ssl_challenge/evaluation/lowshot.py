@@ -4,8 +4,8 @@ For every k and every sample, each class gets its own training set: k positives 
 number of classes: 19k on VOC07's 20, as the FAIR benchmark's sampling script draws them) drawn without
 replacement from the trainval images that are not difficult for that class; every other image is ignored for that
 class. The challenge's own published samples can be read instead (:func:`read_published_lowshot_samples`). The
-SVMs are those of the full protocol (:mod:`.svm_solver`: same loss, class weights, bias), trained at every cost without
-cross-validation, and scored on the test split (difficult images excluded per class).
+SVMs are those of the full protocol (:mod:`.svm_solver`: same loss, class weights, bias), trained at every cost
+without cross-validation, and scored on the test split (difficult images excluded per class).
 
 Following the reference, the cost of each k is the one with the best mean-over-samples *test* mAP (so the figure
 is optimistic; the output says so). Reported per k: mean, min, max and std (population, ddof 0) of the samples'

@@ -158,7 +158,8 @@ def _newton_protocol(train_x, train_targets, test_x, costs, device):
 
     chosen_costs = torch.tensor([costs[chosen] for _, chosen in results], dtype=torch.float64, device=device)
     refit = solve_squared_hinge(basis, targets, class_weight * chosen_costs, gram=gram)
-    test_scores = scores_from_dual(x_bias, refit.dual_coefficients, targets, with_bias(test_x, device)).cpu().numpy()
+    test_scores = scores_from_dual(x_bias, refit.dual_coefficients, targets, with_bias(test_x, device))
+    test_scores = test_scores.cpu().numpy()
     stats = {key: stats[key] + refit.stats[key] for key in stats}
     return [(mean_ap, chosen, test_scores[:, c], 0) for c, (mean_ap, chosen) in enumerate(results)], stats
 

@@ -1,4 +1,5 @@
-"""The leaderboard (one row per model, the best layer of each track), stage times and the low-shot plot, from the evaluation JSON files the pipeline wrote.
+"""The leaderboard (one row per model, the best layer of each track), stage times and the low-shot plot, from
+the evaluation JSON files the pipeline wrote.
 
 Only measured numbers go in the measured section; the published reference rows (PROTOCOLS.md) are a separate,
 labelled section and never mixed with them.

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ssl_challenge.clustering.kmeans import kmeans
-from ssl_challenge.methods import base
+from ssl_challenge.methods import shared_kmeans
 
 
 def two_blobs() -> torch.Tensor:
@@ -20,7 +20,7 @@ def test_one_process_gives_the_kmeans_of_the_preprocessed_features():
         seen.append(rows)
         return rows * 2
 
-    labels = base.kmeans_labels_on_main_process(features, 2, 10, seed=3, preprocess=preprocess)
+    labels = shared_kmeans.kmeans_labels_on_main_process(features, 2, 10, seed=3, preprocess=preprocess)
     assert labels.dtype == torch.int64 and labels.shape == (40,)
     assert len(seen) == 1 and seen[0] is features
     assert torch.equal(labels, kmeans(features * 2, 2, 10, seed=3).assignments)
@@ -37,8 +37,8 @@ def test_other_ranks_do_not_cluster_and_take_the_broadcast_labels(monkeypatch):
         assert source == 0
         return tensor.copy_(broadcast)
 
-    monkeypatch.setattr(base.distributed, "is_main", lambda: False)
-    monkeypatch.setattr(base.distributed, "broadcast_", receive)
-    monkeypatch.setattr(base, "kmeans", fail)
-    labels = base.kmeans_labels_on_main_process(two_blobs(), 2, 10, seed=3, preprocess=fail)
+    monkeypatch.setattr(shared_kmeans.distributed, "is_main", lambda: False)
+    monkeypatch.setattr(shared_kmeans.distributed, "broadcast_", receive)
+    monkeypatch.setattr(shared_kmeans, "kmeans", fail)
+    labels = shared_kmeans.kmeans_labels_on_main_process(two_blobs(), 2, 10, seed=3, preprocess=fail)
     assert torch.equal(labels, broadcast)

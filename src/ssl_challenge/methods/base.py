@@ -12,9 +12,6 @@ from typing import Callable, Protocol, runtime_checkable
 
 import torch
 
-from ..clustering.kmeans import kmeans
-from ..engine import distributed
-
 
 @dataclass
 class EpochContext:
@@ -71,16 +68,3 @@ class PlainOrderMethod(torch.nn.Module):
 
     def after_step(self, indices: torch.Tensor) -> dict[str, float]:
         return {}
-
-
-def kmeans_labels_on_main_process(features: torch.Tensor, num_clusters: int, iterations: int, seed: int,
-                                  preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-    """Cluster ``features`` [N, D] once, on the main process, and give every rank the same labels: ``LongTensor[N]``
-    on the features' device (DC's per-epoch pseudo-labels, ODC's initial labels). ``preprocess`` (e.g. DC's PCA)
-    runs on the main process only. With one process this is ``kmeans(preprocess(features)).assignments``."""
-    labels = torch.empty(features.shape[0], dtype=torch.int64, device=features.device)
-    if distributed.is_main():
-        inputs = preprocess(features) if preprocess is not None else features
-        labels.copy_(kmeans(inputs, num_clusters, iterations, seed=seed).assignments)
-    distributed.broadcast_(labels)
-    return labels

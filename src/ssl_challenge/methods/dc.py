@@ -23,7 +23,8 @@ from ..clustering.pca import pca_whiten_normalise
 from ..clustering.sampling import uniform_over_clusters
 from ..config import from_dict
 from ..models.necks import linear_head, reset_linear
-from .base import EpochContext, kmeans_labels_on_main_process
+from .base import EpochContext
+from .shared_kmeans import kmeans_labels_on_main_process
 
 
 @dataclass(frozen=True)

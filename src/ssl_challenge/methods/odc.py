@@ -20,8 +20,9 @@ from torch import nn
 
 from ..clustering.kmeans import mixed_seed
 from ..config import from_dict
-from .base import EpochContext, kmeans_labels_on_main_process
+from .base import EpochContext
 from .online_clustering import OnlineClustering, OnlineClusteringOptions, clustering_options
+from .shared_kmeans import kmeans_labels_on_main_process
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 Each member's block is L2-normalised row by row before concatenation, so that every member contributes equally
 whatever the scale of its activations (a network whose features are 100 times larger does not drown the others).
-The normalisation is the one of the SVM protocol, ``f / (||f|| + 1e-5)``: the epsilon keeps all-zero rows (dead
-ReLU features of a random network) at zero instead of dividing by zero.
+The normalisation is the one of the SVM protocol, ``f / (||f|| + 1e-5)`` in float64
+(``evaluation.svm_solver.l2_normalise_rows``), stored in float32: the epsilon keeps all-zero rows (dead ReLU
+features of a random network) at zero instead of dividing by zero.
 """
 from __future__ import annotations
 
@@ -13,20 +14,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .evaluation.svm_solver import NORM_EPSILON, l2_normalise_rows
 from .features import load_features, save_features
 
-NORM_EPSILON = 1e-5  # as in the SVM protocol's normalisation (PROTOCOLS.md, "Full SVM")
 # Metadata copied from the members (and checked to be identical): what the evaluation stages read.
 SHARED_METADATA_KEYS = ("split", "image_ids", "labels")
-
-
-def l2_normalise_rows(block: np.ndarray) -> np.ndarray:
-    """``[N, D]`` -> float32 ``[N, D]``: each row divided by (its L2 norm + 1e-5), the norm taken in float64."""
-    block = np.asarray(block)
-    if block.ndim != 2:
-        raise ValueError(f"expected a feature block [N, D], got shape {block.shape}")
-    norms = np.linalg.norm(block.astype(np.float64, copy=False), axis=1, keepdims=True)
-    return (block / (norms + NORM_EPSILON)).astype(np.float32)
 
 
 def concatenate_blocks(blocks: Sequence[np.ndarray]) -> np.ndarray:
@@ -37,7 +29,7 @@ def concatenate_blocks(blocks: Sequence[np.ndarray]) -> np.ndarray:
     counts = [np.shape(block)[0] for block in blocks]
     if len(set(counts)) > 1:
         raise ValueError(f"concatenate_blocks: the blocks have different numbers of rows {counts}")
-    return np.concatenate([l2_normalise_rows(block) for block in blocks], axis=1)
+    return np.concatenate([l2_normalise_rows(block).astype(np.float32) for block in blocks], axis=1)
 
 
 def common_layers(paths: Sequence[str], metadatas: Sequence[dict], layers: Sequence[str] | None) -> list[str]:

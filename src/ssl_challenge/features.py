@@ -10,40 +10,27 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from .data.images import IMAGENET_MEAN, IMAGENET_STD, ImageSource, normalise
 from .finite import require_finite
 from .io import atomic_path
 from .models.pooling import pool_features
 from .numerics import configure_torch, numerics_record
 
-# The normalisation of torchvision's ImageNet models, used by the reference evaluation pipelines.
-IMAGENET_MEAN_STD: tuple[tuple[float, float, float], tuple[float, float, float]] = (
-    (0.485, 0.456, 0.406),
-    (0.229, 0.224, 0.225),
-)
+# The normalisation of torchvision's ImageNet models (the reference evaluation pipelines), as (mean, std).
+IMAGENET_MEAN_STD = (IMAGENET_MEAN, IMAGENET_STD)
 METADATA_KEY = "metadata"
-
-
-class ImageSource(Protocol):
-    """What ``ssl_challenge.data.images`` provides: normalised float batches by index."""
-
-    def __len__(self) -> int: ...
-
-    def load_batch(self, indices: torch.Tensor, augment: bool = False,
-                   generator: torch.Generator | None = None) -> torch.Tensor: ...
 
 
 def normalise_uint8(images: torch.Tensor, mean_std=IMAGENET_MEAN_STD) -> torch.Tensor:
     """uint8 ``[B, 3, H, W]`` in 0..255 -> float32 ``(x / 255 - mean) / std`` on the same device."""
-    mean = torch.tensor(mean_std[0], dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    std = torch.tensor(mean_std[1], dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    return (images.float() / 255.0 - mean) / std
+    return normalise(images, mean_std[0], mean_std[1])
 
 
 def load_image_batch(images: torch.Tensor | ImageSource, indices: torch.Tensor, device: torch.device,

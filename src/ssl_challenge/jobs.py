@@ -6,9 +6,12 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Iterator
 
 from .numerics import RECORDED_VARIABLES, pin_environment
+
+PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 @contextlib.contextmanager
@@ -19,6 +22,7 @@ def job_logging(snakemake) -> Iterator[logging.Logger]:
     paths (``numerics.pin_environment``) before the job imports them. Exceptions are logged with their traceback
     before they propagate, so the log explains a failed job.
     """
+    check_imported_from_the_workflow(getattr(snakemake, "scriptdir", None))
     threads = str(max(1, int(getattr(snakemake, "threads", 1))))
     pin_environment(int(threads), deterministic_setting(snakemake))
     log_path = snakemake.log[0] if len(snakemake.log) else None
@@ -31,7 +35,8 @@ def job_logging(snakemake) -> Iterator[logging.Logger]:
     started = time.time()
     with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
         try:
-            logger.info("rule %s, wildcards %s, threads %s", snakemake.rule, dict(snakemake.wildcards), threads)
+            logger.info("rule %s, wildcards %s, threads %s, ssl_challenge from %s", snakemake.rule,
+                        dict(snakemake.wildcards), threads, PACKAGE_DIR)
             logger.info("numerics: %s", {name: os.environ[name] for name in ("SSL_CHALLENGE_DETERMINISTIC",)
                                          + RECORDED_VARIABLES if name in os.environ})
             yield logger
@@ -42,6 +47,19 @@ def job_logging(snakemake) -> Iterator[logging.Logger]:
         finally:
             if log_path:
                 stream.flush()
+
+
+def check_imported_from_the_workflow(scriptdir: str | None) -> None:
+    """Refuse to run a workflow's script with the package of another checkout (a virtual environment whose
+    editable install points elsewhere): the rule's code digest was computed from the workflow's own ``src/``.
+    Nothing to check when the workflow has no ``src/`` beside its scripts (``scriptdir`` is workflow/scripts)."""
+    if not scriptdir:
+        return
+    expected = Path(scriptdir).resolve().parents[1] / "src" / "ssl_challenge"
+    if expected.is_dir() and expected != PACKAGE_DIR:
+        raise ImportError(f"this job imported ssl_challenge from {PACKAGE_DIR}, not from the workflow's {expected}: "
+                          f"its code would not be the code its rule's digest describes; run `pip install -e .` in "
+                          f"{expected.parents[1]}, or put {expected.parent} first on PYTHONPATH")
 
 
 def deterministic_setting(snakemake) -> bool:

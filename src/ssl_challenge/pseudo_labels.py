@@ -3,26 +3,23 @@
 The features of one or more models over the pretraining set (in the image source's index order) are
 L2-normalised per model and concatenated (``concat.concatenate_blocks``), PCA-whitened and L2-normalised (DC's
 preprocessing, ``clustering.pca``), then clustered with k-means (``clustering.kmeans``). The cluster ids are
-stored in a small ``.npz`` beside their metadata (models, k, PCA dims, seed), written atomically.
+stored in a small ``.npz`` beside their metadata (models, k, PCA dims, seed), written atomically
+(``clustering.labels`` owns the file format).
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from .clustering.labels import save_labels
 from .concat import concatenate_blocks
 from .finite import require_finite
-from .io import atomic_path
 from .models.backbones import load_backbone
 from .numerics import configure_torch, numerics_record
-
-LABELS_KEY, METADATA_KEY = "labels", "metadata"
 
 
 def cluster_concatenated(blocks: Sequence[np.ndarray], num_clusters: int, pca_dims: int, seed: int,
@@ -78,56 +75,6 @@ def labels_from_models(model_paths: Sequence[str], images, num_clusters: int, pc
                                  "num_clusters": num_clusters, "pca_dims": pca_dims, "seed": seed,
                                  "feature_dims": [int(block.shape[1]) for block in blocks],
                                  "numerics": numerics_record()})
-    return labels
-
-
-def save_labels(path: str | os.PathLike, labels: np.ndarray, metadata: dict[str, Any]) -> None:
-    """Write ``labels`` (integers ``[N]``) and the JSON ``metadata`` to ``path`` (``.npz``) atomically. The metadata
-    always records ``num_samples`` and ``num_clusters`` (the given one, else max label + 1)."""
-    path = Path(path)
-    if path.suffix != ".npz":
-        raise ValueError(f"{path}: label files must end in .npz")
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{path}: labels must be a 1-d integer array, got {labels.dtype} {labels.shape}")
-    if labels.size and labels.min() < 0:
-        raise ValueError(f"{path}: labels must be non-negative, got {int(labels.min())}")
-    num_clusters = int(metadata.get("num_clusters", int(labels.max()) + 1 if labels.size else 0))
-    if labels.size and labels.max() >= num_clusters:
-        raise ValueError(f"{path}: label {int(labels.max())} out of range for num_clusters {num_clusters}")
-    metadata = {**metadata, "num_samples": int(labels.size), "num_clusters": num_clusters}
-    with atomic_path(path) as temporary:
-        np.savez(temporary, **{LABELS_KEY: labels.astype(np.int64),
-                               METADATA_KEY: np.array(json.dumps(metadata, sort_keys=True))})
-
-
-def read_labels_file(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
-    """``(labels int64[N], metadata)`` of a file written by :func:`save_labels`."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: pseudo-label file not found")
-    with np.load(path, allow_pickle=False) as archive:
-        if LABELS_KEY not in archive.files or METADATA_KEY not in archive.files:
-            raise ValueError(f"{path}: not a pseudo-label file (expected entries '{LABELS_KEY}' and "
-                             f"'{METADATA_KEY}', found {archive.files})")
-        labels, metadata = archive[LABELS_KEY], json.loads(str(archive[METADATA_KEY]))
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):  # float labels could hold NaN
-        raise ValueError(f"{path}: labels must be a 1-d integer array, found {labels.dtype} {labels.shape}; delete "
-                         "the file and rerun the labelling step")
-    return labels.astype(np.int64), metadata
-
-
-def load_labels(path: str | os.PathLike, num_samples: int, num_clusters: int | None = None) -> np.ndarray:
-    """The labels ``int64[num_samples]`` of ``path``; raises naming the file when it holds another number of
-    labels (they were computed for another training set) or, if ``num_clusters`` is given, another k."""
-    labels, metadata = read_labels_file(path)
-    if labels.shape != (num_samples,):
-        raise ValueError(f"{path}: {labels.size} labels, expected one per training sample ({num_samples}); "
-                         "the labels were computed on another training set")
-    if num_clusters is not None:
-        if metadata["num_clusters"] != num_clusters or (labels.size and labels.max() >= num_clusters):
-            raise ValueError(f"{path}: labels of {metadata['num_clusters']} clusters, expected num_clusters "
-                             f"{num_clusters}")
     return labels
 
 

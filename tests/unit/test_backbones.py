@@ -117,7 +117,7 @@ def small_backbone():
 
 
 def test_every_reader_of_model_files_refuses_a_planted_payload(tmp_path, small_backbone):
-    from ssl_challenge.ablation import dc_vs_odc_from_spec
+    from ssl_challenge.tables.dc_vs_odc import dc_vs_odc_from_spec
     from ssl_challenge.methods.codc import load_initial_weights
 
     marker = tmp_path / "marker"

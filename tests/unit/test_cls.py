@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from ssl_challenge.clustering.labels import save_labels
 from ssl_challenge.config import ConfigError
 from ssl_challenge.engine.train import pretrain
 from ssl_challenge.methods import build_method
 from ssl_challenge.methods.cls import mix_batch, mixup_cross_entropy
 from ssl_challenge.models.backbones import build_backbone
-from ssl_challenge.pseudo_labels import save_labels
 
 from engine.worker import tiny_config, tiny_images  # tests/ is on sys.path (conftest.py's folder)
 

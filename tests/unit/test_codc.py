@@ -8,12 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ssl_challenge.clustering.labels import save_labels
 from ssl_challenge.config import ConfigError
 from ssl_challenge.engine.train import derived_seed, feature_extractor, pretrain
 from ssl_challenge.methods import build_method
 from ssl_challenge.methods.base import EpochContext
 from ssl_challenge.models.backbones import build_backbone
-from ssl_challenge.pseudo_labels import cluster_concatenated, pooled_features, save_labels
+from ssl_challenge.pseudo_labels import cluster_concatenated, pooled_features
 
 from engine.worker import tiny_config, tiny_images  # tests/ is on sys.path (conftest.py's folder)
 

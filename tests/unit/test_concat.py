@@ -4,15 +4,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ssl_challenge.concat import concatenate_blocks, concatenate_feature_files, l2_normalise_rows
+from ssl_challenge.concat import concatenate_blocks, concatenate_feature_files
+from ssl_challenge.evaluation.svm_solver import l2_normalise_rows
 from ssl_challenge.features import load_features, save_features
 
 
 def test_rows_are_divided_by_norm_plus_epsilon():
     block = np.array([[3.0, 4.0], [0.0, 0.0]])
     # ||(3, 4)|| = 5 -> (3, 4) / 5.00001; the zero row stays zero instead of dividing by zero.
-    expected = np.array([[3 / 5.00001, 4 / 5.00001], [0.0, 0.0]], dtype=np.float32)
-    np.testing.assert_allclose(l2_normalise_rows(block), expected, rtol=1e-6)
+    expected = np.array([[3 / 5.00001, 4 / 5.00001], [0.0, 0.0]])
+    np.testing.assert_allclose(l2_normalise_rows(block), expected, rtol=1e-12)
+    # the concatenation stores the normalised block in float32
+    np.testing.assert_array_equal(concatenate_blocks([block]), expected.astype(np.float32))
 
 
 def test_each_block_is_normalised_so_scale_does_not_matter():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from ssl_challenge.clustering.labels import read_labels_file
 from ssl_challenge.concat import concatenate_feature_files
 from ssl_challenge.data.images import PreloadedImages
 from ssl_challenge.evaluation.linear_probe import LinearProbeConfig, train_linear_probe_on_features
@@ -14,7 +15,7 @@ from ssl_challenge.evaluation.svm import train_and_test_full_svm
 from ssl_challenge.features import load_features, save_features
 from ssl_challenge.finite import NonFiniteError, count_non_finite
 from ssl_challenge.models.backbones import build_backbone
-from ssl_challenge.pseudo_labels import labels_from_models, read_labels_file
+from ssl_challenge.pseudo_labels import labels_from_models
 
 CLASSES = ["cat", "dog"]
 

@@ -11,9 +11,9 @@ from sklearn.metrics import precision_recall_curve
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.svm import LinearSVC
 
-from ssl_challenge.evaluation import svm
-from ssl_challenge.evaluation.svm import (normalise_features, protocol_costs, solve_squared_hinge, spectral_basis,
-                                          train_and_test_full_svm)
+from ssl_challenge.evaluation import svm_solver
+from ssl_challenge.evaluation.svm import protocol_costs, train_and_test_full_svm
+from ssl_challenge.evaluation.svm_solver import l2_normalise_rows, solve_squared_hinge, spectral_basis
 
 torch.set_num_threads(1)
 CLASSES = ["cat", "dog", "bus"]
@@ -45,7 +45,7 @@ def voc_interpolated_ap(scores, labels):
 
 def reference_protocol(train_x, train_y, test_x, test_y, costs):
     """The reference scripts' loop: LinearSVC per class and cost, cross_val_score on 3 stratified folds."""
-    train_x, test_x = normalise_features(train_x), normalise_features(test_x)
+    train_x, test_x = l2_normalise_rows(train_x), l2_normalise_rows(test_x)
     results = {}
     for c, name in enumerate(CLASSES):
         targets = np.where(train_y[:, c] > 0, 1, -1)
@@ -99,8 +99,8 @@ def test_fast_solver_matches_converged_liblinear(monkeypatch):
     # With the reference tol 1e-4 / 2000 iterations liblinear stops early at C = 10, 100 on this data (the exact
     # optimum then differs from its answer by up to ~1 AP point); converged tightly it must agree with the exact
     # solver on every CV score, every choice and every AP.
-    monkeypatch.setitem(svm.LIBLINEAR_SETTINGS, "tol", 1e-10)
-    monkeypatch.setitem(svm.LIBLINEAR_SETTINGS, "max_iter", 1_000_000)
+    monkeypatch.setitem(svm_solver.LIBLINEAR_SETTINGS, "tol", 1e-10)
+    monkeypatch.setitem(svm_solver.LIBLINEAR_SETTINGS, "max_iter", 1_000_000)
     train_x, train_y, test_x, test_y = voc_like(seed=1)
     fast = train_and_test_full_svm(train_x, train_y, test_x, test_y, COSTS, CLASSES, n_jobs=1, solver="auto")
     base = train_and_test_full_svm(train_x, train_y, test_x, test_y, COSTS, CLASSES, n_jobs=1, solver="liblinear")
@@ -116,7 +116,7 @@ def test_fast_solver_matches_converged_liblinear(monkeypatch):
 @pytest.mark.parametrize("cost", [1e-5, 0.0625, 1.0, 100.0])
 def test_exact_solver_decision_values_match_linear_svc(shape, cost):
     rng = np.random.default_rng(2)
-    features = normalise_features(np.abs(rng.normal(size=shape)) + rng.normal(size=(shape[0], 1)))
+    features = l2_normalise_rows(np.abs(rng.normal(size=shape)) + rng.normal(size=(shape[0], 1)))
     targets = np.where(rng.random(shape[0]) < 0.35, 1, -1)
     x_bias = torch.from_numpy(np.hstack([features, np.ones((shape[0], 1))]))
     weights = torch.from_numpy(np.where(targets > 0, 2.0, 1.0) * cost)[:, None]
@@ -165,3 +165,18 @@ def test_rejects_classes_without_enough_positives():
         train_and_test_full_svm(train_x, train_y, test_x, test_y, COSTS, CLASSES, 1)
     with pytest.raises(ValueError, match="solver"):
         train_and_test_full_svm(train_x, train_y, test_x, test_y, COSTS, CLASSES, 1, solver="sgd")
+
+
+def test_test_scores_from_the_dual_by_hand():
+    # Points x = +1 (y = +1) and x = -1 (y = -1), C = 1, no class weight: by symmetry b = 0 and
+    # 0.5 w^2 + 2 (1 - w)^2 is smallest at w = 4/5; alpha_i = 2 (1 - 4/5) = 0.4, so w = 0.4 + 0.4 = 0.8, b = 0.
+    x_bias = svm_solver.with_bias(np.array([[1.0], [-1.0]]), "cpu")
+    targets = torch.tensor([[1.0], [-1.0]], dtype=torch.float64)
+    solution = solve_squared_hinge(spectral_basis(x_bias), targets, torch.ones_like(targets))
+    torch.testing.assert_close(solution.dual_coefficients, torch.tensor([[0.4], [0.4]], dtype=torch.float64))
+    test_bias = svm_solver.with_bias(np.array([[2.0], [0.0]]), "cpu")
+    scores = svm_solver.scores_from_dual(x_bias, solution.dual_coefficients, targets, test_bias)
+    torch.testing.assert_close(scores, torch.tensor([[1.6], [0.0]], dtype=torch.float64))
+    # on the training rows the recovered scores are the solver's own margins
+    torch.testing.assert_close(svm_solver.scores_from_dual(x_bias, solution.dual_coefficients, targets, x_bias),
+                               solution.margins)

@@ -1,11 +1,7 @@
 """The CODC ablation table (the seed's Table 2 form) from the VOC07 SVM results of every cell."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from ssl_challenge.jobs import job_logging  # noqa: E402
+from ssl_challenge.jobs import job_logging
 
 with job_logging(snakemake) as log:
-    from ssl_challenge.ablation import write_codc_ablation_from_results
+    from ssl_challenge.tables.codc_ablation import write_codc_ablation_from_results
 
     write_codc_ablation_from_results(snakemake.params.entries, list(snakemake.output.tables), log)

@@ -1,9 +1,5 @@
 """The features of a concatenated model: its members' features, each block L2-normalised, side by side."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from ssl_challenge.jobs import job_logging  # noqa: E402
+from ssl_challenge.jobs import job_logging
 
 with job_logging(snakemake) as log:
     from ssl_challenge.concat import concatenate_model_features

@@ -1,9 +1,5 @@
 """Extract the multi-layer features of one model on one evaluation split."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from ssl_challenge.jobs import job_logging  # noqa: E402
+from ssl_challenge.jobs import job_logging
 
 with job_logging(snakemake) as log:
     from ssl_challenge.features import extract_split_features

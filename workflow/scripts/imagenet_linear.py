@@ -1,9 +1,5 @@
 """The legacy ImageNet linear classification track (the Places205 probe on ImageNet train/val) of one model."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from ssl_challenge.jobs import job_logging  # noqa: E402
+from ssl_challenge.jobs import job_logging
 
 with job_logging(snakemake) as log:
     from ssl_challenge.evaluation.imagenet_track import evaluate_imagenet_linear

@@ -1,12 +1,8 @@
 """Leaderboard tables (CSV, Markdown, LaTeX), stage wall times and the low-shot plot."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from ssl_challenge.jobs import job_logging  # noqa: E402
+from ssl_challenge.jobs import job_logging
 
 with job_logging(snakemake) as log:
-    from ssl_challenge.tables import write_leaderboard
+    from ssl_challenge.tables.leaderboard import write_leaderboard
 
     write_leaderboard(
         evaluations=snakemake.params.evaluations,

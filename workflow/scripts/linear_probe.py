@@ -1,9 +1,5 @@
 """Track 3: the Places205 linear probe (one BatchNorm + fc head per layer) of one model."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from ssl_challenge.jobs import job_logging  # noqa: E402
+from ssl_challenge.jobs import job_logging
 
 with job_logging(snakemake) as log:
     from ssl_challenge.evaluation.places205_track import evaluate_places205_linear

@@ -1,9 +1,5 @@
 """Draw and save the low-shot samples once, so that every model is evaluated on the same ones."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from ssl_challenge.jobs import job_logging  # noqa: E402
+from ssl_challenge.jobs import job_logging
 
 with job_logging(snakemake) as log:
     from ssl_challenge.evaluation.lowshot_track import draw_voc07_lowshot_samples

@@ -1,10 +1,6 @@
 """Pretrain one model, or one CODC member for one round; a killed or preempted job resumes from its checkpoint
 when the rule runs again."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from ssl_challenge.jobs import job_logging  # noqa: E402
+from ssl_challenge.jobs import job_logging
 
 with job_logging(snakemake) as log:
     from ssl_challenge.pretraining import pretrain_model

@@ -1,9 +1,5 @@
 """k-means pseudo-labels of the pretraining images from some models' concatenated features (CLS, CODC rounds)."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from ssl_challenge.jobs import job_logging  # noqa: E402
+from ssl_challenge.jobs import job_logging
 
 with job_logging(snakemake) as log:
     from ssl_challenge.pseudo_labels import make_pseudo_labels

@@ -1,9 +1,5 @@
 """Track 2: the VOC07 low-shot SVM on one layer of one model, on the recorded samples."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from ssl_challenge.jobs import job_logging  # noqa: E402
+from ssl_challenge.jobs import job_logging
 
 with job_logging(snakemake) as log:
     from ssl_challenge.evaluation.lowshot_track import evaluate_voc07_lowshot

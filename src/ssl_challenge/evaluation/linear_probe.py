@@ -34,8 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from ..data.images import ImageSource
+from ..features import load_image_batch
 from ..finite import NonFiniteError, require_finite
-from ..features import ImageSource, load_image_batch
 from ..models.necks import BatchNorm1d
 from ..models.pooling import pool_features
 from ..numerics import numerics_record

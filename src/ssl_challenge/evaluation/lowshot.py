@@ -4,8 +4,8 @@ For every k and every sample, each class gets its own training set: k positives 
 number of classes: 19k on VOC07's 20, as the FAIR benchmark's sampling script draws them) drawn without
 replacement from the trainval images that are not difficult for that class; every other image is ignored for that
 class. The challenge's own published samples can be read instead (:func:`read_published_lowshot_samples`). The
-SVMs are those of the full protocol (:mod:`.svm`: same loss, class weights, bias), trained at every cost without
-cross-validation, and scored on the test split (difficult images excluded per class).
+SVMs are those of the full protocol (:mod:`.svm_solver`: same loss, class weights, bias), trained at every cost
+without cross-validation, and scored on the test split (difficult images excluded per class).
 
 Following the reference, the cost of each k is the one with the best mean-over-samples *test* mAP (so the figure
 is optimistic; the output says so). Reported per k: mean, min, max and std (population, ddof 0) of the samples'
@@ -22,8 +22,9 @@ import numpy as np
 from ..finite import require_finite
 from ..io import write_json_atomic
 from ..numerics import numerics_record
-from .svm import (CLASS_WEIGHT, SOLVERS, _torch_threads, fit_liblinear, normalise_features, solve_squared_hinge,
-                  spectral_basis, test_average_precision)
+from .svm import SOLVERS, test_average_precision, training_targets
+from .svm_solver import (CLASS_WEIGHT, fit_liblinear, l2_normalise_rows, scores_from_dual, solve_squared_hinge,
+                         spectral_basis, torch_threads, with_bias)
 
 LEGACY_NEGATIVES_PER_POSITIVE = 19  # samples files written before the ratio was recorded drew 19k
 SAMPLES_FORMAT = 1
@@ -238,8 +239,8 @@ def _sample_scores_newton(x_bias, basis, gram, train_targets, test_bias, draw, c
     column_targets = targets[:, :, None].expand(-1, -1, len(costs)).reshape(len(rows), -1)
     sub_gram = gram[rows_tensor][:, rows_tensor] if gram is not None else None
     solution = solve_squared_hinge(basis[rows_tensor], column_targets, weights, gram=sub_gram)
-    weight_vectors = x_bias[rows_tensor].T @ (solution.dual_coefficients * column_targets)
-    scores = (test_bias @ weight_vectors).reshape(-1, num_classes, len(costs))
+    scores = scores_from_dual(x_bias[rows_tensor], solution.dual_coefficients, column_targets, test_bias)
+    scores = scores.reshape(-1, num_classes, len(costs))
     return scores.cpu().numpy(), solution.stats
 
 
@@ -280,16 +281,15 @@ def evaluate_lowshot(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarra
         raise ValueError(f"low-shot: test labels {test_y.shape} / features {test_x.shape} do not match "
                          f"{len(classes)} classes and {train_x.shape[1]} dims")
     start = time.perf_counter()
-    train_x, test_x = normalise_features(train_x), normalise_features(test_x)
-    train_targets = np.where(train_y > 0, 1, -1).astype(np.int8)  # only drawn rows are used; none difficult
+    train_x, test_x = l2_normalise_rows(train_x), l2_normalise_rows(test_x)
+    train_targets = training_targets(train_y)  # only drawn rows are used; none is difficult
     map_per_cost, stats = {}, {}
-    with _torch_threads(n_jobs):
+    with torch_threads(n_jobs):
         if solver == "newton":
             import torch
 
             device = torch.device(device or "cpu")
-            x_bias = torch.from_numpy(np.hstack([train_x, np.ones((train_x.shape[0], 1))])).to(device)
-            test_bias = torch.from_numpy(np.hstack([test_x, np.ones((test_x.shape[0], 1))])).to(device)
+            x_bias, test_bias = with_bias(train_x, device), with_bias(test_x, device)
             basis, gram = spectral_basis(x_bias, return_gram=True)
             targets = torch.from_numpy(train_targets.astype(np.float64)).to(device)
         for k in samples["k_values"]:

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..clustering.labels import load_labels, read_labels_file
 from ..config import from_dict
 from ..models.necks import linear_head
-from ..pseudo_labels import load_labels, read_labels_file
 from .base import PlainOrderMethod
 
 

@@ -24,7 +24,7 @@ features instead. The member does not know which: it only reads the file.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +32,12 @@ import torch
 from torch import nn
 
 from ..clustering.kmeans import mixed_seed
+from ..clustering.labels import load_labels
 from ..config import from_dict
 from ..models.backbones import read_model_file
-from ..pseudo_labels import load_labels
 from . import CODC_BASE_METHODS as BASE_METHODS
 from .base import EpochContext
-from .online_clustering import OnlineClustering, OnlineClusteringOptions
+from .online_clustering import OnlineClustering, OnlineClusteringOptions, clustering_options
 
 
 @dataclass(frozen=True)
@@ -48,15 +48,10 @@ class CODCOptions(OnlineClusteringOptions):
 
     base_method: str = ""  # required: the member's own pretext method, one of BASE_METHODS
     base_options: dict = field(default_factory=dict)  # that method's method_options
-    labels_path: str = ""  # required: the round's initial labels (.npz of pseudo_labels.save_labels); injected
+    labels_path: str = ""  # required: the round's initial labels (.npz of clustering.labels.save_labels); injected
     initial_weights: str = ""  # the member's previous-round model.pth (backbone); "" starts from scratch
     loss_weight: float = 1.0  # weight of the online-clustering loss added to the base loss
     seed: int = 0  # mixed with the run's seed into the memory's random draws (cluster splits)
-
-
-def clustering_options(options: CODCOptions) -> OnlineClusteringOptions:
-    names = OnlineClusteringOptions.__dataclass_fields__
-    return OnlineClusteringOptions(**{key: value for key, value in asdict(options).items() if key in names})
 
 
 def check_member_options(options: CODCOptions) -> None:

@@ -18,13 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..clustering.kmeans import kmeans, mixed_seed
+from ..clustering.kmeans import mixed_seed
 from ..clustering.pca import pca_whiten_normalise
 from ..clustering.sampling import uniform_over_clusters
 from ..config import from_dict
-from ..engine import distributed
 from ..models.necks import linear_head, reset_linear
 from .base import EpochContext
+from .shared_kmeans import kmeans_labels_on_main_process
 
 
 @dataclass(frozen=True)
@@ -60,15 +60,15 @@ class DeepCluster(nn.Module):
     def before_epoch(self, context: EpochContext) -> None:
         features = context.extract_features(self.backbone.pooled)
         kmeans_seed = mixed_seed(context.generator, self.options.seed)
-        labels = torch.empty(features.shape[0], dtype=torch.int64, device=features.device)
-        if distributed.is_main():  # one k-means, shared by every rank
-            reduced = pca_whiten_normalise(features, self.options.pca_dims)
-            labels.copy_(kmeans(reduced, self.options.num_clusters, self.options.kmeans_iterations,
-                                seed=kmeans_seed).assignments)
-        distributed.broadcast_(labels)
+        labels = kmeans_labels_on_main_process(features, self.options.num_clusters, self.options.kmeans_iterations,
+                                               kmeans_seed, preprocess=self.reduce_features)
         self.labels.copy_(labels)
         self.clustered.fill_(True)
         reset_linear(self.head, self.options.head_init_std, context.generator)
+
+    def reduce_features(self, features: torch.Tensor) -> torch.Tensor:
+        """DC's preprocessing before k-means: PCA-whitening to ``pca_dims`` and row L2 normalisation."""
+        return pca_whiten_normalise(features, self.options.pca_dims)
 
     def epoch_indices(self, context: EpochContext) -> torch.Tensor:
         if not bool(self.clustered):

@@ -13,16 +13,16 @@ The defaults below are the embedded scale (20k images: 100 clusters).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..clustering.kmeans import kmeans, mixed_seed
+from ..clustering.kmeans import mixed_seed
 from ..config import from_dict
-from ..engine import distributed
 from .base import EpochContext
-from .online_clustering import OnlineClustering, OnlineClusteringOptions
+from .online_clustering import OnlineClustering, OnlineClusteringOptions, clustering_options
+from .shared_kmeans import kmeans_labels_on_main_process
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,6 @@ class ODCOptions(OnlineClusteringOptions):
 
     kmeans_iterations: int = 20  # reference 20
     seed: int = 0  # mixed with the run's seed into the k-means seed and the memory's draws
-
-
-def clustering_options(options: ODCOptions) -> OnlineClusteringOptions:
-    fields = OnlineClusteringOptions.__dataclass_fields__
-    return OnlineClusteringOptions(**{key: value for key, value in asdict(options).items() if key in fields})
 
 
 class OnlineDeepClustering(nn.Module):
@@ -59,11 +54,9 @@ class OnlineDeepClustering(nn.Module):
             return
         features = context.extract_features(lambda images: self.clustering.embedding(self.backbone.pooled(images)))
         kmeans_seed = mixed_seed(context.generator, self.options.seed)
-        labels = torch.empty(features.shape[0], dtype=torch.int64, device=features.device)
-        if distributed.is_main():  # one k-means, shared: every rank must start from the same labels
-            labels.copy_(kmeans(features, self.options.num_clusters, self.options.kmeans_iterations,
-                                seed=kmeans_seed).assignments)
-        distributed.broadcast_(labels)
+        # every rank must start from the same labels
+        labels = kmeans_labels_on_main_process(features, self.options.num_clusters, self.options.kmeans_iterations,
+                                               kmeans_seed)
         self.clustering.initialise(features, labels, seed=kmeans_seed)
 
     def epoch_indices(self, context: EpochContext) -> torch.Tensor:

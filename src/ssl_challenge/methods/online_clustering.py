@@ -22,7 +22,7 @@ so their memories stay identical.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -53,6 +53,12 @@ class OnlineClusteringOptions:
     centroid_update: str = "incremental"  # exact every iteration; "periodic": the reference's full refresh
     centroid_update_interval: int = 10  # iterations between refreshes in "periodic" mode; reference 10
     split_iterations: int = 20  # 2-means iterations when a cluster is split
+
+
+def clustering_options(options: OnlineClusteringOptions) -> OnlineClusteringOptions:
+    """The component's own options out of a method's options that extend them (``ODCOptions``, ``CODCOptions``)."""
+    names = OnlineClusteringOptions.__dataclass_fields__
+    return OnlineClusteringOptions(**{key: value for key, value in asdict(options).items() if key in names})
 
 
 def check_options(options: OnlineClusteringOptions, num_samples: int, where: str = "method_options") -> None:

@@ -1,4 +1,5 @@
-"""Leaderboard and stage-time tables, and plots, from the evaluation JSON files the pipeline wrote.
+"""The leaderboard (one row per model, the best layer of each track), stage times and the low-shot plot, from
+the evaluation JSON files the pipeline wrote.
 
 Only measured numbers go in the measured section; the published reference rows (PROTOCOLS.md) are a separate,
 labelled section and never mixed with them.
@@ -6,14 +7,14 @@ labelled section and never mixed with them.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
-from .io import atomic_path, write_text_atomic
+from ..io import atomic_path, write_text_atomic
+from .formats import best_layer, latex_table, markdown_table, paths_by_suffix, read_json
 
 TRACK_COLUMNS = ["voc07_svm", "voc07_lowshot", "places205_linear"]
 PROBE_TRACKS = ("places205_linear", "imagenet_linear")  # one JSON per model, top-1 per layer
@@ -31,16 +32,6 @@ PUBLISHED_ROWS = [
     ("MoCo v1", 79.18, 57.68, None),
     ("challenge winner (seed slides, concatenation)", 79.82, 57.10, None),
 ]
-
-
-def read_json(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())
-
-
-def best_layer(results: Sequence[dict], score_key: str) -> tuple[float, str]:
-    """The best layer's score among per-layer result dicts (each with 'layer')."""
-    best = max(results, key=lambda result: result[score_key])
-    return float(best[score_key]), best["layer"]
 
 
 def model_row(model: str, files: dict) -> dict:
@@ -74,40 +65,9 @@ def published_table() -> pd.DataFrame:
     return frame
 
 
-def format_number(value) -> str:
-    return "" if value is None or pd.isna(value) else f"{value:.2f}"
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    header = "| " + " | ".join(frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    lines = [header, rule]
-    for _, row in frame.iterrows():
-        cells = [format_number(value) if isinstance(value, float) or value is None else str(value) for value in row]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def latex_escape(text: str) -> str:
-    return str(text).replace("_", r"\_").replace("&", r"\&").replace("%", r"\%")
-
-
-def latex_table(frame: pd.DataFrame, caption: str) -> str:
-    columns = " & ".join(latex_escape(column) for column in frame.columns)
-    body = []
-    for _, row in frame.iterrows():
-        cells = [format_number(v) if isinstance(v, float) or v is None else latex_escape(v) for v in row]
-        body.append(" & ".join(cells) + r" \\")
-    return "\n".join([
-        r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(caption)}}}",
-        r"\begin{tabular}{" + "l" * len(frame.columns) + "}", r"\toprule", columns + r" \\", r"\midrule",
-        *body, r"\bottomrule", r"\end{tabular}", r"\end{table}", "",
-    ])
-
-
 def write_tables(measured: pd.DataFrame, published: pd.DataFrame, outputs: Sequence[str]) -> None:
     """leaderboard.csv (a `section` column separates measured from published rows), .md and .tex."""
-    csv_path, md_path, tex_path = (next(p for p in outputs if p.endswith(ext)) for ext in (".csv", ".md", ".tex"))
+    csv_path, md_path, tex_path = paths_by_suffix(outputs, (".csv", ".md", ".tex"))
     combined = pd.concat([measured.assign(section="measured"), published.assign(section="published")])
     with atomic_path(csv_path) as tmp:
         combined.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL)

@@ -21,14 +21,14 @@ PACKAGE = SRC / "ssl_challenge"
 
 # Bottom to top. A module may import its own layer and the layers below it.
 LAYERS = [
-    ("foundation", ["ssl_challenge", "io", "finite", "numerics", "config", "config_checks", "devices", "jobs",
-                    "provenance"]),
+    ("foundation", ["ssl_challenge", "io", "finite", "numerics", "config", "devices", "jobs", "provenance"]),
     ("building blocks", ["data", "models", "clustering", "evaluation.ap", "evaluation.svm_solver",
                          "evaluation.detection_ap"]),
     ("engine", ["engine"]),  # receives a built method: never imports methods or orchestration
     ("methods", ["methods"]),
+    # config_checks validates the workflow's config across keys with the plan (planning), so it sits beside it
     ("orchestration", ["pretraining", "features", "pseudo_labels", "concat", "evaluation", "planning",
-                       "detection"]),
+                       "config_checks", "detection"]),
     ("reporting", ["tables", "submission", "score"]),
 ]
 

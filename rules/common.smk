@@ -428,6 +428,8 @@ def evaluation_outputs():
     }
     for model in imagenet_linear_models():
         outputs[model]["imagenet_linear"] = [imagenet_linear_output(model)]
+    for model in detection_models():  # rules/detection.smk
+        outputs[model]["voc07_detection"] = [detection_output(model)]
     return outputs
 
 
@@ -509,3 +511,24 @@ def linear_probe_input(wildcards):
 
 
 check_config()  # before any job runs (the functions it uses are defined above)
+
+
+# ---------------------------------------------------------------- published low-shot samples (issue 12)
+def published_samples_digest():
+    """The lowshot_samples rule's param for evaluation.voc07_lowshot.published_samples: the folder and a digest of
+    its sample files (editing them redraws nothing but re-reads them); empty when the samples are drawn."""
+    folder = config["evaluation"]["voc07_lowshot"]["published_samples"]
+    if not folder:
+        return ""
+    files = sorted(Path(folder).glob("train_targets_sample*_k*.json"))
+    if not files:
+        raise ValueError(
+            f"config key 'evaluation.voc07_lowshot.published_samples': {folder!r} holds no "
+            "train_targets_sample<s>_k<k>.json files (the challenge's low_shot_voc07/low_shot_train/ folder)"
+        )
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return {"folder": folder, "digest": digest.hexdigest()[:16]}

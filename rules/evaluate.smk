@@ -8,6 +8,7 @@ rule svm_full:
         data=data_input,
     output:
         result=f"{RESULTS}/eval/{{model}}/voc07_svm/{{layer}}.json",
+        scores=f"{RESULTS}/eval/{{model}}/voc07_svm/{{layer}}.scores.npz",
     log:
         f"{RESULTS}/logs/voc07_svm/{{model}}/{{layer}}.log",
     benchmark:
@@ -36,6 +37,7 @@ rule lowshot_samples:
         "../envs/pipeline.yaml"
     params:
         lowshot=config["evaluation"]["voc07_lowshot"],
+        published=published_samples_digest(),
         roots=data_roots(),
         classes=voc07_classes(),
         code=code_digest("lowshot_samples.py"),
@@ -51,6 +53,7 @@ rule svm_lowshot:
         data=data_input,
     output:
         result=f"{RESULTS}/eval/{{model}}/voc07_lowshot/{{layer}}.json",
+        scores=f"{RESULTS}/eval/{{model}}/voc07_lowshot/{{layer}}.scores.npz",
     log:
         f"{RESULTS}/logs/voc07_lowshot/{{model}}/{{layer}}.log",
     benchmark:
@@ -74,6 +77,7 @@ rule linear_probe:
     output:
         result=linear_probe_output("{model}"),
         metrics=f"{RESULTS}/eval/{{model}}/places205_linear.metrics.jsonl",
+        predictions=f"{RESULTS}/eval/{{model}}/places205_linear.predictions.npz",
     log:
         f"{RESULTS}/logs/places205_linear/{{model}}.log",
     benchmark:

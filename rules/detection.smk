@@ -72,14 +72,6 @@ def submission_outputs():
     return [f"{RESULTS}/submission/{model}/manifest.json" for model in model_names()]
 
 
-def submission_config_digest():
-    """SHA-256 (16 hex digits) of the whole configuration as sorted JSON: the manifest's config digest."""
-    import hashlib
-    import json
-
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-
-
 # ---------------------------------------------------------------- rules
 rule voc07_detection:
     input:
@@ -122,7 +114,6 @@ rule submission_files:
         spec=lambda wildcards: submission_spec(wildcards.model),
         roots=data_roots(),
         classes=voc07_classes(),
-        config_digest=submission_config_digest(),
         code=code_digest("submission.py"),
     script:
         "../workflow/scripts/submission.py"

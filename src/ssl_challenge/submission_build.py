@@ -48,6 +48,11 @@ def _checked_arrays(path: str, classes: Sequence[str] | None) -> tuple[np.lib.np
     return arrays, [str(image_id) for image_id in arrays["image_ids"]], stored
 
 
+def config_digest(config: dict) -> str:
+    """SHA-256 (16 hex digits) of a configuration as sorted JSON."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def data_digests(roots: dict) -> dict[str, str]:
     """sha256 (16 hex) of what the figures are scored against: VOC07's ImageSets/Main lists and test annotations;
     Places205's val list."""

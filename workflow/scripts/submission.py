@@ -6,14 +6,15 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
 from ssl_challenge.jobs import job_logging  # noqa: E402
 
 with job_logging(snakemake) as log:
-    from ssl_challenge.submission_build import build_submission
+    from ssl_challenge.submission_build import build_submission, config_digest
 
     build_submission(
         model=snakemake.wildcards.model,
         spec=snakemake.params.spec,
         roots=snakemake.params.roots,
         classes=snakemake.params.classes,
-        config_digest=snakemake.params.config_digest,
+        # of the whole configuration this job ran under (not a param: a change elsewhere must not rebuild it)
+        config_digest=config_digest(snakemake.config),
         manifest_output=snakemake.output.manifest,
         log=log,
     )

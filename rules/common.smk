@@ -530,5 +530,76 @@ def published_samples_digest():
 
     digest = hashlib.sha256()
     for path in files:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        digest.update(b"\0".join([path.name.encode(), path.read_bytes(), b""]))
     return {"folder": folder, "digest": digest.hexdigest()[:16]}
+
+
+# ---------------------------------------------------------------- detection and submission (issue 12)
+def detection_models():
+    """The models that get a detector (config key evaluation.voc07_detection.models): 'auto' = the configured
+    models and the members of the last concatenation; 'all' = every leaderboard row with a trunk; or a list.
+    """
+    setting = config["evaluation"]["voc07_detection"]
+    if not setting["enabled"]:
+        return []
+    trunks = pretrained_models() + codc_final_models()
+    if setting["models"] == "all":
+        return trunks
+    if setting["models"] == "auto":
+        named = concatenations()
+        last = named[list(named)[-1]] if named else []
+        return pretrained_models() + [m for m in last if m in trunks and m not in pretrained_models()]
+    for name in setting["models"]:
+        if name in concatenations():
+            raise ValueError(
+                f"config key 'evaluation.voc07_detection.models': {name!r} is a concatenation of features; it has "
+                "no trunk, so it cannot be a detection backbone. Name its members instead"
+            )
+        if name not in trunks:
+            raise ValueError(
+                f"config key 'evaluation.voc07_detection.models': {name!r} is not a leaderboard model with a "
+                f"trunk (one of {trunks})"
+            )
+    return list(setting["models"])
+
+
+def detection_output(model):
+    return f"{RESULTS}/eval/{model}/voc07_detection.json"
+
+
+def detection_zip(model):
+    return f"{RESULTS}/eval/{model}/voc07_detection.zip"
+
+
+def svm_scores(model):
+    return [path.replace(".json", ".scores.npz") for path in svm_outputs(model)]
+
+
+def lowshot_scores(model):
+    return [path.replace(".json", ".scores.npz") for path in lowshot_outputs(model)]
+
+
+def places205_predictions(model):
+    return f"{RESULTS}/eval/{model}/places205_linear.predictions.npz"
+
+
+def submission_spec(model):
+    """What the submission of one model is built from (a param: plain JSON)."""
+    spec = {
+        "voc07_svm": dict(zip(svm_outputs(model), svm_scores(model))),
+        "voc07_lowshot": dict(zip(lowshot_outputs(model), lowshot_scores(model))),
+        "places205_linear": {linear_probe_output(model): places205_predictions(model)},
+        "voc07_detection": {},
+    }
+    if model in detection_models():
+        spec["voc07_detection"] = {detection_output(model): detection_zip(model)}
+    return spec
+
+
+def submission_inputs(wildcards):
+    spec = submission_spec(wildcards.model)
+    return [path for track in spec.values() for pair in track.items() for path in pair] + data_input()
+
+
+def submission_outputs():
+    return [f"{RESULTS}/submission/{model}/manifest.json" for model in model_names()]

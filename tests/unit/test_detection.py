@@ -131,6 +131,29 @@ def test_killed_and_resumed_training_gives_the_same_weights(voc_root, tmp_path):
                        stop_after_iterations=1)
 
 
+def test_sigusr1_writes_a_checkpoint_and_the_rerun_finishes_identically(voc_root, tmp_path):
+    import os
+    import signal
+
+    from ssl_challenge.engine.train import Preempted
+
+    dataset = DetectionSet(voc_root, "trainval", CLASSES)
+    straight = small_detector()
+    train_detector(straight, dataset, SOLVER, tmp_path / "straight", CPU, "d", log=lambda _: None)
+
+    def preempt(message):  # SLURM's warning signal, arriving at iteration 3
+        if message.startswith("iteration 3/"):
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    with pytest.raises(Preempted, match="SIGUSR1 received: checkpoint written at iteration 3"):
+        train_detector(small_detector(), dataset, SOLVER, tmp_path / "run", CPU, "d", log=preempt, log_every=1)
+    resumed = small_detector(seed=7)
+    assert train_detector(resumed, dataset, SOLVER, tmp_path / "run", CPU, "d", log=lambda _: None)
+    assert all(torch.equal(value, resumed.state_dict()[key]) for key, value in straight.state_dict().items())
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["iteration"] for line in lines] == [1, 2, 3, 6]  # log_every 20 after the rerun: the last one
+
+
 def test_fast_rcnn_on_given_proposals(voc_root, tmp_path):
     ids = [f"{i:06d}" for i in range(1, 11)]
     path = tmp_path / "proposals.json"

@@ -25,7 +25,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 
-from ..features import IMAGENET_MEAN_STD
+from ..data.images import IMAGENET_MEAN, IMAGENET_STD
 from ..models.backbones import LAYER_NAMES, MultiStageBackbone
 
 TRUNK_LAYER = "feat4"  # the map the RPN and RoIAlign read (res4, stride 16 on ResNet-50)
@@ -168,7 +168,7 @@ def build_detector(backbone: MultiStageBackbone, config: DetectorConfig, num_cla
     anchors = AnchorGenerator(sizes=(tuple(config.anchor_sizes),), aspect_ratios=(tuple(config.aspect_ratios),))
     detector = FasterRCNN(
         trunk, num_classes=None, min_size=config.min_size, max_size=config.max_size,
-        image_mean=list(IMAGENET_MEAN_STD[0]), image_std=list(IMAGENET_MEAN_STD[1]),
+        image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD),
         rpn_anchor_generator=anchors,
         rpn_pre_nms_top_n_train=config.rpn_pre_nms_top_n_train,
         rpn_post_nms_top_n_train=config.rpn_post_nms_top_n_train,

@@ -26,6 +26,7 @@ include: "rules/pretrain.smk"
 include: "rules/codc.smk"
 include: "rules/features.smk"
 include: "rules/evaluate.smk"
+include: "rules/detection.smk"
 include: "rules/tables.smk"
 
 
@@ -37,6 +38,8 @@ localrules:
     leaderboard,
     dc_vs_odc,
     ablation_tables,
+    submission,
+    submission_files,
 
 
 rule all_tracks:
@@ -45,3 +48,4 @@ rule all_tracks:
         leaderboard_outputs(),
         dc_vs_odc_outputs(),
         ablation_outputs(),
+        submission_outputs(),

@@ -78,6 +78,20 @@ def probe_metrics_file(model, track):
     return f"{RESULTS}/eval/{model}/{track}.metrics.jsonl"
 
 
+def test_scores_file(result):
+    """What a track's result file is scored from, for the submission: test scores, predictions or detections."""
+    return result.replace(".json", ".zip" if result.endswith("voc07_detection.json") else ".scores.npz")
+
+
+def submission_manifest(model):
+    return f"{RESULTS}/submission/{model}/manifest.json"
+
+
+def runs_dir(stage, model):
+    """Run folders of a resumable evaluation (one per settings digest, holding its checkpoints)."""
+    return f"{RESULTS}/eval/{model}/{stage}_runs"
+
+
 def table_file(name, extension):
     return f"{RESULTS}/tables/{name}{extension}"
 
@@ -104,7 +118,7 @@ def benchmark_file(*parts):
 
 
 def track_files(model, track):
-    """The result files of a model on a track: one per layer on the SVM tracks, one for a probe."""
+    """The result files of a model on a track: one per layer on the SVM tracks, one for a probe or detection."""
     if track in ("voc07_svm", "voc07_lowshot"):
         return [layer_result_file(model, track, layer) for layer in CONFIG["evaluation"][track]["layers"]]
     return [probe_file(model, track)]
@@ -243,6 +257,19 @@ def ablation_inputs(wildcards=None):
 def ablation_outputs():
     outputs = table_files("codc_ablation", ".csv", ".md", ".tex")
     return outputs if CONFIG["ablation"]["experiments"] else []
+
+
+def submission_spec(model):
+    return planning.submission_spec(CONFIG, model, track_files, test_scores_file)
+
+
+def submission_outputs():
+    return [submission_manifest(model) for model in planning.leaderboard_models(CONFIG)]
+
+
+def submission_inputs(wildcards):
+    spec = submission_spec(wildcards.model)
+    return [path for track in spec.values() for pair in track.items() for path in pair] + data_input()
 
 
 check_data_sources(CONFIG, embedded_built=Path(embedded_manifest()).exists())  # before any job runs

@@ -9,6 +9,7 @@ rule svm_full:
         data=data_input,
     output:
         result=layer_result_file("{model}", "voc07_svm", "{layer}"),
+        scores=test_scores_file(layer_result_file("{model}", "voc07_svm", "{layer}")),
     log:
         log_file("voc07_svm", "{model}", "{layer}"),
     benchmark:
@@ -37,6 +38,9 @@ rule lowshot_samples:
         "../envs/pipeline.yaml"
     params:
         lowshot=planning.lowshot_draw_options(CONFIG),
+        published=provenance.published_samples_param(
+            CONFIG["evaluation"]["voc07_lowshot"]["published_samples"]
+        ),
         roots=roots("voc07"),
         classes=CONFIG["data"]["voc07_classes"],
         code=code_digest("lowshot_samples.py"),
@@ -52,6 +56,7 @@ rule svm_lowshot:
         data=data_input,
     output:
         result=layer_result_file("{model}", "voc07_lowshot", "{layer}"),
+        scores=test_scores_file(layer_result_file("{model}", "voc07_lowshot", "{layer}")),
     log:
         log_file("voc07_lowshot", "{model}", "{layer}"),
     benchmark:
@@ -75,6 +80,7 @@ rule linear_probe:
     output:
         result=probe_file("{model}", "places205_linear"),
         metrics=probe_metrics_file("{model}", "places205_linear"),
+        predictions=test_scores_file(probe_file("{model}", "places205_linear")),
     log:
         log_file("places205_linear", "{model}"),
     benchmark:

@@ -245,12 +245,49 @@ def imagenet_linear_models(config: dict) -> list[str]:
     return configured_models(config) + codc_final_models(config)
 
 
+def detection_models(config: dict) -> list[str]:
+    """The rows that get a detector (config key evaluation.voc07_detection.models): 'auto' = the configured models
+    and the members of the last concatenation; 'all' = every row with a trunk; or a list of rows."""
+    setting = config["evaluation"]["voc07_detection"]
+    if not setting["enabled"]:
+        return []
+    trunks = configured_models(config) + codc_final_models(config)
+    if setting["models"] == "all":
+        return trunks
+    named = concatenations(config)
+    if setting["models"] == "auto":
+        last = named[list(named)[-1]] if named else []
+        return configured_models(config) + [m for m in last if m in trunks and m not in configured_models(config)]
+    for name in setting["models"]:
+        if name in named:
+            raise ValueError(f"config key 'evaluation.voc07_detection.models': {name!r} is a concatenation of "
+                             "features; it has no trunk, so it cannot be a detection backbone. Name its members")
+        if name not in trunks:
+            raise ValueError(f"config key 'evaluation.voc07_detection.models': {name!r} is not a leaderboard model "
+                             f"with a trunk (one of {trunks})")
+    return list(setting["models"])
+
+
 def model_tracks(config: dict) -> dict[str, list[str]]:
     """The tracks each leaderboard row is evaluated on."""
     tracks = {model: list(TRACKS) for model in leaderboard_models(config)}
     for model in imagenet_linear_models(config):
         tracks[model].append("imagenet_linear")
+    for model in detection_models(config):
+        tracks[model].append("voc07_detection")
     return tracks
+
+
+SUBMITTED_TRACKS = ("voc07_svm", "voc07_lowshot", "places205_linear", "voc07_detection")
+
+
+def submission_spec(config: dict, model: str, track_files: TrackFiles,
+                    scores_file: Callable[[str], str]) -> dict[str, dict[str, str]]:
+    """What one row's submission is built from: per submitted track, result file -> the file of test scores,
+    predictions or detections behind it (empty for a track the row is not evaluated on)."""
+    tracks = model_tracks(config)[model]
+    return {track: {result: scores_file(result) for result in track_files(model, track)} if track in tracks else {}
+            for track in SUBMITTED_TRACKS}
 
 
 def evaluation_files(config: dict, track_files: TrackFiles) -> dict[str, dict[str, list[str]]]:

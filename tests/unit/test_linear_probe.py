@@ -51,8 +51,19 @@ def test_probe_is_deterministic_for_a_seed():
     config = LinearProbeConfig(epochs=2, milestones=(1,), batch_size=32)
     first, second, other = (train_linear_probe_on_features(train, train_labels, val, val_labels, config, "cpu", seed)
                             for seed in (5, 5, 6))
-    assert first == second
+    predictions = first.pop("val_predictions"), second.pop("val_predictions")
+    assert first == second and np.array_equal(*predictions)
     assert first["epochs_log"][0]["train_loss"] != other["epochs_log"][0]["train_loss"]
+
+
+def test_val_predictions_are_the_best_layers_and_give_its_top1():
+    train, train_labels = blobs(200, seed=0)
+    val, val_labels = blobs(100, seed=1)
+    config = LinearProbeConfig(epochs=2, milestones=(1,), batch_size=32)
+    result = train_linear_probe_on_features(train, train_labels, val, val_labels, config, "cpu", 5)
+    predictions = result["val_predictions"]
+    assert result["best_layer"] == "feat4" and predictions.shape == (100,) and predictions.dtype == np.int64
+    assert 100.0 * float((predictions == np.asarray(val_labels)).mean()) == pytest.approx(result["top1"]["feat4"])
 
 
 def test_heads_are_batchnorm_without_affine_then_linear():

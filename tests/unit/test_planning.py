@@ -202,11 +202,15 @@ def test_concatenations_are_the_configs_then_each_experiments_last_round(config)
         "codc3@r1.concat"]
 
 
+def no_detection() -> dict:
+    return {"voc07_detection": {"enabled": False}}  # a new dict each time: validation fills defaults in place
+
+
 def test_every_row_gets_the_three_tracks_and_imagenet_only_rows_with_a_trunk():
-    plain = small_config()
+    plain = small_config(evaluation=no_detection())
     assert set(map(tuple, planning.model_tracks(plain).values())) == {planning.TRACKS}
     real = small_config(data={"source": "real", "imagenet_root": "i", "voc07_root": "v", "places205_root": "p"},
-                        evaluation={"imagenet_linear": {"enabled": True}})
+                        evaluation={"imagenet_linear": {"enabled": True}, **no_detection()})
     tracks = planning.model_tracks(real)
     assert tracks["codc3@r1.cls"] == [*planning.TRACKS, "imagenet_linear"] and tracks["dc"][-1] == "imagenet_linear"
     assert tracks["pair"] == list(planning.TRACKS) and tracks["codc2@r2.concat"] == list(planning.TRACKS)
@@ -342,3 +346,31 @@ def test_the_fashion_mnist_folder_is_checked_until_the_embedded_set_is_built(tmp
     with pytest.raises(ConfigError, match="config key 'data.embedded.fashion_mnist_dir'.*train-images-idx3-ubyte.gz"):
         check_data_sources(config, embedded_built=False)
     check_data_sources(config, embedded_built=True)  # the build no longer needs the source
+
+
+def test_detection_goes_to_the_configured_models_and_the_last_concatenations_members_by_default():
+    auto = small_config()
+    # The last concatenation is codc3's (CODC concatenations follow the config's): its members after the round.
+    assert planning.detection_models(auto) == ["dc", "rot", "odc", "cls", "codc3@r1.dc", "codc3@r1.rot",
+                                               "codc3@r1.cls"]
+    assert planning.model_tracks(auto)["codc3@r1.cls"][-1] == "voc07_detection"
+    assert "voc07_detection" not in planning.model_tracks(auto)["codc2@r2.dc"]
+    every = small_config(evaluation={"voc07_detection": {"models": "all"}})
+    assert planning.detection_models(every) == planning.configured_models(every) + planning.codc_final_models(every)
+    listed = small_config(evaluation={"voc07_detection": {"models": ["rot"]}})
+    assert planning.detection_models(listed) == ["rot"]
+
+
+@pytest.mark.parametrize("models, message", [(["pair"], "has no trunk"), (["nope"], "not a leaderboard model")])
+def test_detection_of_a_concatenation_or_an_unknown_row_names_the_key(models, message):
+    config = small_config(evaluation={"voc07_detection": {"models": models}})
+    with pytest.raises(ValueError, match=f"evaluation.voc07_detection.models.*{message}"):
+        planning.detection_models(config)
+
+
+def test_a_submission_is_built_from_each_result_files_test_scores():
+    config = small_config(evaluation={"voc07_detection": {"models": ["rot"]}})
+    spec = planning.submission_spec(config, "rot", lambda name, track: [f"{name}/{track}.json"],
+                                    lambda result: result + ".scores")
+    assert spec == {track: {f"rot/{track}.json": f"rot/{track}.json.scores"} for track in planning.SUBMITTED_TRACKS}
+    assert planning.submission_spec(config, "dc", lambda name, track: [track], str)["voc07_detection"] == {}

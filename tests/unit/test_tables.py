@@ -67,3 +67,17 @@ def test_imagenet_column_appears_only_when_the_track_ran(tmp_path):
     assert pd.isna(measured.loc["rot@r1.concat", "imagenet_linear"])  # no trunk: no ImageNet probe
     assert "imagenet_linear" in (tmp_path / "tables" / "leaderboard.md").read_text()
     assert "imagenet_linear" not in write_leaderboard(evaluations(False), *arguments).columns
+
+
+def test_detection_column_is_layer_free_and_empty_for_a_concatenation(tmp_path):
+    base = tmp_path / "eval"
+    svm = [write(base / "svm.json", {"layer": "feat5", "map": 40.0})]
+    evaluations = {"rot": {"voc07_svm": svm, "voc07_detection": [write(base / "det.json", {"map": 12.345})]},
+                   "rot@r1.concat": {"voc07_svm": svm}}
+    outputs = [str(tmp_path / "tables" / f"leaderboard{ext}") for ext in (".csv", ".md", ".tex")]
+    (tmp_path / "benchmarks").mkdir()
+    measured = write_leaderboard(evaluations, str(tmp_path / "benchmarks"), outputs, str(tmp_path / "times.csv"),
+                                 str(tmp_path / "low.png"), logging.getLogger("test")).set_index("model")
+    assert measured.loc["rot", "voc07_detection"] == 12.345 and "voc07_detection_layer" not in measured.columns
+    assert pd.isna(measured.loc["rot@r1.concat", "voc07_detection"])  # no trunk: no detector
+    assert "| 12.35 |" in (tmp_path / "tables" / "leaderboard.md").read_text()

@@ -11,6 +11,7 @@ with job_logging(snakemake) as log:
         places205_root=snakemake.params.roots["places205"],
         output=snakemake.output.result,
         metrics_output=snakemake.output.metrics,
+        predictions_output=snakemake.output.predictions,
         threads=snakemake.threads,
         log=log,
     )

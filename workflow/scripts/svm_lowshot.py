@@ -13,6 +13,7 @@ with job_logging(snakemake) as log:
         voc07_root=snakemake.params.roots["voc07"],
         classes=snakemake.params.classes,
         output=snakemake.output.result,
+        scores_output=snakemake.output.scores,
         n_jobs=snakemake.threads,
         log=log,
     )

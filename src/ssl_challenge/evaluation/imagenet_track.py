@@ -48,6 +48,7 @@ def evaluate_imagenet_linear(model_path: str, probe_config: dict, features_confi
     result = train_linear_probe_online(backbone, train, val, train_labels, val_labels, list(probe_config["layers"]),
                                        plan, config, device, probe_config["seed"], num_classes=len(classes))
     epochs = result.pop("epochs_log", [])
+    result.pop("val_predictions", None)  # the submission files have no ImageNet format
     write_text_atomic(metrics_output, "".join(json.dumps(record) + "\n" for record in epochs))
     write_json_atomic(output, result)
     log.info("imagenet top-1 per layer: %s", result["top1"])

@@ -206,6 +206,15 @@ def fit_probe(
     return top1, epochs_log
 
 
+@torch.no_grad()
+def predict_classes(heads: nn.ModuleDict, batches: Iterable[FeatureBatch], layer: str) -> np.ndarray:
+    """int64 [N] predicted class of every validation sample by ``layer``'s head (argmax: the lowest index on ties,
+    as :func:`evaluate_top1` counts them), in batch order."""
+    heads.eval()
+    predictions = [heads[layer](features[layer]).argmax(dim=1).cpu() for features, _ in batches]
+    return torch.cat(predictions).numpy().astype(np.int64)
+
+
 def training_batch_starts(num_samples: int, batch_size: int) -> range:
     """Batch start offsets; a trailing batch of one sample is dropped (BatchNorm cannot train on it)."""
     stop = num_samples - 1 if num_samples % batch_size == 1 and num_samples > 1 else num_samples
@@ -287,7 +296,9 @@ def train_linear_probe_on_features(
             yield _cached_batch(val_tensors, val_labels, indices, device)
 
     top1, epochs_log = fit_probe(heads, train_batches, val_batches, config, evaluate_every)
-    return summarise(top1, epochs_log, config, seed, num_classes, num_train, num_val)
+    result = summarise(top1, epochs_log, config, seed, num_classes, num_train, num_val)
+    result["val_predictions"] = predict_classes(heads, val_batches(), result["best_layer"])
+    return result
 
 
 def _feature_tensors(features: dict[str, np.ndarray], split: str) -> dict[str, torch.Tensor]:
@@ -365,6 +376,8 @@ def train_linear_probe_online(
     backbone.eval()  # frozen: BatchNorm statistics of the trunk must not move either
     try:
         top1, epochs_log = fit_probe(heads, train_batches, val_batches, config, evaluate_every)
+        result = summarise(top1, epochs_log, config, seed, num_classes, num_train, num_val)
+        result["val_predictions"] = predict_classes(heads, val_batches(), result["best_layer"])
     finally:
         backbone.train(was_training)
-    return summarise(top1, epochs_log, config, seed, num_classes, num_train, num_val)
+    return result

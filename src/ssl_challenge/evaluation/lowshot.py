@@ -269,6 +269,15 @@ def evaluate_lowshot(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarra
     """The low-shot track for one layer. Shapes as :func:`.svm.train_and_test_full_svm`; ``samples`` from
     :func:`draw_lowshot_samples`. Returns a JSON-able dict with ``track_score``, ``per_k`` {str(k): {mean, min, max,
     std, cost, cost_index, sample_maps}}, ``map_per_cost`` {str(k): [[mAP per cost] per sample]} and settings."""
+    return evaluate_lowshot_with_scores(train_x, train_y, test_x, test_y, samples, costs, classes, n_jobs, solver,
+                                        device)[0]
+
+
+def evaluate_lowshot_with_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+                                 samples: dict, costs: list[float], classes: list[str], n_jobs: int,
+                                 solver: str = "auto", device=None) -> tuple[dict, dict[str, list[np.ndarray]]]:
+    """:func:`evaluate_lowshot`'s report and the test decision values at each k's chosen cost: {str(k): [float64
+    [M, C] per sample]} (the challenge's low-shot submission files are written from them)."""
     if solver not in SOLVERS:
         raise ValueError(f"low-shot solver must be one of {SOLVERS}, got {solver!r}")
     solver = "newton" if solver == "auto" else solver
@@ -283,7 +292,7 @@ def evaluate_lowshot(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarra
     start = time.perf_counter()
     train_x, test_x = l2_normalise_rows(train_x), l2_normalise_rows(test_x)
     train_targets = training_targets(train_y)  # only drawn rows are used; none is difficult
-    map_per_cost, stats = {}, {}
+    map_per_cost, stats, sample_scores = {}, {}, {}
     with torch_threads(n_jobs):
         if solver == "newton":
             import torch
@@ -303,6 +312,7 @@ def evaluate_lowshot(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarra
                 for key, value in sample_stats.items():
                     stats[key] = stats.get(key, 0) + value
                 map_per_cost[str(k)].append(_map_per_cost(scores, test_y).tolist())
+                sample_scores.setdefault(str(k), []).append(scores)
     per_k = {}
     for k, sample_maps in map_per_cost.items():
         sample_maps = np.asarray(sample_maps)
@@ -311,6 +321,7 @@ def evaluate_lowshot(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarra
         per_k[k] = {"mean": float(at_cost.mean()), "min": float(at_cost.min()), "max": float(at_cost.max()),
                     "std": float(at_cost.std()), "cost": costs[chosen], "cost_index": chosen,
                     "sample_maps": at_cost.tolist()}
+        sample_scores[k] = [np.asarray(scores[:, :, chosen], dtype=np.float64) for scores in sample_scores[k]]
     return {
         "track_score": float(np.mean([entry["mean"] for entry in per_k.values()])),
         "per_k": per_k,
@@ -325,4 +336,4 @@ def evaluate_lowshot(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarra
         "seconds": time.perf_counter() - start,
         "solver_stats": stats,
         "numerics": numerics_record(),
-    }
+    }, sample_scores

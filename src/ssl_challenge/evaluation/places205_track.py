@@ -52,7 +52,8 @@ def places205_probe_cached(inputs, probe_config, config) -> dict:
 
 
 def evaluate_places205_linear(inputs: dict, probe_config: dict, features_config: dict, places205_root: str,
-                              output: str, metrics_output: str, threads: int, log: logging.Logger) -> None:
+                              output: str, metrics_output: str, threads: int, log: logging.Logger,
+                              predictions_output: str | None = None) -> None:
     from .linear_probe import LinearProbeConfig
 
     configure_torch(threads)
@@ -63,6 +64,14 @@ def evaluate_places205_linear(inputs: dict, probe_config: dict, features_config:
     else:
         result = places205_probe_cached(inputs, probe_config, config)
     epochs = result.pop("epochs_log", [])
+    predictions = result.pop("val_predictions", None)
+    if predictions_output:  # the best layer's val predictions, for the challenge's Places205 submission file
+        from ..io import atomic_path
+
+        with atomic_path(predictions_output) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, predictions=np.asarray(predictions, dtype=np.int64),
+                         layer=np.asarray(result["best_layer"]))
     write_text_atomic(metrics_output, "".join(json.dumps(record) + "\n" for record in epochs))
     write_json_atomic(output, result)
     log.info("places205 top-1 per layer: %s", result["top1"])

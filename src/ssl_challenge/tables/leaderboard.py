@@ -19,6 +19,7 @@ from .formats import best_layer, latex_table, markdown_table, paths_by_suffix, r
 TRACK_COLUMNS = ["voc07_svm", "voc07_lowshot", "places205_linear"]
 PROBE_TRACKS = ("places205_linear", "imagenet_linear")  # one JSON per model, top-1 per layer
 OPTIONAL_TRACK_COLUMNS = ["imagenet_linear"]  # a column only when some model has the track (config-enabled)
+LAYER_FREE_TRACKS = ["voc07_detection"]  # one figure per model (mAP x100), no layer; a column when some model has it
 PUBLISHED_SOURCE = "published: ResNet-50, ImageNet pretraining, OpenSelfSup protocol (not measured here)"
 # (model, VOC07 SVM best layer, low-shot mean over k, Places205 feat5 top-1); None where not published.
 PUBLISHED_ROWS = [
@@ -48,6 +49,9 @@ def model_row(model: str, files: dict) -> dict:
             top1 = read_json(path)["top1"]
             layer = max(top1, key=top1.get)
             row[track], row[f"{track}_layer"] = float(top1[layer]), layer
+    for track in LAYER_FREE_TRACKS:
+        for path in files.get(track, []):
+            row[track] = float(read_json(path)["map"])
     return row
 
 
@@ -55,6 +59,7 @@ def measured_table(evaluations: dict) -> pd.DataFrame:
     tracks = TRACK_COLUMNS + [track for track in OPTIONAL_TRACK_COLUMNS
                               if any(track in files for files in evaluations.values())]
     columns = ["model"] + [name for track in tracks for name in (track, f"{track}_layer")]
+    columns += [track for track in LAYER_FREE_TRACKS if any(track in files for files in evaluations.values())]
     rows = [model_row(model, files) for model, files in evaluations.items()]
     return pd.DataFrame(rows, columns=columns)
 

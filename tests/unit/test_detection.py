@@ -1,0 +1,172 @@
+"""Track 4's detector: what is frozen and what trains, given proposals, backbones without the needed stages,
+boxes outside the image, coordinates, and a killed-and-resumed training that ends with the same weights."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from layouts_fixture import make_tiny_voc07, write_voc_annotation
+from ssl_challenge.detection.data import (DetectionSet, continuous_to_voc, flip_boxes, read_proposals,
+                                          voc_to_continuous)
+from ssl_challenge.detection.model import (DetectionBackboneError, DetectorConfig, build_detector)
+from ssl_challenge.detection.train import SolverConfig, batch_indices, detect, train_detector
+from ssl_challenge.models.backbones import SmallResNetBackbone, build_backbone
+
+CLASSES = ["cat", "dog", "bird"]
+TINY = DetectorConfig(min_size=24, max_size=32, anchor_sizes=(8, 16), roi_output_size=4, roi_sampling_ratio=2,
+                      rpn_pre_nms_top_n_train=50, rpn_post_nms_top_n_train=20, rpn_pre_nms_top_n_test=50,
+                      rpn_post_nms_top_n_test=10, rpn_batch_size_per_image=16, box_batch_size_per_image=8,
+                      box_score_threshold=0.0)
+SOLVER = SolverConfig(iterations=6, lr=0.01, steps=(4,), warmup_iterations=2, images_per_batch=2,
+                      checkpoint_every=2, seed=3)
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def voc_root(tmp_path):
+    make_tiny_voc07(tmp_path / "VOCdevkit", CLASSES, n_trainval=6, n_test=4)
+    return tmp_path / "VOCdevkit"
+
+
+def small_detector(seed=0, **options):
+    torch.manual_seed(seed)
+    return build_detector(build_backbone({"name": "small_resnet"}), TINY, len(CLASSES), "rot", **options)
+
+
+def test_trunk_frozen_last_stage_trained_batchnorm_fixed(voc_root, tmp_path):
+    detector = small_detector()
+    backbone = detector.detector.backbone.body
+    head_stage = backbone.stages[3]
+    assert detector.detector.roi_heads.box_head.stage is head_stage
+    trunk_parameters = [p for name, p in backbone.named_parameters() if not name.startswith("stages.3.")]
+    assert trunk_parameters and not any(p.requires_grad for p in trunk_parameters)
+    assert all(p.requires_grad for p in head_stage.parameters())
+    detector.train()
+    assert not any(m.training for m in detector.modules() if isinstance(m, nn.BatchNorm2d))
+    before = {k: v.clone() for k, v in detector.state_dict().items()}
+    train_detector(detector, DetectionSet(voc_root, "trainval", CLASSES), SOLVER, tmp_path / "run", CPU, "d",
+                   log=lambda _: None)
+    after = detector.state_dict()
+    trunk_keys = [k for k in before if k.startswith("detector.backbone.body.") and ".stages.3." not in k]
+    assert trunk_keys and all(torch.equal(before[k], after[k]) for k in trunk_keys)  # weights and BN statistics
+    head_keys = [k for k in before if k.startswith("detector.roi_heads.box_head.stage.") and k.endswith("weight")]
+    assert any(not torch.equal(before[k], after[k]) for k in head_keys)
+    running = [k for k in before if k.startswith("detector.roi_heads.box_head.") and "running_mean" in k]
+    assert running and all(torch.equal(before[k], after[k]) for k in running)
+
+
+def test_resnet50_head_is_layer4():
+    backbone = build_backbone({"name": "resnet50"})
+    detector = build_detector(backbone, TINY, 20, "supervised")
+    assert detector.detector.roi_heads.box_head.stage is backbone.layer4
+    assert detector.detector.backbone.out_channels == 1024
+    assert detector.detector.roi_heads.box_predictor.cls_score.out_features == 21
+    assert not any(p.requires_grad for p in backbone.layer3.parameters())
+
+
+class ThreeStages(SmallResNetBackbone):
+    def stage_functions(self):
+        return super().stage_functions()[:4]
+
+
+def test_backbone_without_the_needed_stages_is_named():
+    with pytest.raises(DetectionBackboneError, match=r"model 'codc2@r1.concat'.*not a multi-stage backbone"):
+        build_detector(nn.Linear(3, 3), TINY, 3, "codc2@r1.concat")
+    with pytest.raises(DetectionBackboneError, match=r"model 'tiny': backbone ThreeStages has 4 stages"):
+        build_detector(ThreeStages(), TINY, 3, "tiny")
+
+
+def test_box_outside_the_image_names_the_annotation(voc_root):
+    annotation = voc_root / "VOC2007" / "Annotations" / "000002.xml"
+    objects = [{"name": "dog", "bbox": (2, 3, 30, 10), "difficult": False, "truncated": False}]
+    write_voc_annotation(annotation, "000002", 40, 18, objects)  # <size> wrong: the JPEG is 24 x 18
+    dataset = DetectionSet(voc_root, "trainval", CLASSES)
+    with pytest.raises(ValueError, match=r"000002.xml: bounding box \(2, 3, 30, 10\) leaves the 24 x 18 image"):
+        dataset.load(1, False, training=True)
+    write_voc_annotation(annotation, "000002", 24, 18, objects)  # the annotation's own size: refused on reading
+    with pytest.raises(ValueError, match=r"000002.xml: object 0 \(dog\): bounding box .* leaves the 24 x 18"):
+        DetectionSet(voc_root, "trainval", CLASSES)
+
+
+def test_coordinates_round_trip_and_flip(voc_root):
+    voc = np.array([[2.0, 3, 12, 10]])
+    assert voc_to_continuous(voc).tolist() == [[1.0, 2.0, 12.0, 10.0]]
+    assert continuous_to_voc(voc_to_continuous(voc)).tolist() == voc.tolist()
+    assert flip_boxes(torch.tensor([[1.0, 2, 12, 10]]), 24).tolist() == [[12.0, 2.0, 23.0, 10.0]]
+    dataset = DetectionSet(voc_root, "trainval", CLASSES)
+    image, target = dataset.load(0, True, training=True)  # image 1: cat (2, 3, 12, 10); a difficult dog left out
+    plain, _ = dataset.load(0, False, training=True)
+    assert torch.equal(image, plain.flip(-1)) and target["labels"].tolist() == [1]
+    assert target["boxes"].tolist() == [[12.0, 2.0, 23.0, 10.0]]
+    assert dataset.load(0, False, training=False)[1]["labels"].tolist() == [1, 2]  # test targets keep difficult
+
+
+def test_batches_cover_each_epoch_once():
+    config = SolverConfig(iterations=10, lr=0.1, images_per_batch=2, seed=1)
+    epoch = torch.cat([batch_indices(config, i, 7) for i in range(3)])
+    assert len(set(epoch.tolist())) == 6 and not torch.equal(batch_indices(config, 0, 7), batch_indices(config, 3, 7))
+
+
+def test_killed_and_resumed_training_gives_the_same_weights(voc_root, tmp_path):
+    dataset = DetectionSet(voc_root, "trainval", CLASSES)
+    straight = small_detector()
+    assert train_detector(straight, dataset, SOLVER, tmp_path / "straight", CPU, "d", log=lambda _: None)
+    killed = small_detector()
+    assert not train_detector(killed, dataset, SOLVER, tmp_path / "resumed", CPU, "d", log=lambda _: None,
+                              stop_after_iterations=4)
+    resumed = small_detector(seed=99)  # a fresh process: other initial weights, all restored from the checkpoint
+    messages = []
+    assert train_detector(resumed, dataset, SOLVER, tmp_path / "resumed", CPU, "d", log=messages.append)
+    assert "resumed from" in messages[0] and "iteration 4" in messages[0]
+    expected, found = straight.state_dict(), resumed.state_dict()
+    assert all(torch.equal(expected[key], found[key]) for key in expected)
+    assert not all(torch.equal(expected[key], killed.state_dict()[key]) for key in expected)  # it did train on
+    with pytest.raises(ValueError, match="checkpoint of another configuration"):
+        train_detector(small_detector(), dataset, SOLVER, tmp_path / "resumed", CPU, "other digest",
+                       stop_after_iterations=1)
+
+
+def test_sigusr1_writes_a_checkpoint_and_the_rerun_finishes_identically(voc_root, tmp_path):
+    import os
+    import signal
+
+    from ssl_challenge.engine.train import Preempted
+
+    dataset = DetectionSet(voc_root, "trainval", CLASSES)
+    straight = small_detector()
+    train_detector(straight, dataset, SOLVER, tmp_path / "straight", CPU, "d", log=lambda _: None)
+
+    def preempt(message):  # SLURM's warning signal, arriving at iteration 3
+        if message.startswith("iteration 3/"):
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    with pytest.raises(Preempted, match="SIGUSR1 received: checkpoint written at iteration 3"):
+        train_detector(small_detector(), dataset, SOLVER, tmp_path / "run", CPU, "d", log=preempt, log_every=1)
+    resumed = small_detector(seed=7)
+    assert train_detector(resumed, dataset, SOLVER, tmp_path / "run", CPU, "d", log=lambda _: None)
+    assert all(torch.equal(value, resumed.state_dict()[key]) for key, value in straight.state_dict().items())
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["iteration"] for line in lines] == [1, 2, 3, 6]  # log_every 20 after the rerun: the last one
+
+
+def test_fast_rcnn_on_given_proposals(voc_root, tmp_path):
+    ids = [f"{i:06d}" for i in range(1, 11)]
+    path = tmp_path / "proposals.json"
+    path.write_text(json.dumps({image_id: [[2, 3, 12, 10], [1, 1, 6, 5], [10, 5, 20, 15]] for image_id in ids}))
+    detector = small_detector(given_proposals=True)
+    trainval, test = DetectionSet(voc_root, "trainval", CLASSES), DetectionSet(voc_root, "test", CLASSES)
+    proposals = read_proposals(path, ids)
+    train_detector(detector, trainval, SOLVER, tmp_path / "run", CPU, "d", log=lambda _: None, proposals=proposals)
+    seen = []
+    detector.detector.roi_heads.box_roi_pool.register_forward_hook(lambda m, args, out: seen.append(args[1]))
+    detections = detect(detector, test, CPU, proposals=proposals)
+    # the box head saw exactly the given boxes (continuous coordinates), scaled to the resized image (24 -> 32)
+    assert torch.allclose(seen[0][0], torch.tensor([[1.0, 2, 12, 10], [0, 0, 6, 5], [9, 4, 20, 15]]) * 32 / 24)
+    assert sum(len(rows) for rows in detections.values()) > 0
+    with pytest.raises(ValueError, match=r"proposals.json: no proposals for 1 images \(first: \['000011'\]\)"):
+        read_proposals(path, ids + ["000011"])

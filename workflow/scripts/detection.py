@@ -1,0 +1,23 @@
+"""Track 4: the frozen-backbone detector of one model, trained on VOC07 trainval and scored on VOC07 test."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+from ssl_challenge.jobs import job_logging  # noqa: E402
+
+with job_logging(snakemake) as log:
+    from ssl_challenge.evaluation.detection_track import evaluate_voc07_detection
+
+    evaluate_voc07_detection(
+        model_path=snakemake.input.model,
+        model_name=snakemake.wildcards.model,
+        detection_config=snakemake.params.detection,
+        voc07_root=snakemake.params.roots["voc07"],
+        classes=snakemake.params.classes,
+        result_output=snakemake.output.result,
+        detections_output=snakemake.output.detections,
+        metrics_output=snakemake.output.metrics,
+        run_root=snakemake.params.run_root,
+        threads=snakemake.threads,
+        log=log,
+    )

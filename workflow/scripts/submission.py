@@ -1,0 +1,20 @@
+"""The challenge's submission files of one model (results/submission/<model>/) and their manifest."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+from ssl_challenge.jobs import job_logging  # noqa: E402
+
+with job_logging(snakemake) as log:
+    from ssl_challenge.submission_build import build_submission, config_digest
+
+    build_submission(
+        model=snakemake.wildcards.model,
+        spec=snakemake.params.spec,
+        roots=snakemake.params.roots,
+        classes=snakemake.params.classes,
+        # of the whole configuration this job ran under (not a param: a change elsewhere must not rebuild it)
+        config_digest=config_digest(snakemake.config),
+        manifest_output=snakemake.output.manifest,
+        log=log,
+    )

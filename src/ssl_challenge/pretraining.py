@@ -99,7 +99,22 @@ def launch_torchrun(request: dict, processes: int, log: logging.Logger) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
                "-m", "ssl_challenge.engine.launch", str(request_path)]
     log.info("launching %s", " ".join(command))
-    subprocess.run(command, check=True)
+    run_logged(command, log)
+
+
+def run_logged(command: Sequence[str], log: logging.Logger) -> None:
+    """Run ``command`` with its stdout and stderr (torchrun's workers: progress, diagnostics, tracebacks) sent
+    line by line to ``log`` -- the rule's log -- instead of the terminal Snakemake runs in; raise
+    ``CalledProcessError`` (with the last lines) when it fails."""
+    last_lines: list[str] = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          errors="replace") as process:
+        for line in process.stdout:
+            line = line.rstrip("\n")
+            log.info("%s", line)
+            last_lines = (last_lines + [line])[-20:]
+    if process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, list(command), output="\n".join(last_lines))
 
 
 def run_pretraining(request: dict, log) -> Path | None:

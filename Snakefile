@@ -27,6 +27,7 @@ include: "rules/codc.smk"
 include: "rules/features.smk"
 include: "rules/evaluate.smk"
 include: "rules/tables.smk"
+include: "rules/report.smk"
 
 
 # Seconds of work each: on a cluster they run where Snakemake runs instead of waiting in the queue.
@@ -37,6 +38,11 @@ localrules:
     leaderboard,
     dc_vs_odc,
     ablation_tables,
+    report_items,
+    training_curves,
+    leaderboard_page,
+    codc_ablation_page,
+    dc_vs_odc_page,
 
 
 rule all_tracks:

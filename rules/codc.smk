@@ -116,12 +116,14 @@ rule ablation_tables:
         ablation_inputs,
     output:
         tables=multiext(f"{RESULTS}/tables/codc_ablation", ".csv", ".md", ".tex"),
+        provenance=f"{RESULTS}/tables/codc_ablation.provenance.json",
     log:
         f"{RESULTS}/logs/ablation_tables.log",
     conda:
         "../envs/pipeline.yaml"
     params:
         entries=ablation_entries(),
+        concatenations=concatenations(),
         code=code_digest("ablation_tables.py"),
     script:
         "../workflow/scripts/ablation_tables.py"

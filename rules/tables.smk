@@ -8,13 +8,15 @@ rule leaderboard:
     output:
         tables=multiext(f"{RESULTS}/tables/leaderboard", ".csv", ".md", ".tex"),
         stage_times=f"{RESULTS}/tables/stage_times.csv",
-        lowshot_plot=f"{RESULTS}/plots/lowshot.png",
+        lowshot_plot=report(f"{RESULTS}/plots/lowshot.png", caption="../report/lowshot.rst", category="Tables"),
+        provenance=f"{RESULTS}/tables/leaderboard.provenance.json",
     log:
         f"{RESULTS}/logs/leaderboard.log",
     conda:
         "../envs/pipeline.yaml"
     params:
         evaluations=evaluation_outputs(),
+        concatenations=concatenations(),
         benchmark_dir=f"{RESULTS}/benchmarks",
         code=code_digest("leaderboard.py"),
     script:
@@ -26,7 +28,7 @@ rule dc_vs_odc:
         dc_vs_odc_inputs,
     output:
         tables=multiext(f"{RESULTS}/tables/dc_vs_odc", ".csv", ".md"),
-        plot=f"{RESULTS}/plots/dc_vs_odc.png",
+        plot=report(f"{RESULTS}/plots/dc_vs_odc.png", caption="../report/dc_vs_odc.rst", category="Tables"),
     log:
         f"{RESULTS}/logs/dc_vs_odc.log",
     conda:

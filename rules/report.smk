@@ -1,0 +1,122 @@
+# The HTML report: `snakemake --report results/report.html report_items` (`make report`). Items are outputs marked
+# report() with an rst caption in report/: the tables as pages with each figure's provenance, the low-shot and DC
+# vs ODC plots (rules/tables.smk) and one training-curve figure per trained model.
+
+
+report: "../report/workflow.rst"
+
+
+def training_curve_models():
+    """Every model a training job wrote metrics for: the configured models and each CODC member's rounds."""
+    return pretrained_models() + codc_round_models()
+
+
+def training_curve_file(model):
+    return f"{RESULTS}/report/training_curves/{model}.png"
+
+
+def table_page(name):
+    return f"{RESULTS}/report/tables/{name}.html"
+
+
+def report_items_inputs(wildcards=None):
+    """Everything the report shows (the all_tracks outputs, their pages, the training curves)."""
+    pages = [table_page("leaderboard")]
+    if ablation_outputs():
+        pages.append(table_page("codc_ablation"))
+    if dc_vs_odc_outputs():
+        pages.append(table_page("dc_vs_odc"))
+    curves = [training_curve_file(model) for model in training_curve_models()]
+    return leaderboard_outputs() + dc_vs_odc_outputs() + ablation_outputs() + pages + curves
+
+
+rule report_items:
+    input:
+        report_items_inputs,
+
+
+rule training_curves:
+    input:
+        metrics=f"{RESULTS}/models/{{model}}/metrics.jsonl",
+    output:
+        plot=report(
+            f"{RESULTS}/report/training_curves/{{model}}.png",
+            caption="../report/training_curves.rst",
+            category="Training curves",
+            labels={"model": "{model}"},
+        ),
+    log:
+        f"{RESULTS}/logs/report/training_curves/{{model}}.log",
+    wildcard_constraints:
+        model=names_regex(training_curve_models()),
+    conda:
+        "../envs/pipeline.yaml"
+    params:
+        code=code_digest("training_curves.py"),
+    script:
+        "../workflow/scripts/training_curves.py"
+
+
+rule leaderboard_page:
+    input:
+        table=f"{RESULTS}/tables/leaderboard.csv",
+        provenance=f"{RESULTS}/tables/leaderboard.provenance.json",
+    output:
+        page=report(
+            table_page("leaderboard"),
+            caption="../report/leaderboard.rst",
+            category="Tables",
+            labels={"table": "leaderboard"},
+        ),
+    log:
+        f"{RESULTS}/logs/report/leaderboard_page.log",
+    conda:
+        "../envs/pipeline.yaml"
+    params:
+        title="Leaderboard",
+        code=code_digest("table_page.py"),
+    script:
+        "../workflow/scripts/table_page.py"
+
+
+rule codc_ablation_page:
+    input:
+        table=f"{RESULTS}/tables/codc_ablation.csv",
+        provenance=f"{RESULTS}/tables/codc_ablation.provenance.json",
+    output:
+        page=report(
+            table_page("codc_ablation"),
+            caption="../report/codc_ablation.rst",
+            category="Tables",
+            labels={"table": "CODC ablation"},
+        ),
+    log:
+        f"{RESULTS}/logs/report/codc_ablation_page.log",
+    conda:
+        "../envs/pipeline.yaml"
+    params:
+        title="CODC ablation (VOC07 SVM mAP, best layer)",
+        code=code_digest("table_page.py"),
+    script:
+        "../workflow/scripts/table_page.py"
+
+
+rule dc_vs_odc_page:
+    input:
+        table=f"{RESULTS}/tables/dc_vs_odc.csv",
+    output:
+        page=report(
+            table_page("dc_vs_odc"),
+            caption="../report/dc_vs_odc_table.rst",
+            category="Tables",
+            labels={"table": "DC vs ODC"},
+        ),
+    log:
+        f"{RESULTS}/logs/report/dc_vs_odc_page.log",
+    conda:
+        "../envs/pipeline.yaml"
+    params:
+        title="DC vs ODC",
+        code=code_digest("table_page.py"),
+    script:
+        "../workflow/scripts/table_page.py"

@@ -222,6 +222,12 @@ def pretrain_model_config(wildcards):
 def pretrain_extra_inputs(wildcards):
     if config["models"][wildcards.model]["method"] == "cls":
         return [cls_labels_file(wildcards.model)]
+    if config["models"][wildcards.model]["method"] == "external":  # a new checkpoint makes the model stale
+        weights = config["models"][wildcards.model].get("method_options", {}).get("weights")
+        if not weights:
+            raise ValueError(f"config key 'models.{wildcards.model}.method_options.weights': missing; an external "
+                             "model needs the path of its checkpoint")
+        return [weights]
     return []
 
 

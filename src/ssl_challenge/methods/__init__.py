@@ -17,6 +17,7 @@ METHODS = {
     "odc": "odc",
     "cls": "cls",
     "codc": "codc",
+    "external": "external",
 }
 
 

@@ -27,7 +27,9 @@ include: "rules/codc.smk"
 include: "rules/features.smk"
 include: "rules/evaluate.smk"
 include: "rules/tables.smk"
+include: "rules/report_common.smk"
 include: "rules/report.smk"
+include: "rules/seeds.smk"
 
 
 # Seconds of work each: on a cluster they run where Snakemake runs instead of waiting in the queue.
@@ -43,6 +45,8 @@ localrules:
     leaderboard_page,
     codc_ablation_page,
     dc_vs_odc_page,
+    seed_config,
+    seeds_study,
 
 
 rule all_tracks:

@@ -225,8 +225,10 @@ def pretrain_extra_inputs(wildcards):
     if config["models"][wildcards.model]["method"] == "external":  # a new checkpoint makes the model stale
         weights = config["models"][wildcards.model].get("method_options", {}).get("weights")
         if not weights:
-            raise ValueError(f"config key 'models.{wildcards.model}.method_options.weights': missing; an external "
-                             "model needs the path of its checkpoint")
+            raise ValueError(
+                f"config key 'models.{wildcards.model}.method_options.weights': missing; an external "
+                "model needs the path of its checkpoint"
+            )
         return [weights]
     return []
 

@@ -6,30 +6,6 @@
 report: "../report/workflow.rst"
 
 
-def training_curve_models():
-    """Every model a training job wrote metrics for: the configured models and each CODC member's rounds."""
-    return pretrained_models() + codc_round_models()
-
-
-def training_curve_file(model):
-    return f"{RESULTS}/report/training_curves/{model}.png"
-
-
-def table_page(name):
-    return f"{RESULTS}/report/tables/{name}.html"
-
-
-def report_items_inputs(wildcards=None):
-    """Everything the report shows (the all_tracks outputs, their pages, the training curves)."""
-    pages = [table_page("leaderboard")]
-    if ablation_outputs():
-        pages.append(table_page("codc_ablation"))
-    if dc_vs_odc_outputs():
-        pages.append(table_page("dc_vs_odc"))
-    curves = [training_curve_file(model) for model in training_curve_models()]
-    return leaderboard_outputs() + dc_vs_odc_outputs() + ablation_outputs() + pages + curves
-
-
 rule report_items:
     input:
         report_items_inputs,

@@ -8,7 +8,9 @@ rule leaderboard:
     output:
         tables=multiext(f"{RESULTS}/tables/leaderboard", ".csv", ".md", ".tex"),
         stage_times=f"{RESULTS}/tables/stage_times.csv",
-        lowshot_plot=report(f"{RESULTS}/plots/lowshot.png", caption="../report/lowshot.rst", category="Tables"),
+        lowshot_plot=report(
+            f"{RESULTS}/plots/lowshot.png", caption="../report/lowshot.rst", category="Tables"
+        ),
         provenance=f"{RESULTS}/tables/leaderboard.provenance.json",
     log:
         f"{RESULTS}/logs/leaderboard.log",

@@ -16,6 +16,7 @@ Torch-free: it reads JSON and hashes bytes.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -39,7 +40,14 @@ SCRIPTS_DIR = Path(__file__).resolve().parents[2] / "workflow" / "scripts"
 
 
 def file_sha256(path: str | Path) -> str:
-    """SHA-256 (16 hex digits) of a file's bytes."""
+    """SHA-256 (16 hex digits) of a file's bytes (each version of a file hashed once: model files are large and
+    every cell of a model asks for the same ones)."""
+    status = Path(path).stat()
+    return _sha256(str(path), status.st_mtime_ns, status.st_size)
+
+
+@functools.lru_cache(maxsize=4096)
+def _sha256(path: str, _mtime_ns: int, _size: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):

@@ -98,9 +98,12 @@ def test_external_checkpoints_in_each_layout_go_through_every_track(smoke_copy, 
     assert {job.model for job in jobs if job.rule == "pretrain"} == {"ext_vissl"}
 
 
-def test_seeds_study_plans_one_run_per_seed_outside_all_tracks(smoke_run):
+def test_seeds_study_plans_one_run_per_seed_outside_all_tracks(smoke_run, tmp_path):
     workdir, _ = smoke_run
-    output = run_snakemake(workdir, "-n", "seeds_study", *SMOKE, "--config", "seeds_study={'seeds': [0, 5]}").stdout
+    config = yaml.safe_load((workdir / "config" / "smoke.yaml").read_text())
+    config["seeds_study"] = {"seeds": [0, 5]}
+    (tmp_path / "seeds.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    output = run_snakemake(workdir, "-n", "seeds_study", "--configfile", str(tmp_path / "seeds.yaml")).stdout
     jobs = planned_jobs(output)
     runs = sorted(dict(job.wildcards)["seed"] for job in jobs if job.rule == "seed_run")
     assert runs == ["0", "5"] and "seeds_study" in {job.rule for job in jobs}

@@ -39,14 +39,15 @@ def curves(records: list[dict]) -> dict:
     iterations = [r for r in records if r.get("kind") == "iteration"]
     epochs = [r for r in records if r.get("kind") == "epoch"]
     change_key, small_key = first_present(records, CHANGE_KEYS), first_present(records, SMALL_KEYS)
-    sized = [r for r in epochs if r.get("cluster_sizes")]
+    sizes_key = first_present(records, ("cluster_sizes", "online_cluster_sizes"))  # DC/ODC's, else CODC's memory
+    sized = [r for r in epochs if r.get(sizes_key)] if sizes_key else []
     return {
         "loss": [(r["iteration"], r["loss"]) for r in iterations if "loss" in r],
         "epoch_loss": [(r["iteration"], r["loss"]) for r in epochs if "loss" in r],
         "label_change_ratio": [(r["epoch"], r[change_key]) for r in epochs if change_key in r] if change_key else [],
         "small_cluster_events": small_cluster_events(epochs, small_key) if small_key else [],
         "nmi_previous": [(r["epoch"], r["nmi_previous"]) for r in epochs if r.get("nmi_previous") is not None],
-        "cluster_sizes": {r["epoch"]: r["cluster_sizes"] for r in sized},
+        "cluster_sizes": {r["epoch"]: r[sizes_key] for r in sized},
     }
 
 

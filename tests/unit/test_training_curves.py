@@ -31,9 +31,10 @@ def test_dc_and_codc_records():
           {"kind": "epoch", "epoch": 2, "iteration": 6, "loss": 0.9, "nmi_previous": 0.75, "cluster_sizes": [1, 2]}]
     assert curves(dc)["nmi_previous"] == [(2, 0.75)]
     codc = [{"kind": "epoch", "epoch": 1, "iteration": 2, "loss": 1.0, "online_label_change_ratio": 0.3,
-             "online_small_clusters": 1.0}]
+             "online_small_clusters": 1.0, "online_cluster_sizes": [1, 1]}]
     series = curves(codc)
     assert series["label_change_ratio"] == [(1, 0.3)] and series["small_cluster_events"] == [(1, 2.0)]
+    assert series["cluster_sizes"] == {1: [1, 1]}
 
 
 def test_figure_is_written_for_a_clustering_model_and_an_untrained_one(tmp_path):

@@ -1,5 +1,5 @@
 """End to end after the smoke run: the HTML report holds every table and figure; external checkpoints in each key
-layout go through every track; the seeds study plans one run per seed outside all_tracks."""
+layout go through every track."""
 from __future__ import annotations
 
 import base64
@@ -96,16 +96,3 @@ def test_external_checkpoints_in_each_layout_go_through_every_track(smoke_copy, 
     save_in_layout(resnet50(weights=None).state_dict(), "vissl", tmp_path / "vissl.pth")
     jobs = planned_jobs(run_snakemake(smoke_copy, "-n", "all_tracks", "--configfile", str(config_path)).stdout)
     assert {job.model for job in jobs if job.rule == "pretrain"} == {"ext_vissl"}
-
-
-def test_seeds_study_plans_one_run_per_seed_outside_all_tracks(smoke_run, tmp_path):
-    workdir, _ = smoke_run
-    config = yaml.safe_load((workdir / "config" / "smoke.yaml").read_text())
-    config["seeds_study"] = {"seeds": [0, 5]}
-    (tmp_path / "seeds.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    output = run_snakemake(workdir, "-n", "seeds_study", "--configfile", str(tmp_path / "seeds.yaml")).stdout
-    jobs = planned_jobs(output)
-    runs = sorted(dict(job.wildcards)["seed"] for job in jobs if job.rule == "seed_run")
-    assert runs == ["0", "5"] and "seeds_study" in {job.rule for job in jobs}
-    assert not [job for job in planned_jobs(run_snakemake(workdir, "-n", "all_tracks", *SMOKE).stdout)
-                if job.rule.startswith("seed")]

@@ -11,6 +11,6 @@ with job_logging(snakemake) as log:
     from ssl_challenge.io import write_text_atomic
     from ssl_challenge.seeds_study import seeded_config
 
-    seeded = seeded_config(snakemake.params.config, int(snakemake.wildcards.seed))
+    seeded = seeded_config(snakemake.params.config, int(snakemake.wildcards.seed), str(Path.cwd()))
     write_text_atomic(snakemake.output.config, yaml.safe_dump(seeded, sort_keys=False))
     log.info("seed %s: %s", snakemake.wildcards.seed, snakemake.output.config)

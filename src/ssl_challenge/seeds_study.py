@@ -253,7 +253,8 @@ def claims_markdown(table: pd.DataFrame, seeds: Sequence[int]) -> str:
         "evaluation draws fixed). Difference: mean over the seeds of the per-seed difference (VOC07 SVM mAP points, "
         "or seconds); spread: its standard deviation; verdict: *holds* when the 95 % Student-t interval of the mean "
         "is above 0, *fails* when below, *within noise* otherwise (always with one seed).", "",
-        markdown_table(table), ""])
+        markdown_table(table) if len(table) else "No claim applies: the configuration has no CODC ablation and no DC "
+        "and ODC models.", ""])
 
 
 # ------------------------------------------------------------------------------------------- the stage

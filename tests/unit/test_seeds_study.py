@@ -100,3 +100,6 @@ def test_write_seeds_study(tmp_path):
     claims = (tmp_path / "claims.md").read_text()
     assert "| CODC improves every member | e: dc after - before CODC | +2.50 | 0.71 |" in claims
     assert "Seeds [0, 1]" in claims
+    write_seeds_study([0, 1], paths["leaderboards"], [], [], outputs, logging.getLogger("t"))
+    assert "No claim applies" in (tmp_path / "claims.md").read_text()
+    assert "none: the config has no ablation" in (tmp_path / "a.md").read_text()

@@ -35,7 +35,7 @@ rule seed_run:
         seed="[0-9]+",
     conda:
         "../envs/seeds_study.yaml"
-    threads: workflow.cores
+    threads: lambda wildcards: workflow.cores  # every core: the run schedules its own jobs
     params:
         directory=lambda wildcards: seed_dir(wildcards.seed),
     shell:

@@ -12,11 +12,17 @@ PYTEST_ARGS ?=
 # makes it fail at once. Cluster users run snakemake directly (or set SLURM_CONF), not through this Makefile.
 export SLURM_CONF ?= /dev/null
 
-.PHONY: all_tracks test venv data dry-run lint clean-results fullscale_check slurm-profile
+.PHONY: all_tracks test venv data dry-run lint clean-results fullscale_check slurm-profile report seeds_study
 
 all_tracks: venv data
 	$(BIN)/snakemake --profile profiles/local all_tracks
 	@cat results/tables/leaderboard.md
+
+# One self-contained HTML file (results/report.html): the tables with each figure's provenance, the plots and
+# the training curves of every model (rules/report.smk). Runs what is missing first.
+report: venv data
+	$(BIN)/snakemake --profile profiles/local report_items
+	$(BIN)/snakemake --report results/report.html report_items
 
 # pytest's exit code 5 (no test collected) is a failure of the suite, not a pass.
 test: venv data

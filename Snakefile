@@ -28,6 +28,9 @@ include: "rules/features.smk"
 include: "rules/evaluate.smk"
 include: "rules/detection.smk"
 include: "rules/tables.smk"
+include: "rules/report_common.smk"
+include: "rules/report.smk"
+include: "rules/seeds.smk"
 
 
 # Seconds of work each: on a cluster they run where Snakemake runs instead of waiting in the queue.
@@ -40,6 +43,13 @@ localrules:
     ablation_tables,
     submission,
     submission_files,
+    report_items,
+    training_curves,
+    leaderboard_page,
+    codc_ablation_page,
+    dc_vs_odc_page,
+    seed_config,
+    seeds_study,
 
 
 rule all_tracks:

@@ -161,8 +161,7 @@ def pretrain_code(wildcards):
 
 
 def pretrain_extra_inputs(wildcards):
-    is_cls = CONFIG["models"][wildcards.model]["method"] == "cls"
-    return [cls_labels_file(wildcards.model)] if is_cls else []
+    return planning.training_inputs(CONFIG, wildcards.model, cls_labels_file)
 
 
 def codc_model_config(wildcards):

@@ -9,13 +9,15 @@ rule leaderboard:
     output:
         tables=table_files("leaderboard", ".csv", ".md", ".tex"),
         stage_times=table_file("stage_times", ".csv"),
-        lowshot_plot=plot_file("lowshot"),
+        lowshot_plot=report(plot_file("lowshot"), caption="../report/lowshot.rst", category="Tables"),
+        provenance=table_file("leaderboard", ".provenance.json"),
     log:
         log_file("leaderboard"),
     conda:
         "../envs/pipeline.yaml"
     params:
         evaluations=evaluation_outputs(),
+        concatenations=planning.concatenations(CONFIG),
         benchmark_dir=benchmarks_dir(),
         code=code_digest("leaderboard.py"),
     script:
@@ -27,7 +29,7 @@ rule dc_vs_odc:
         lambda wildcards: planning.dc_vs_odc_files(dc_vs_odc_spec()),
     output:
         tables=table_files("dc_vs_odc", ".csv", ".md"),
-        plot=plot_file("dc_vs_odc"),
+        plot=report(plot_file("dc_vs_odc"), caption="../report/dc_vs_odc.rst", category="Tables"),
     log:
         log_file("dc_vs_odc"),
     conda:
@@ -44,12 +46,14 @@ rule ablation_tables:
         ablation_inputs,
     output:
         tables=table_files("codc_ablation", ".csv", ".md", ".tex"),
+        provenance=table_file("codc_ablation", ".provenance.json"),
     log:
         log_file("ablation_tables"),
     conda:
         "../envs/pipeline.yaml"
     params:
         entries=ablation_entries(),
+        concatenations=planning.concatenations(CONFIG),
         code=code_digest("ablation_tables.py"),
     script:
         "../workflow/scripts/ablation_tables.py"

@@ -11,7 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-WORKFLOW_PATHS = ["Snakefile", "rules", "workflow", "config", "envs", "profiles", "src"]
+WORKFLOW_PATHS = ["Snakefile", "rules", "workflow", "config", "envs", "profiles", "src", "report"]
 
 
 def copy_workflow(target: Path) -> Path:

@@ -134,6 +134,21 @@ def training_config(config: dict, model: str, cls_labels_file: Callable[[str], s
     return {**config["models"][model], "method_options": method_options(config, model, cls_labels_file)}
 
 
+def training_inputs(config: dict, model: str, cls_labels_file: Callable[[str], str]) -> list[str]:
+    """Files a configured model's training reads beside the images: a CLS model's pseudo-labels, an external
+    model's checkpoint (a new checkpoint makes the model stale)."""
+    method = config["models"][model]["method"]
+    if method == "cls":
+        return [cls_labels_file(model)]
+    if method == "external":
+        weights = config["models"][model].get("method_options", {}).get("weights")
+        if not weights:
+            raise ValueError(f"config key 'models.{model}.method_options.weights': missing; an external model "
+                             "needs the path of its checkpoint")
+        return [weights]
+    return []
+
+
 def cls_label_models(config: dict, model: str) -> list[str]:
     """The models whose concatenated features a CLS model's pseudo-labels cluster."""
     return list(config["models"][model]["method_options"].get("label_models", []))

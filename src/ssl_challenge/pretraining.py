@@ -79,7 +79,9 @@ def pretrain_model(
     request = {"model_config": model_config, "pretrain_data": pretrain_data, "imagenet_root": imagenet_root,
                "run_dir": str(run_dir), "threads": max(1, threads // max(1, processes)),
                "where": f"models.{Path(model_output).parent.name}"}
-    if processes > 1:
+    if model_config["method"] == "external":  # nothing to train: the checkpoint becomes the model file
+        convert_external(model_config, run_dir, request["where"], log)
+    elif processes > 1:
         launch_torchrun(request, processes, log)
     else:
         run_pretraining(request, log.info)
@@ -91,6 +93,40 @@ def pretrain_model(
     copy_atomic(run_dir / "model.pth", model_output)
 
 
+def convert_external(model_config: dict, run_dir: Path, where: str, log: logging.Logger) -> Path:
+    """``method: external``: the backbone of ``method_options.weights`` (a checkpoint in ``method_options.layout``,
+    loaded with ``weights_only=True``), matched strictly onto the configured backbone and written as the run's
+    model file by the training loop's writer (``engine.train.backbone_file``: 0 epochs, 0 seconds), with empty
+    metrics."""
+    from types import SimpleNamespace
+
+    from .engine.checkpoint import RunPosition
+    from .engine.train import backbone_file
+    from .io import load_torch_file, torch_save_atomic, write_text_atomic
+    from .methods.external import parse_options
+    from .models.backbones import build_backbone
+    from .models.external import match_backbone, trunk_state_dict
+
+    if model_config.get("epochs", 0) != 0:
+        raise ConfigError(f"config key {where}.epochs: an external model is not trained here; set it to 0")
+    try:
+        options = parse_options(model_config.get("method_options", {}))
+    except ConfigError as error:
+        raise ConfigError(f"config key {where}.{error}") from error
+    checkpoint = load_torch_file(options.weights, f"a checkpoint in the {options.layout} layout",
+                                 f"Check config key {where}.method_options.weights and .layout.")
+    backbone = build_backbone(model_config["backbone"])
+    mapped = trunk_state_dict(checkpoint, options.layout, f"{options.weights} ({where})")
+    backbone.load_state_dict(match_backbone(mapped, backbone.state_dict(), f"{options.weights} ({where})"),
+                             strict=True)
+    content = backbone_file(SimpleNamespace(backbone=backbone), SimpleNamespace(method="external"), RunPosition())
+    torch_save_atomic(content, run_dir / "model.pth")
+    write_text_atomic(run_dir / "metrics.jsonl", "")
+    log.info("converted %s (layout %s, %d tensors) into %s", options.weights, options.layout, len(mapped),
+             run_dir / "model.pth")
+    return run_dir / "model.pth"
+
+
 def launch_torchrun(request: dict, processes: int, log: logging.Logger) -> None:
     run_dir = Path(request["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -99,7 +135,22 @@ def launch_torchrun(request: dict, processes: int, log: logging.Logger) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
                "-m", "ssl_challenge.engine.launch", str(request_path)]
     log.info("launching %s", " ".join(command))
-    subprocess.run(command, check=True)
+    run_logged(command, log)
+
+
+def run_logged(command: Sequence[str], log: logging.Logger) -> None:
+    """Run ``command`` with its stdout and stderr (torchrun's workers: progress, diagnostics, tracebacks) sent
+    line by line to ``log`` -- the rule's log -- instead of the terminal Snakemake runs in; raise
+    ``CalledProcessError`` (with the last lines) when it fails."""
+    last_lines: list[str] = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          errors="replace") as process:
+        for line in process.stdout:
+            line = line.rstrip("\n")
+            log.info("%s", line)
+            last_lines = (last_lines + [line])[-20:]
+    if process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, list(command), output="\n".join(last_lines))
 
 
 def run_pretraining(request: dict, log) -> Path | None:
@@ -119,7 +170,7 @@ def run_pretraining(request: dict, log) -> Path | None:
         raise ConfigError(f"config key {request['where']}.{error}") from error
 
 
-FILE_OPTION_KEYS = ("labels_path", "initial_weights")
+FILE_OPTION_KEYS = ("labels_path", "initial_weights", "weights")
 
 
 def input_file_digests(method_options: dict) -> dict:

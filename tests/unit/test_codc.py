@@ -148,3 +148,6 @@ def test_tiny_run_resumes_exactly(peer_labels, images, tmp_path):
     assert all(torch.equal(first[key], second[key]) for key in first)
     records = [json.loads(line) for line in (tmp_path / "reference" / "metrics.jsonl").read_text().splitlines()]
     assert {"online_loss", "base_loss", "online_label_change_ratio"} <= set(records[-1])
+    epoch = records[-1]  # the epoch record: the DC base's clustering and the memory's cluster sizes
+    assert epoch["kind"] == "epoch" and 0.0 <= epoch["nmi_previous"] <= 1.0
+    assert sum(epoch["online_cluster_sizes"]) == sum(epoch["cluster_sizes"]) == len(images)

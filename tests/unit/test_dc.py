@@ -165,7 +165,45 @@ def assert_resume_is_exact(tmp_path, method: str, options: dict, stop_at: int):
     return torch.load(reference.parent / "checkpoint.pth", weights_only=True)["method"]
 
 
+def epoch_records(run_dir):
+    import json
+
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "train_seconds"} for r in records if r["kind"] == "epoch"]
+
+
 @pytest.mark.parametrize("stop_at", [3, 8])  # mid-epoch 1, mid-epoch 2 (6 iterations per epoch)
 def test_interrupted_dc_run_resumes_exactly(tmp_path, stop_at):
     state = assert_resume_is_exact(tmp_path, "dc", {"num_clusters": 4, "pca_dims": 8}, stop_at)
     assert bool(state["clustered"]) and state["labels"].shape == (96,)
+    # The per-epoch records (cluster sizes, NMI with the previous clustering) are the same after a resume.
+    reference, resumed = epoch_records(tmp_path / "reference"), epoch_records(tmp_path / "resumed")
+    assert reference == resumed and len(reference) == 2
+    assert reference[0]["nmi_previous"] is None and 0.0 <= reference[1]["nmi_previous"] <= 1.0
+    assert [sum(r["cluster_sizes"]) for r in reference] == [96, 96]
+    assert reference[1]["cluster_sizes"] == torch.bincount(state["labels"], minlength=4).tolist()
+
+
+def test_epoch_record_gives_cluster_sizes_and_nmi_with_the_previous_clustering(capsys):
+    from ssl_challenge.clustering.agreement import normalized_mutual_information
+
+    images = tiny_images()
+    method = build()
+    assert method.epoch_record() == {}  # nothing clustered yet
+    method.before_epoch(context(images))
+    first_labels = method.labels.clone()
+    record = method.epoch_record()
+    assert record["nmi_previous"] is None
+    assert record["cluster_sizes"] == torch.bincount(first_labels, minlength=10).tolist()
+    assert sum(record["cluster_sizes"]) == 80
+    train(method, images, method.epoch_indices(context(images)))
+    method.before_epoch(context(images, epoch=1))
+    record = method.epoch_record()
+    expected = normalized_mutual_information(first_labels.numpy(), method.labels.numpy())
+    assert record["nmi_previous"] == pytest.approx(expected) and 0.0 < record["nmi_previous"] <= 1.0
+    restored = build()  # the record survives a checkpoint (both clusterings are buffers)
+    restored.load_state_dict(method.state_dict())
+    assert restored.epoch_record() == record
+    printed = capsys.readouterr().out
+    assert "feature pass over 80 images" in printed and "features reduced to 16 dims" in printed
+    assert "k-means, 10 clusters, 20 iterations, objective" in printed

@@ -31,7 +31,8 @@ LAYERS = [
     # config_checks validates the workflow's config across keys with the plan (planning), so it sits beside it
     ("orchestration", ["pretraining", "features", "pseudo_labels", "concat", "evaluation", "planning",
                        "config_checks", "detection"]),
-    ("reporting", ["tables", "submission_build", "score"]),
+    ("reporting", ["tables", "tables_provenance", "submission_build", "score", "report_pages", "training_curves",
+                   "seeds_study"]),
 ]
 
 # Known upward imports, to be fixed on another branch (#10: the engine receives a built method). The lead empties

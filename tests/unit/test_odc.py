@@ -274,6 +274,8 @@ def test_method_hooks_initialise_once_and_train():
     assert torch.equal(order, method.epoch_indices(context(images, epoch=1)))
     logs = train_steps(method, images, 4)
     assert set(logs[0]) == {"label_change_ratio", "small_clusters"}
+    sizes = method.epoch_record()["cluster_sizes"]  # the memory's clusters, written with the epoch's metrics
+    assert sizes == torch.bincount(method.clustering.labels, minlength=4).tolist() and sum(sizes) == 60
     assert_consistent(method.clustering)
     groups = method.parameter_groups({"lr": 0.1, "momentum": 0.9})
     head = {id(parameter) for parameter in method.clustering.head.parameters()}

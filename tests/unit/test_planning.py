@@ -374,3 +374,14 @@ def test_a_submission_is_built_from_each_result_files_test_scores():
                                     lambda result: result + ".scores")
     assert spec == {track: {f"rot/{track}.json": f"rot/{track}.json.scores"} for track in planning.SUBMITTED_TRACKS}
     assert planning.submission_spec(config, "dc", lambda name, track: [track], str)["voc07_detection"] == {}
+
+
+def test_training_reads_a_cls_models_labels_and_an_external_models_checkpoint():
+    config = small_config()
+    assert planning.training_inputs(config, "cls", lambda name: f"labels/{name}") == ["labels/cls"]
+    assert planning.training_inputs(config, "rot", str) == []
+    config["models"]["ext"] = {"method": "external", "method_options": {"weights": "w.pth"}}
+    assert planning.training_inputs(config, "ext", str) == ["w.pth"]
+    config["models"]["ext"]["method_options"] = {}
+    with pytest.raises(ValueError, match="models.ext.method_options.weights"):
+        planning.training_inputs(config, "ext", str)

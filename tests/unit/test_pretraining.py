@@ -138,3 +138,24 @@ def test_the_identity_follows_the_numerics_mode(data, monkeypatch):
     deterministic = config_digest(run_identity(MODEL, PRETRAIN_DATA, str(root), [str(manifest)]))
     monkeypatch.setenv("SSL_CHALLENGE_DETERMINISTIC", "0")
     assert config_digest(run_identity(MODEL, PRETRAIN_DATA, str(root), [str(manifest)])) != deterministic
+
+
+def test_torchrun_output_goes_to_the_rule_log_and_a_failure_raises(tmp_path):
+    import logging
+    import subprocess
+    import sys
+
+    from ssl_challenge.pretraining import run_logged
+
+    log_file = tmp_path / "rule.log"
+    log = logging.getLogger("test_run_logged")
+    log.handlers[:] = [logging.FileHandler(log_file)]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    worker = "import sys; print('epoch 1 on stdout'); print('warning on stderr', file=sys.stderr)"
+    run_logged([sys.executable, "-c", worker], log)
+    assert log_file.read_text().splitlines() == ["epoch 1 on stdout", "warning on stderr"]
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        run_logged([sys.executable, "-c", "raise SystemExit('worker 1 crashed')"], log)
+    assert failed.value.returncode == 1 and "worker 1 crashed" in failed.value.output
+    assert "worker 1 crashed" in log_file.read_text()

@@ -5,3 +5,7 @@ with job_logging(snakemake) as log:
     from ssl_challenge.tables.codc_ablation import write_codc_ablation_from_results
 
     write_codc_ablation_from_results(snakemake.params.entries, list(snakemake.output.tables), log)
+    from ssl_challenge.tables_provenance import ablation_cells, write_sidecar
+
+    write_sidecar(snakemake.output.provenance, "codc_ablation", ablation_cells(
+        snakemake.params.entries, snakemake.params.concatenations, snakemake.config))

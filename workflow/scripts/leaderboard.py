@@ -12,3 +12,7 @@ with job_logging(snakemake) as log:
         lowshot_plot=snakemake.output.lowshot_plot,
         log=log,
     )
+    from ssl_challenge.tables_provenance import leaderboard_cells, write_sidecar
+
+    write_sidecar(snakemake.output.provenance, "leaderboard", leaderboard_cells(
+        snakemake.output.tables[0], snakemake.params.evaluations, snakemake.params.concatenations, snakemake.config))

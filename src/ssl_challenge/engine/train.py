@@ -325,10 +325,11 @@ def pretrain(
                     return None
             progress.close()
             summary = {key: value / max(1, run.position) for key, value in run.totals.items()}
+            record = method.epoch_record() if hasattr(method, "epoch_record") else {}  # cluster sizes, NMI
             run.epoch, run.order, run.position = run.epoch + 1, None, 0
             if rank == 0:
                 append_jsonl(metrics_path, {"kind": "epoch", "epoch": run.epoch, "iteration": run.iteration,
-                                            "train_seconds": round(run.train_seconds, 3), **summary})
+                                            "train_seconds": round(run.train_seconds, 3), **summary, **record})
                 if run.epoch in config.snapshot_epochs:
                     torch_save_atomic(backbone_file(method, config, run), run_dir / "snapshots" / f"epoch_{run.epoch:04d}.pth")
             log(f"epoch {run.epoch}/{config.epochs}: " + ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))

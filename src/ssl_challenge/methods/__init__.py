@@ -19,6 +19,7 @@ METHODS = {
     "odc": "odc",
     "cls": "cls",
     "codc": "codc",
+    "external": "external",
 }
 CODC_BASE_METHODS = ("rot", "dc", "odc", "cls")  # the methods a CODC member can keep as its pretext loss
 

@@ -120,6 +120,12 @@ class CODCMember(nn.Module):
         loss = base_loss + self.options.loss_weight * online_loss
         return loss, {**logs, "base_loss": float(base_loss.detach()), "online_loss": float(online_loss.detach())}
 
+    def epoch_record(self) -> dict:
+        """The base's record (DC: cluster sizes, NMI) and the memory's cluster sizes (``online_`` prefix)."""
+        record = dict(self.base.epoch_record()) if hasattr(self.base, "epoch_record") else {}
+        record["online_cluster_sizes"] = self.clustering.cluster_sizes.cpu().tolist()
+        return record
+
     def after_step(self, indices: torch.Tensor) -> dict[str, float]:
         logs = dict(self.base.after_step(indices))
         logs.update({f"online_{key}": value for key, value in self.clustering.update(indices).items()})

@@ -59,6 +59,13 @@ class OnlineDeepClustering(nn.Module):
                                                kmeans_seed)
         self.clustering.initialise(features, labels, seed=kmeans_seed)
 
+    def epoch_record(self) -> dict:
+        """The memory's cluster sizes at the end of the epoch (the label change ratio and the small-cluster events
+        are per-iteration logs: the loop averages them over the epoch)."""
+        if not self.clustering.is_initialised:
+            return {}
+        return {"cluster_sizes": self.clustering.cluster_sizes.cpu().tolist()}
+
     def epoch_indices(self, context: EpochContext) -> torch.Tensor:
         return torch.randint(0, self.num_samples, (self.num_samples,), generator=context.generator)
 

@@ -1,0 +1,16 @@
+"""The configuration of one seed's run of the seeds study: the workflow's config with every training seed set."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+from ssl_challenge.jobs import job_logging  # noqa: E402
+
+with job_logging(snakemake) as log:
+    import yaml
+
+    from ssl_challenge.io import write_text_atomic
+    from ssl_challenge.seeds_study import seeded_config
+
+    seeded = seeded_config(snakemake.params.config, int(snakemake.wildcards.seed), str(Path.cwd()))
+    write_text_atomic(snakemake.output.config, yaml.safe_dump(seeded, sort_keys=False))
+    log.info("seed %s: %s", snakemake.wildcards.seed, snakemake.output.config)

@@ -1,0 +1,12 @@
+"""The seeds study's tables (mean +- std over the seeds) and the claims judged against run-to-run noise."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
+from ssl_challenge.jobs import job_logging  # noqa: E402
+
+with job_logging(snakemake) as log:
+    from ssl_challenge.seeds_study import write_seeds_study
+
+    write_seeds_study(snakemake.params.seeds, snakemake.input.leaderboard, snakemake.input.get("ablation", []),
+                      snakemake.input.get("dc_vs_odc", []), dict(snakemake.output.items()), log)

@@ -68,3 +68,19 @@ def test_pca_runs_on_a_gpu_only_when_torch_has_one(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     assert compute_device(torch.zeros(2, 2)) == torch.device("cuda", 0)
+
+
+def test_the_gpu_requirements_are_the_cpu_pins_with_faiss_gpu():
+    from pathlib import Path
+
+    repo = Path(__file__).parents[2]
+
+    def pins(path):
+        lines = (repo / path).read_text().splitlines()
+        return {line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")}
+
+    cpu, gpu = pins("requirements.txt"), pins("requirements-gpu.txt")
+    assert gpu == (cpu - {"faiss-cpu==1.15.1"}) | {"faiss-gpu==1.15.1"}
+    conda_cpu = {line.strip() for line in pins("envs/pipeline.yaml") if line.strip().startswith("- ")}
+    conda_gpu = {line.strip() for line in pins("envs/pipeline-gpu.yaml") if line.strip().startswith("- ")}
+    assert conda_gpu == (conda_cpu - {"- faiss-cpu==1.15.1"}) | {"- faiss-gpu==1.15.1"}

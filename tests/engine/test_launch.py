@@ -62,3 +62,18 @@ def test_the_node_launcher_execs_torchrun_for_its_node(monkeypatch):
     main(["--nproc-per-node=2", "--", *WORKER])
     assert executed[0][3:] == ["--nproc-per-node=2", "--nnodes=2", "--rdzv-backend=c10d", "--rdzv-endpoint=a1:29500",
                                "--rdzv-id=9", *WORKER]
+
+
+def test_the_engine_loads_without_the_methods_and_the_orchestration():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, ssl_challenge.engine.train, ssl_challenge.engine.launch; "
+            "print(sorted(m for m in sys.modules if m.startswith('ssl_challenge')))")
+    src = Path(__file__).parents[2] / "src"
+    loaded = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"},
+                            capture_output=True, text=True, check=True).stdout
+    assert "ssl_challenge.engine.train" in loaded
+    for upper in ("ssl_challenge.methods", "ssl_challenge.pretraining", "ssl_challenge.models"):
+        assert f"'{upper}" not in loaded, upper

@@ -15,6 +15,8 @@ iteration ~ m0 + m1*k. The prediction at N = 1,281,167 and k = 10,000 uses a Res
 of 512 on 8 GPUs (../shared/PERFORMANCE.md: "0.4-0.5 s"; not measured here) and, for the feature pass, the ratio
 of a forward pass to a training step measured on the embedded network.
 
+Times are CPU seconds per thread (``clock``), not wall seconds.
+
     python benchmarks/dc_vs_odc_scale.py            # N = 10k, 40k, 160k (several minutes on 2 cores)
     python benchmarks/dc_vs_odc_scale.py --quick    # N = 10k, 20k, 40k (~2-3 minutes)
 """
@@ -40,29 +42,35 @@ IMAGE_SIZE, BATCH = 32, 128
 PCA_DIMS = 256
 
 
+def clock() -> float:
+    """The process's CPU seconds per thread: what the wall time would be on an idle machine (this one is shared,
+    and its wall times swing with the other jobs)."""
+    return time.process_time() / torch.get_num_threads()
+
+
 def seconds(function, repeats: int = 1) -> float:
     """Median wall seconds of ``function()`` over ``repeats`` calls."""
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         function()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return statistics.median(times)
 
 
 def step_seconds(method, optimizer, images, num_samples: int, generator, after_step: bool) -> tuple[float, float]:
     """(the training step, the ``after_step`` that follows it) in seconds, one iteration."""
     indices = torch.randint(0, num_samples, (images.shape[0],), generator=generator)
-    start = time.perf_counter()
+    start = clock()
     loss, _ = method.training_step(images, indices)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    step = time.perf_counter() - start
-    start = time.perf_counter()
+    step = clock() - start
+    start = clock()
     if after_step:
         method.after_step(indices)
-    return step, time.perf_counter() - start
+    return step, clock() - start
 
 
 def measure_dc(num_samples: int, clusters: int, feature_dim: int, generator) -> dict:
@@ -70,12 +78,12 @@ def measure_dc(num_samples: int, clusters: int, feature_dim: int, generator) -> 
     centres = torch.randn(clusters, feature_dim, generator=generator).relu()
     features = centres[torch.randint(0, clusters, (num_samples,), generator=generator)]
     features += 0.3 * torch.randn(num_samples, feature_dim, generator=generator).abs()
-    start = time.perf_counter()
+    start = clock()
     reduced = pca_whiten_normalise(features, PCA_DIMS)
-    pca = time.perf_counter() - start
-    start = time.perf_counter()
+    pca = clock() - start
+    start = clock()
     kmeans(reduced, clusters, iterations=20, seed=0)
-    return {"pca_s": pca, "kmeans_s": time.perf_counter() - start}
+    return {"pca_s": pca, "kmeans_s": clock() - start}
 
 
 def measure_odc(num_samples: int, clusters: int, iterations: int, generator) -> dict:
@@ -110,10 +118,10 @@ def measure_network(generator, feature_images: int) -> dict:
     batch = torch.randn(256, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator)
     with torch.no_grad():
         method.backbone.pooled(batch)
-        start = time.perf_counter()
+        start = clock()
         for _ in range(max(1, feature_images // 256)):
             method.backbone.pooled(batch)
-        forward_per_image = (time.perf_counter() - start) / (max(1, feature_images // 256) * 256)
+        forward_per_image = (clock() - start) / (max(1, feature_images // 256) * 256)
     head = seconds(lambda: reset_linear(method.head, 0.01, generator), repeats=5)
     return {"step_s": step, "forward_per_image_s": forward_per_image, "feature_dim": method.backbone.out_dim,
             "head_reset_s": head}

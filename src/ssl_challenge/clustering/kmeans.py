@@ -33,9 +33,10 @@ def kmeans(features: torch.Tensor, num_clusters: int, iterations: int = 20, seed
     """Cluster ``features`` (``Tensor[N, D]``, any float dtype, any device) into ``num_clusters`` groups.
 
     Returns assignments and centroids on the device of ``features``. ``use_gpu``: None picks a GPU when there
-    is one (:func:`faiss_gpu_device`), True demands one, False keeps faiss on the CPU. ``seed`` fixes faiss's random initialisation
-    (the same seed and points give the same result); ``init`` is faiss's default "random" (k distinct points,
-    the reference's choice) or "kmeans++" (D^2 sampling, more robust on few, well separated groups).
+    is one (:func:`faiss_gpu_device`), True demands one, False keeps faiss on the CPU. ``seed`` fixes faiss's
+    random initialisation (the same seed and points give the same result); ``init`` is faiss's default "random"
+    (k distinct points, the reference's choice) or "kmeans++" (D^2 sampling, more robust on few, well separated
+    groups).
     Raises ``ValueError`` when there are fewer points than clusters or the features are not finite.
     """
     import faiss  # imported here: only the clustering methods need it

@@ -315,8 +315,8 @@ def pretrain(
 ) -> Path | None:
     """Train (or resume) ``method`` (built for ``config`` and ``images``, e.g. by
     ``pretraining.build_pretraining_method``) in ``run_dir``; returns ``run_dir/model.pth`` (the backbone), or
-    None when ``stop_after_iterations`` (tests: a simulated kill after a checkpoint) stopped it early. ``name`` (the config
-    key, e.g. ``models.rot``; default: ``run_dir``) names the model in errors."""
+    None when ``stop_after_iterations`` (tests: a simulated kill after a checkpoint) stopped it early. ``name``
+    (the config key, e.g. ``models.rot``; default: ``run_dir``) names the model in errors."""
     if isinstance(config, dict):
         config = from_dict(PretrainConfig, config, where="model")
     late = [epoch for epoch in config.snapshot_epochs if not 0 < epoch <= config.epochs]

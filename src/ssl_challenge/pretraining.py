@@ -1,5 +1,8 @@
-"""Pretraining orchestration: the run folder of one model, an in-process or torchrun launch, and the body of one
-pretraining process (the training loop itself is ``engine.train``)."""
+"""Pretraining orchestration: the run folder of one model, an in-process or torchrun launch (one node, or several
+nodes of a SLURM job), and the body of one pretraining process: it builds the method and hands it to the training
+loop (``engine.train``, which never imports the methods).
+
+Run as ``python -m ssl_challenge.pretraining request.json``, it is the body of one torchrun worker."""
 from __future__ import annotations
 
 import hashlib
@@ -60,13 +63,17 @@ def pretrain_model(
     processes: int = 1,
     snapshots_output: str | None = None,
     data_files: Sequence[str] = (),
+    nodes: int = 1,
+    gpus: bool = False,
 ) -> None:
     """Pretrain one model in ``runs/<identity digest>/`` beside the output (see ``run_identity``): whatever
     changes the result starts a new run, while a killed run of the same identity continues from its checkpoint.
 
     A finished run is never reused: this function runs only when Snakemake finds the output missing, stale or
     forced, so a run folder that already holds a final model is discarded and the model trained again. With
-    ``processes > 1`` (a rule given several GPUs) the run goes through ``torchrun``, one process per GPU."""
+    ``processes > 1`` (a rule given several GPUs) the run goes through ``torchrun``, one process per GPU;
+    ``nodes > 1`` (the rule's ``nodes`` resource, a SLURM job of several nodes) spreads them over the nodes,
+    ``processes / nodes`` on each (``gpus``: one GPU per process)."""
     identity = run_identity(model_config, pretrain_data, imagenet_root, data_files)
     run_dir = Path(model_output).parent / "runs" / config_digest(identity)
     if (run_dir / "model.pth").exists():
@@ -77,12 +84,12 @@ def pretrain_model(
     write_json_atomic(run_dir / "identity.json", identity)
     log.info("run folder %s (code digest %s, image list %s)", run_dir, identity["code"], identity["images"])
     request = {"model_config": model_config, "pretrain_data": pretrain_data, "imagenet_root": imagenet_root,
-               "run_dir": str(run_dir), "threads": max(1, threads // max(1, processes)),
+               "run_dir": str(run_dir), "threads": max(1, threads // max(1, processes // max(1, nodes))),
                "where": f"models.{Path(model_output).parent.name}"}
     if model_config["method"] == "external":  # nothing to train: the checkpoint becomes the model file
         convert_external(model_config, run_dir, request["where"], log)
-    elif processes > 1:
-        launch_torchrun(request, processes, log)
+    elif processes > 1 or nodes > 1:
+        launch_torchrun(request, processes, log, nodes, gpus)
     else:
         run_pretraining(request, log.info)
     copy_atomic(run_dir / "metrics.jsonl", metrics_output)
@@ -127,13 +134,23 @@ def convert_external(model_config: dict, run_dir: Path, where: str, log: logging
     return run_dir / "model.pth"
 
 
-def launch_torchrun(request: dict, processes: int, log: logging.Logger) -> None:
+def launch_torchrun(request: dict, processes: int, log: logging.Logger, nodes: int = 1, gpus: bool = False) -> None:
+    """Run the request in ``processes`` torchrun workers (this module's ``main``): on this node, or, with
+    ``nodes > 1``, through srun on every node of the SLURM job (``engine.launch``)."""
+    from .engine.launch import srun_argv, torchrun_argv
+
+    if nodes < 1 or processes % nodes:
+        raise ConfigError(f"{request['where']}: {processes} processes (resources gpu) do not split over {nodes} "
+                          "nodes (resources nodes); ask for a multiple of the node count")
     run_dir = Path(request["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     request_path = run_dir / "request.json"
     write_json_atomic(request_path, request)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-               "-m", "ssl_challenge.engine.launch", str(request_path)]
+    worker = ["-m", "ssl_challenge.pretraining", str(request_path)]
+    if nodes > 1:
+        command = srun_argv(nodes, processes // nodes, worker, gpus=gpus)
+    else:
+        command = torchrun_argv(processes, worker, env={})
     log.info("launching %s", " ".join(command))
     run_logged(command, log)
 
@@ -153,21 +170,61 @@ def run_logged(command: Sequence[str], log: logging.Logger) -> None:
         raise subprocess.CalledProcessError(process.returncode, list(command), output="\n".join(last_lines))
 
 
+def build_pretraining_method(config, num_samples: int):
+    """The method of ``config`` (an ``engine.train.PretrainConfig``) with its backbone, for ``num_samples``
+    training images, initialised from the run's seed (the same weights on every process and every rerun)."""
+    from .engine.train import seed_initialisation
+    from .methods import build_method
+    from .models.backbones import build_backbone
+
+    seed_initialisation(config.seed)
+    return build_method(config.method, build_backbone(config.backbone), config.method_options, num_samples)
+
+
+def train(config, images, run_dir: str | Path, device, **options) -> Path | None:
+    """Build the method of ``config`` (a dict or ``engine.train.PretrainConfig``) for ``images`` and run the
+    training loop on it (``engine.train.pretrain``: ``options`` are its keyword arguments)."""
+    from .engine.train import PretrainConfig, pretrain
+
+    if isinstance(config, dict):
+        config = from_dict(PretrainConfig, config, where="model")
+    return pretrain(config, build_pretraining_method(config, len(images)), images, run_dir, device, **options)
+
+
 def run_pretraining(request: dict, log) -> Path | None:
     """The body of one pretraining process (in-process, or each torchrun worker via ``engine.launch``)."""
     from .data.imagenet import pretraining_images
     from .engine import distributed
-    from .engine.train import PretrainConfig, pretrain
+    from .engine.train import PretrainConfig, check_run_settings
 
     configure_torch(request["threads"])
     device = distributed.init_from_environment()
     config = from_dict(PretrainConfig, request["model_config"], where=request["where"])
-    images = pretraining_images(request["imagenet_root"], request["pretrain_data"], request["threads"], log,
-                                augmentation=config.augmentation)
     try:
-        return pretrain(config, images, request["run_dir"], device, log=log, name=request["where"])
+        check_run_settings(config, device, distributed.world_size())  # before the images load
+        images = pretraining_images(request["imagenet_root"], request["pretrain_data"], request["threads"], log,
+                                    augmentation=config.augmentation)
+        return train(config, images, request["run_dir"], device, log=log, name=request["where"])
     except ConfigError as error:  # method options are checked when the method is built: name the model's key
         raise ConfigError(f"config key {request['where']}.{error}") from error
+
+
+def main(request_path: str) -> None:
+    """The body of one torchrun worker (``python -m ssl_challenge.pretraining request.json``)."""
+    from .engine import distributed
+
+    with open(request_path) as handle:
+        request = json.load(handle)
+
+    def log(message: str) -> None:
+        if distributed.rank() == 0:
+            print(message, flush=True)
+
+    try:
+        run_pretraining(request, log)
+    finally:
+        if distributed.is_initialized():
+            distributed.dist.destroy_process_group()
 
 
 FILE_OPTION_KEYS = ("labels_path", "initial_weights", "weights")
@@ -195,3 +252,7 @@ def file_digest(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()[:16]
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -11,11 +11,12 @@ WORKER = Path(__file__).with_name("worker.py")
 REPO = Path(__file__).parents[2]
 
 
-def run_worker(run_dir, method, processes, seed=0, epochs=3, batch_size=32):
+def run_worker(run_dir, method, processes, seed=0, epochs=3, batch_size=32, sync_bn=False):
     env = dict(os.environ, PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{REPO}", OMP_NUM_THREADS="1")
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
     command = (launcher if processes > 1 else [sys.executable]) + [str(WORKER), str(run_dir), method, str(epochs),
                                                                    str(seed), str(batch_size)]
+    command += ["sync_bn"] if sync_bn else []
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return torch.load(Path(run_dir) / "model.pth", weights_only=True)["backbone"]

@@ -5,7 +5,7 @@ import torch
 
 from ssl_challenge.data.images import PreloadedImages
 from ssl_challenge.engine import distributed
-from ssl_challenge.engine.train import pretrain
+from ssl_challenge.pretraining import train as pretrain  # builds the method, then runs engine.train.pretrain
 
 
 def tiny_images(count: int = 96) -> PreloadedImages:
@@ -55,9 +55,11 @@ if __name__ == "__main__":
     epochs = int(sys.argv[3]) if len(sys.argv) > 3 else 3
     seed = int(sys.argv[4]) if len(sys.argv) > 4 else 0
     batch_size = int(sys.argv[5]) if len(sys.argv) > 5 else 16
+    sync_bn = len(sys.argv) > 6 and sys.argv[6] == "sync_bn"
     device = distributed.init_from_environment()  # under torchrun: one process per rank (gloo on the CPU)
     images = clustered_images() if method in METHOD_OPTIONS else tiny_images()
-    pretrain(tiny_config(method, epochs=epochs, checkpoint_every=1, seed=seed, batch_size=batch_size), images,
+    pretrain(tiny_config(method, epochs=epochs, checkpoint_every=1, seed=seed, batch_size=batch_size,
+                         sync_bn=sync_bn), images,
              sys.argv[1], device, log=lambda m: print(m, flush=True), log_every=1)
     if distributed.is_initialized():
         torch.distributed.destroy_process_group()

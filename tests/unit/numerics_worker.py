@@ -16,7 +16,7 @@ import torch  # noqa: E402
 
 from ssl_challenge.clustering.kmeans import kmeans  # noqa: E402
 from ssl_challenge.clustering.pca import pca_whiten_normalise  # noqa: E402
-from ssl_challenge.engine.train import pretrain  # noqa: E402
+from ssl_challenge.pretraining import train as pretrain  # noqa: E402  (builds the method, then runs the loop)
 from ssl_challenge.evaluation.linear_probe import LinearProbeConfig, train_linear_probe_on_features  # noqa: E402
 from ssl_challenge.models.necks import BatchNorm1d  # noqa: E402
 from ssl_challenge.numerics import configure_torch  # noqa: E402

@@ -235,7 +235,7 @@ def test_decoding_from_files_substitutes_corrupt_samples_deterministically(tree_
 def test_pretraining_continues_over_corrupt_images_when_asked(tree_with_corrupt_images, tmp_path):
     """A whole (tiny) pretraining run from files: fails naming the file by default, completes with the switch
     on, and two runs give identical weights."""
-    from ssl_challenge.engine.train import pretrain
+    from ssl_challenge.pretraining import train as pretrain  # builds the method, then runs the loop
 
     paths, _ = tree_with_corrupt_images
     config = {"method": "rot", "backbone": {"name": "small_resnet", "widths": [4, 4, 4, 4]}, "epochs": 2,

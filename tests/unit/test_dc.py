@@ -146,7 +146,7 @@ def loop_config(method: str, options: dict) -> dict:
 def assert_resume_is_exact(tmp_path, method: str, options: dict, stop_at: int):
     """A run stopped after ``stop_at`` iterations and resumed ends with the weights and the method state
     (labels, memory, heads) of an uninterrupted run."""
-    from ssl_challenge.engine.train import pretrain
+    from ssl_challenge.pretraining import train as pretrain  # builds the method, then runs the loop
 
     config = loop_config(method, options)
     quiet = lambda _message: None  # noqa: E731

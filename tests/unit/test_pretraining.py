@@ -12,7 +12,8 @@ from layouts_fixture import make_tiny_imagenet, write_tiny_jpeg
 from ssl_challenge import provenance
 from ssl_challenge.config import from_dict
 from ssl_challenge.data.imagenet import pretraining_images
-from ssl_challenge.engine.train import PretrainConfig, pretrain
+from ssl_challenge.engine.train import PretrainConfig
+from ssl_challenge.pretraining import train as pretrain  # builds the method, then runs engine.train.pretrain
 from ssl_challenge.pretraining import config_digest, pretrain_model, run_identity
 
 PRETRAIN_DATA = {"image_size": 16, "resize_shorter": 16, "preload": True, "crop_padding": 2}

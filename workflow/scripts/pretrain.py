@@ -15,5 +15,7 @@ with job_logging(snakemake) as log:
         data_files=list(snakemake.input.data),  # the embedded data set's manifest (none for real roots)
         threads=snakemake.threads,
         log=log,
-        processes=int(snakemake.resources.get("gpu", 0) or 0) or 1,  # one torchrun process per GPU
+        processes=int(snakemake.resources.get("gpu", 0) or 0) or 1,  # one torchrun process per GPU, all nodes
+        nodes=int(snakemake.resources.get("nodes", 1) or 1),  # a SLURM job of several nodes (profiles/slurm)
+        gpus=bool(snakemake.resources.get("gpu", 0)),
     )

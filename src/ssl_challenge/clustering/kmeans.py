@@ -1,9 +1,11 @@
 """k-means with faiss: the clustering behind DC's pseudo-labels, ODC's initial labels and its 2-means splits.
 
 The reference (facebookresearch/deepcluster) runs faiss k-means with 20 iterations on all points, then assigns
-every point to its nearest centroid. We do the same; the points stay in float32, and faiss uses a GPU index
-only when the caller's features are on a CUDA device and faiss was built with GPU support (``use_gpu=None``),
-so the CPU-only build and the tests never touch CUDA.
+every point to its nearest centroid. We do the same; the points stay in float32. The index runs on a GPU
+whenever one can (:func:`faiss_gpu_device`: a faiss GPU build that sees a GPU, and torch sees CUDA), whatever
+device the features live on, and on the CPU otherwise: faiss-cpu (the local environment) and CPU-only machines
+never touch CUDA, and their results are unchanged. GPU nodes install faiss-gpu (``envs/pipeline-gpu.yaml``,
+``requirements-gpu.txt``).
 """
 from __future__ import annotations
 
@@ -30,9 +32,11 @@ def kmeans(features: torch.Tensor, num_clusters: int, iterations: int = 20, seed
            use_gpu: bool | None = None, verbose: bool = False) -> KMeansResult:
     """Cluster ``features`` (``Tensor[N, D]``, any float dtype, any device) into ``num_clusters`` groups.
 
-    Returns assignments and centroids on the device of ``features``. ``seed`` fixes faiss's random initialisation
-    (the same seed and points give the same result); ``init`` is faiss's default "random" (k distinct points,
-    the reference's choice) or "kmeans++" (D^2 sampling, more robust on few, well separated groups).
+    Returns assignments and centroids on the device of ``features``. ``use_gpu``: None picks a GPU when there
+    is one (:func:`faiss_gpu_device`), True demands one, False keeps faiss on the CPU. ``seed`` fixes faiss's
+    random initialisation (the same seed and points give the same result); ``init`` is faiss's default "random"
+    (k distinct points, the reference's choice) or "kmeans++" (D^2 sampling, more robust on few, well separated
+    groups).
     Raises ``ValueError`` when there are fewer points than clusters or the features are not finite.
     """
     import faiss  # imported here: only the clustering methods need it
@@ -74,16 +78,41 @@ def mixed_seed(generator: torch.Generator, offset: int) -> int:
     return int(np.random.SeedSequence([drawn, int(offset)]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
+def faiss_gpu_device(device: torch.device, use_gpu: bool | None = None, faiss=None) -> int | None:
+    """The GPU faiss should run on for features on ``device``, or None for the CPU.
+
+    A GPU needs all of: a faiss GPU build (``GpuIndexFlatL2``; faiss-cpu has none), ``faiss.get_num_gpus() > 0``,
+    and CUDA in torch. It is the features' GPU when they live on one, else torch's current device (a DDP rank's
+    own GPU). ``use_gpu`` None: a GPU when there is one; False: the CPU; True: a GPU or ``RuntimeError`` naming
+    what is missing. ``faiss``: the module (tests pass a stand-in; default: import it)."""
+    if use_gpu is False:
+        return None
+    if faiss is None:
+        import faiss
+    missing = []
+    if not hasattr(faiss, "GpuIndexFlatL2"):
+        missing.append("this faiss is a CPU-only build (install faiss-gpu: envs/pipeline-gpu.yaml)")
+    elif faiss.get_num_gpus() < 1:
+        missing.append("faiss sees no GPU")
+    if not torch.cuda.is_available():
+        missing.append("torch sees no CUDA device")
+    if missing:
+        if use_gpu:
+            raise RuntimeError(f"kmeans: use_gpu=True but {'; '.join(missing)}")
+        return None
+    if device.type == "cuda" and device.index is not None:
+        return device.index
+    return torch.cuda.current_device()
+
+
 def _flat_index(faiss, dim: int, device: torch.device, use_gpu: bool | None):
-    """An exact L2 index: on the features' GPU when asked (or when ``use_gpu`` is None and they live there)."""
-    wants_gpu = (device.type == "cuda") if use_gpu is None else use_gpu
-    if wants_gpu and hasattr(faiss, "GpuIndexFlatL2") and faiss.get_num_gpus() > 0:
-        config = faiss.GpuIndexFlatConfig()
-        config.device = device.index if device.type == "cuda" and device.index is not None else 0
-        return faiss.GpuIndexFlatL2(faiss.StandardGpuResources(), dim, config)
-    if use_gpu:
-        raise RuntimeError("kmeans: use_gpu=True but this faiss has no GPU support or sees no GPU")
-    return faiss.IndexFlatL2(dim)
+    """An exact L2 index, on the GPU :func:`faiss_gpu_device` picks, else on the CPU."""
+    gpu = faiss_gpu_device(device, use_gpu, faiss)
+    if gpu is None:
+        return faiss.IndexFlatL2(dim)
+    config = faiss.GpuIndexFlatConfig()
+    config.device = gpu
+    return faiss.GpuIndexFlatL2(faiss.StandardGpuResources(), dim, config)
 
 
 def two_means(features: torch.Tensor, generator: torch.Generator, iterations: int = 20) -> torch.Tensor:

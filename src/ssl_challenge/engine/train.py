@@ -6,12 +6,21 @@ preemption); the job then exits with :class:`Preempted` so that the scheduler's 
 random draw is derived from (seed, epoch, iteration, rank), so an interrupted and resumed run ends with weights
 identical to an uninterrupted one.
 
+The loop receives a built method (``pretraining.build_pretraining_method``; the engine never imports the
+methods). On several processes (torchrun) it wraps the method in ``DistributedDataParallel`` (gradients averaged
+per bucket during the backward pass), with synchronised BatchNorm where the model asks for it (``sync_bn``); on
+one process the method runs unwrapped, exactly as before. ``precision: bf16`` runs the forward pass under
+``torch.autocast``; ``channels_last`` stores images and convolution weights in NHWC order (GPU tensor cores).
+:func:`check_run_settings` refuses, before anything trains, a batch the processes cannot share or a precision
+the device lacks.
+
 A run that diverges stops at once: a NaN or infinite loss or gradient raises :class:`TrainingDiverged` before the
 optimiser applies it, naming the model, epoch, iteration and last finite loss; no model file is written, and a
 checkpoint is never written from a state holding NaN or infinity.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import time
@@ -29,13 +38,12 @@ from ..data.images import PreloadedImages
 from ..finite import non_finite_tensors
 from ..data.transforms import AugmentationConfig
 from ..io import append_jsonl, read_jsonl, torch_save_atomic, write_text_atomic
-from ..methods import build_method
-from ..methods.base import EpochContext
-from ..numerics import numerics_record
-from ..models.backbones import build_backbone
+from ..numerics import deterministic_requested, numerics_record
 from . import distributed
 from .checkpoint import RunPosition, restore_checkpoint, save_checkpoint
+from .context import EpochContext
 from .schedule import learning_rate_factor
+from .sync_batchnorm import convert_sync_batchnorm, has_batchnorm
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,54 @@ class PretrainConfig:
     # The image pipeline: built into the image source by the caller (stages.run_pretraining); kept here so that
     # a run's digest covers it.
     augmentation: AugmentationConfig = AugmentationConfig()
+    # BatchNorm statistics over the global batch of all processes (the reference's SyncBN: ROT, ODC); no effect
+    # on one process.
+    sync_bn: bool = False
+    # "fp32", or "bf16": the forward pass under torch.autocast (a CUDA GPU with bf16, or the CPU with
+    # resources.deterministic off).
+    precision: str = "fp32"
+    # Images and convolution weights in channels-last (NHWC) memory order: faster convolutions on GPUs; refused on
+    # the CPU in deterministic mode (ATen's channels-last BatchNorm splits its statistics over threads).
+    channels_last: bool = False
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_run_settings(config: PretrainConfig, device: torch.device, world: int, method: torch.nn.Module | None = None,
+                       deterministic: bool | None = None) -> None:
+    """Raise :class:`ConfigError` (naming the config key and what to do) for settings this run cannot honour: a
+    batch the ``world`` processes cannot share, fewer than 2 samples per process for BatchNorm (``method``: any
+    BatchNorm layer; unless ``sync_bn``), bf16 on a device without it, channels-last in deterministic CPU mode.
+    Called before any image is loaded or any step runs."""
+    if config.batch_size % world:
+        raise ConfigError(f"batch_size: {config.batch_size} does not split over the {world} training processes; "
+                          f"use a multiple of {world} or another number of processes (GPUs)")
+    if config.batch_size // world < 2 and not config.sync_bn and (method is None or has_batchnorm(method)):
+        raise ConfigError(f"batch_size: {config.batch_size} over {world} processes leaves "
+                          f"{config.batch_size // world} sample per process, too few for BatchNorm statistics; raise "
+                          "batch_size, use fewer processes, or set sync_bn: true")
+    if config.precision not in PRECISIONS:
+        raise ConfigError(f"precision: {config.precision!r} is not one of {', '.join(PRECISIONS)}")
+    deterministic = deterministic_requested() if deterministic is None else deterministic
+    if config.precision == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ConfigError(f"precision: bf16 needs a GPU with bfloat16 support (compute capability 8.0 or "
+                              f"newer); {torch.cuda.get_device_name(device)} has none: set precision: fp32")
+        if device.type == "cpu" and deterministic:
+            raise ConfigError("precision: bf16 on the CPU is refused in deterministic mode (bf16 convolutions "
+                              "need oneDNN, which deterministic numerics turn off): set precision: fp32, or "
+                              "resources.deterministic: false")
+    if config.channels_last and device.type == "cpu" and deterministic:
+        raise ConfigError("channels_last: refused on the CPU in deterministic mode (channels-last BatchNorm "
+                          "statistics depend on the thread count): set channels_last: false, or "
+                          "resources.deterministic: false")
+
+
+def seed_initialisation(seed: int) -> None:
+    """Seed torch's global RNG for building a method (its heads' and backbone's initial weights): call it right
+    before ``methods.build_method`` so that every process, and every rerun, starts from the same weights."""
+    torch.manual_seed(derived_seed(seed, 0xB1D))
 
 
 class Preempted(RuntimeError):
@@ -174,21 +230,35 @@ def feature_extractor(images, num_samples: int, batch_size: int, device: torch.d
     return extract
 
 
-def reduce_gradients(method: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
-    """Average gradients over processes (no-op on one): one flat all-reduce, as DDP does per bucket. The local
-    ``loss`` rides along: the mean returned is non-finite on every rank as soon as it is on one, so that all
-    ranks stop together."""
+class TrainingStep(torch.nn.Module):
+    """``forward(images, indices)`` = ``method.training_step``: the call DistributedDataParallel wraps (DDP hooks
+    a module's forward; a method's step is not its forward)."""
+
+    def __init__(self, method: torch.nn.Module):
+        super().__init__()
+        self.method = method
+
+    def forward(self, images: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.method.training_step(images, indices)
+
+
+def distributed_step(method: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The method's step wrapped in DDP (several processes). Buffers (pseudo-labels, ODC's memory, BatchNorm's
+    running statistics) are not broadcast each step: the methods keep them equal on every rank themselves, and
+    the model file is rank 0's."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(TrainingStep(method), device_ids=[device.index] if device.type == "cuda" else None,
+                                   broadcast_buffers=False)
+
+
+def process_mean_loss(loss: torch.Tensor) -> torch.Tensor:
+    """The loss averaged over processes (the local loss on one): non-finite on every rank as soon as it is on
+    one, so that all ranks stop together. DDP averages the gradients themselves during ``backward``."""
     loss = loss.detach().float().reshape(1)
     if distributed.world_size() == 1:
         return loss
-    grads = [p.grad for p in method.parameters() if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads] + [loss.to(grads[0].dtype if grads else loss.dtype)])
-    distributed.all_reduce_mean(flat)
-    offset = 0
-    for grad in grads:
-        grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
-        offset += grad.numel()
-    return flat[-1:]
+    return distributed.all_reduce_mean(loss.clone())
 
 
 def check_finite_step(method: torch.nn.Module, loss: torch.Tensor) -> None:
@@ -234,6 +304,7 @@ def truncate_metrics(path: Path, iteration: int) -> None:
 
 def pretrain(
     config: PretrainConfig | dict,
+    method: torch.nn.Module,
     images,
     run_dir: str | Path,
     device: torch.device,
@@ -242,9 +313,10 @@ def pretrain(
     log_every: int = 20,
     name: str | None = None,
 ) -> Path | None:
-    """Train (or resume) in ``run_dir``; returns ``run_dir/model.pth`` (the backbone), or None when
-    ``stop_after_iterations`` (tests: a simulated kill after a checkpoint) stopped it early. ``name`` (the config
-    key, e.g. ``models.rot``; default: ``run_dir``) names the model in errors."""
+    """Train (or resume) ``method`` (built for ``config`` and ``images``, e.g. by
+    ``pretraining.build_pretraining_method``) in ``run_dir``; returns ``run_dir/model.pth`` (the backbone), or
+    None when ``stop_after_iterations`` (tests: a simulated kill after a checkpoint) stopped it early. ``name``
+    (the config key, e.g. ``models.rot``; default: ``run_dir``) names the model in errors."""
     if isinstance(config, dict):
         config = from_dict(PretrainConfig, config, where="model")
     late = [epoch for epoch in config.snapshot_epochs if not 0 < epoch <= config.epochs]
@@ -258,14 +330,15 @@ def pretrain(
         return final_path
     run_dir.mkdir(parents=True, exist_ok=True)
     world, rank = distributed.world_size(), distributed.rank()
-    if config.batch_size % world:
-        raise ValueError(f"batch_size {config.batch_size} must be divisible by the {world} processes")
+    check_run_settings(config, device, world, method)
     num_samples = len(images)
     digest = digest_of(config, num_samples)
 
-    torch.manual_seed(derived_seed(config.seed, 0xB1D))
-    method = build_method(config.method, build_backbone(config.backbone), config.method_options, num_samples)
     method = method.to(device)
+    if world > 1 and config.sync_bn:
+        method = convert_sync_batchnorm(method, device)
+    if config.channels_last:
+        method = method.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(method, config.optimizer)
     run = RunPosition()
     if checkpoint_path.exists():
@@ -275,6 +348,7 @@ def pretrain(
             truncate_metrics(metrics_path, run.iteration)
     elif rank == 0 and metrics_path.exists():
         metrics_path.unlink()
+    step = distributed_step(method, device) if world > 1 else method.training_step
 
     def checkpoint() -> None:
         if non_finite_tensors(method.state_dict()):  # never keep a diverged state to resume from
@@ -300,7 +374,7 @@ def pretrain(
             progress = tqdm(total=iterations, initial=run.position, desc=f"{config.method} epoch {run.epoch + 1}",
                             disable=rank != 0, mininterval=10, dynamic_ncols=True)
             while run.position < iterations:
-                logs = train_step(method, optimizer, images, config, run, iterations, local_size, device)
+                logs = train_step(method, optimizer, images, config, run, iterations, local_size, device, step)
                 run.last_loss = logs["loss"]
                 run.position += 1
                 run.iteration += 1
@@ -347,8 +421,10 @@ def pretrain(
 
 
 def train_step(method, optimizer, images, config: PretrainConfig, run: RunPosition, iterations: int,
-               local_size: int, device: torch.device) -> dict[str, float]:
-    """One iteration on this process's slice of the global batch; returns the logs (loss, lr, method logs)."""
+               local_size: int, device: torch.device, step: Callable | None = None) -> dict[str, float]:
+    """One iteration on this process's slice of the global batch; returns the logs (loss, lr, method logs).
+    ``step(images, indices)`` runs the forward pass (default ``method.training_step``; DDP's wrapper on several
+    processes)."""
     rank = distributed.rank()
     torch.manual_seed(derived_seed(config.seed, run.epoch, run.position, rank, 1))
     start = run.position * config.batch_size
@@ -363,16 +439,27 @@ def train_step(method, optimizer, images, config: PretrainConfig, run: RunPositi
         generator = torch.Generator().manual_seed(derived_seed(config.seed, run.epoch, run.position, rank, 2))
         batch = images.load_batch(indices, True, generator)
     batch = batch.to(device, non_blocking=True)
+    if config.channels_last:
+        batch = batch.contiguous(memory_format=torch.channels_last)
     factor = learning_rate_factor(run.iteration, iterations, config.schedule.warmup_epochs,
                                   config.schedule.milestones, config.schedule.gamma, config.schedule.warmup_ratio)
     for group in optimizer.param_groups:
         group["lr"] = group["base_lr"] * factor
     indices = indices.to(device)
-    loss, logs = method.training_step(batch, indices)
+    with autocast(config.precision, device):
+        loss, logs = (step or method.training_step)(batch, indices)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    check_finite_step(method, reduce_gradients(method, loss))
+    check_finite_step(method, process_mean_loss(loss))
     optimizer.step()
     logs = {"loss": float(loss.detach()), **logs, **method.after_step(indices)}
     logs["lr"] = config.optimizer.lr * factor
     return logs
+
+
+def autocast(precision: str, device: torch.device):
+    """``torch.autocast`` to bfloat16 for ``precision == "bf16"``; no context at all for fp32 (the same
+    operations, bit for bit, as before the option existed)."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -7,26 +7,13 @@ buffers, or override ``extra_state``) -- the loop checkpoints it with the model.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 
+from ..engine.context import EpochContext  # defined with the loop that fills it in
 
-@dataclass
-class EpochContext:
-    """What the loop hands to ``before_epoch``.
-
-    ``extract_features(module_fn)`` runs ``module_fn(images) -> Tensor[B, D]`` over the whole training set in
-    index order, without augmentation and without gradients, and returns a ``Tensor[N, D]`` (DC's per-epoch
-    extraction, ODC's memory initialisation). ``generator`` is seeded from (seed, epoch) so draws are reproducible.
-    """
-
-    epoch: int
-    num_samples: int
-    device: torch.device
-    generator: torch.Generator
-    extract_features: Callable[[Callable[[torch.Tensor], torch.Tensor]], torch.Tensor]
+__all__ = ["EpochContext", "PlainOrderMethod", "PretrainingMethod"]
 
 
 @runtime_checkable

@@ -15,7 +15,6 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from .finite import require_finite
 from .io import atomic_path
@@ -46,19 +45,38 @@ def normalise_uint8(images: torch.Tensor, mean_std=IMAGENET_MEAN_STD) -> torch.T
     return (images.float() / 255.0 - mean) / std
 
 
+class TensorImages:
+    """A uint8 ``Tensor[N, 3, H, W]`` as an image source: batches normalised with ``mean_std``, never augmented."""
+
+    def __init__(self, images: torch.Tensor, mean_std=IMAGENET_MEAN_STD):
+        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
+            found = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
+            raise TypeError(f"images: expected a uint8 Tensor[N, 3, H, W], got {found}")
+        self.images, self.mean_std = images, mean_std
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def load_batch(self, indices: torch.Tensor, augment: bool = False,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+        return normalise_uint8(self.images[indices], self.mean_std)
+
+
+def as_image_source(images: torch.Tensor | ImageSource, mean_std=IMAGENET_MEAN_STD) -> ImageSource:
+    """A uint8 tensor wrapped in :class:`TensorImages`; an image source as it is."""
+    if isinstance(images, torch.Tensor):
+        return TensorImages(images, mean_std)
+    if not hasattr(images, "load_batch"):
+        raise TypeError(f"images: expected a uint8 Tensor or an object with load_batch(), got {type(images).__name__}")
+    return images
+
+
 def load_image_batch(images: torch.Tensor | ImageSource, indices: torch.Tensor, device: torch.device,
                      mean_std=IMAGENET_MEAN_STD) -> torch.Tensor:
     """One normalised, un-augmented float batch on ``device`` from a uint8 tensor or an image source."""
-    if isinstance(images, torch.Tensor):
-        if images.dtype != torch.uint8 or images.dim() != 4:
-            raise TypeError(f"images: expected a uint8 Tensor[N, 3, H, W], got {images.dtype} {tuple(images.shape)}")
-        return normalise_uint8(images[indices].to(device), mean_std)
-    if not hasattr(images, "load_batch"):
-        raise TypeError(f"images: expected a uint8 Tensor or an object with load_batch(), got {type(images).__name__}")
-    return images.load_batch(indices, augment=False, generator=None).to(device)
+    return as_image_source(images, mean_std).load_batch(indices, augment=False, generator=None).to(device)
 
 
-@torch.no_grad()
 def extract_features(
     backbone: nn.Module,
     images: torch.Tensor | ImageSource,
@@ -67,32 +85,31 @@ def extract_features(
     batch_size: int,
     device: torch.device | str,
     normalise_mean_std=IMAGENET_MEAN_STD,
+    workers: int = 0,
 ) -> dict[str, np.ndarray]:
     """Pooled features ``{layer: float32 [N, plan[layer]["dim"]]}`` of every image, in index order.
 
-    The backbone runs in eval mode without gradients (its train/eval flag is restored afterwards). ``images`` is
-    a uint8 ``Tensor[N, 3, H, W]`` (normalised here with ``normalise_mean_std``, batch by batch, so only one batch
-    is ever in float) or an :class:`ImageSource` that returns normalised batches itself.
+    The backbone runs in eval mode without gradients (its train/eval flag is restored afterwards;
+    ``engine.inference.run_frozen``, with ``workers`` loader processes). ``images`` is a uint8
+    ``Tensor[N, 3, H, W]`` (normalised here with ``normalise_mean_std``, batch by batch, so only one batch is
+    ever in float) or an :class:`ImageSource` that returns normalised batches itself.
     """
+    from .engine.inference import run_frozen
+
     layers = list(layers)
     missing = [layer for layer in layers if layer not in plan]
     if missing:
         raise KeyError(f"pooling plan has no layer(s) {missing}; it has {sorted(plan)}")
-    device = torch.device(device)
-    num_images = len(images)
+    source = as_image_source(images, normalise_mean_std)
+    num_images = len(source)
     features = {layer: np.empty((num_images, plan[layer]["dim"]), dtype=np.float32) for layer in layers}
-    was_training = backbone.training
-    backbone.eval()
-    try:
-        starts = range(0, num_images, batch_size)
-        for start in tqdm(starts, desc="features", unit="batch", mininterval=10):
-            indices = torch.arange(start, min(start + batch_size, num_images))
-            batch = load_image_batch(images, indices, device, normalise_mean_std)
-            pooled = pool_features(backbone(batch), plan, layers)
-            for layer in layers:
-                features[layer][start:start + len(indices)] = pooled[layer].float().cpu().numpy()
-    finally:
-        backbone.train(was_training)
+
+    def write(start: int, pooled: dict[str, torch.Tensor]) -> None:
+        for layer in layers:
+            features[layer][start:start + len(pooled[layer])] = pooled[layer].numpy()
+
+    run_frozen(backbone, lambda batch: pool_features(backbone(batch), plan, layers), source, batch_size, device,
+               write, workers=workers)
     return features
 
 
@@ -157,9 +174,13 @@ def extract_split_features(
     output: str,
     threads: int,
     log: logging.Logger,
+    data_workers: int = 0,
 ) -> None:
-    """The feature-extraction stage: one model's pooled features of one evaluation split, saved with metadata."""
-    from .data.images import load_image_tensor
+    """The feature-extraction stage: one model's pooled features of one evaluation split, saved with metadata.
+    With 0 ``data_workers`` the split is decoded once into memory (threads) and then run through the model; with
+    more, ``data_workers`` processes decode it batch by batch (``data.images.FeatureImages``): the same pixels,
+    the same features, without holding the split in memory."""
+    from .data.images import FeatureImages, load_image_tensor
     from .data.splits import split_images
     from .devices import select_device
     from .models.backbones import load_backbone
@@ -169,11 +190,16 @@ def extract_split_features(
     device = select_device()
     backbone, backbone_config = load_backbone(model_path, device)
     paths, ids, labels = split_images(split, roots, classes)
-    images = load_image_tensor(paths, resize_shorter=features_config["resize_shorter"],
-                               final_size=features_config["image_size"], threads=threads, dataset=split)
+    if data_workers:
+        images = FeatureImages(paths, resize_shorter=features_config["resize_shorter"],
+                               final_size=features_config["image_size"], dataset=split)
+    else:
+        images = load_image_tensor(paths, resize_shorter=features_config["resize_shorter"],
+                                   final_size=features_config["image_size"], threads=threads, dataset=split)
     plan = pooling_plan(backbone, features_config["image_size"], pooling_target(features_config))
     layers = list(features_config["layers"])
-    features = extract_features(backbone, images, layers, plan, features_config["batch_size"], device)
+    features = extract_features(backbone, images, layers, plan, features_config["batch_size"], device,
+                                workers=data_workers)
     metadata = {
         "split": split,
         "image_ids": ids,

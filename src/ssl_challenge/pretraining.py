@@ -60,13 +60,15 @@ def pretrain_model(
     processes: int = 1,
     snapshots_output: str | None = None,
     data_files: Sequence[str] = (),
+    data_workers: int = 0,
 ) -> None:
     """Pretrain one model in ``runs/<identity digest>/`` beside the output (see ``run_identity``): whatever
     changes the result starts a new run, while a killed run of the same identity continues from its checkpoint.
 
     A finished run is never reused: this function runs only when Snakemake finds the output missing, stale or
     forced, so a run folder that already holds a final model is discarded and the model trained again. With
-    ``processes > 1`` (a rule given several GPUs) the run goes through ``torchrun``, one process per GPU."""
+    ``processes > 1`` (a rule given several GPUs) the run goes through ``torchrun``, one process per GPU.
+    ``data_workers`` (``resources.data_workers``, per process) is not part of the identity: it changes no result."""
     identity = run_identity(model_config, pretrain_data, imagenet_root, data_files)
     run_dir = Path(model_output).parent / "runs" / config_digest(identity)
     if (run_dir / "model.pth").exists():
@@ -78,7 +80,7 @@ def pretrain_model(
     log.info("run folder %s (code digest %s, image list %s)", run_dir, identity["code"], identity["images"])
     request = {"model_config": model_config, "pretrain_data": pretrain_data, "imagenet_root": imagenet_root,
                "run_dir": str(run_dir), "threads": max(1, threads // max(1, processes)),
-               "where": f"models.{Path(model_output).parent.name}"}
+               "where": f"models.{Path(model_output).parent.name}", "data_workers": data_workers}
     if processes > 1:
         launch_torchrun(request, processes, log)
     else:
@@ -114,7 +116,8 @@ def run_pretraining(request: dict, log) -> Path | None:
     images = pretraining_images(request["imagenet_root"], request["pretrain_data"], request["threads"], log,
                                 augmentation=config.augmentation)
     try:
-        return pretrain(config, images, request["run_dir"], device, log=log, name=request["where"])
+        return pretrain(config, images, request["run_dir"], device, log=log, name=request["where"],
+                        data_workers=request.get("data_workers", 0))
     except ConfigError as error:  # method options are checked when the method is built: name the model's key
         raise ConfigError(f"config key {request['where']}.{error}") from error
 

@@ -167,6 +167,7 @@ def test_channel_blocks_come_from_the_feature_metadata():
 def test_probe_images_follow_the_reference_pipelines(tmp_path):
     from PIL import Image
 
+    from ssl_challenge.data.images import draw_sample_seeds
     from ssl_challenge.data.probe_images import ProbeImages
 
     pixels = np.arange(8 * 12 * 3, dtype=np.uint8).reshape(8, 12, 3)  # height 8 = resize_shorter: no resize
@@ -183,7 +184,10 @@ def test_probe_images_follow_the_reference_pipelines(tmp_path):
     assert np.array_equal(source.validation_crop(path), pixels[1:7, 3:9])
     generator = torch.Generator().manual_seed(0)
     batch = source.load_batch(torch.tensor([0, 0]), augment=True, generator=generator)
-    draws = torch.rand(2, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64).tolist()
+    # one seed per sample drawn from the batch's generator, then the sample's own three draws
+    seeds = draw_sample_seeds(2, torch.Generator().manual_seed(0))
+    draws = [torch.rand(3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).tolist()
+             for seed in seeds]
     for image, draw in zip(batch, draws):
         expected = torch.from_numpy(source.training_crop(path, draw).copy()).permute(2, 0, 1).float()
         assert torch.allclose(image, expected, atol=1e-3)

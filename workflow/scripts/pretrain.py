@@ -19,5 +19,6 @@ with job_logging(snakemake) as log:
         data_files=list(snakemake.input.data),  # the embedded data set's manifest (none for real roots)
         threads=snakemake.threads,
         log=log,
+        data_workers=snakemake.config["resources"].get("data_workers", 0),  # run-time only: results do not depend on it
         processes=int(snakemake.resources.get("gpu", 0) or 0) or 1,  # one torchrun process per GPU
     )

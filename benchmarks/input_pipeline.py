@@ -89,7 +89,8 @@ def old_load_batch(source: FileImages, indices: torch.Tensor, generator: torch.G
     indices = indices.tolist()
     draws = source.draw_crop_parameters(len(indices), generator).tolist()
     crop = source.padded if source.augmentation.resolved_crop(preloaded=False) == "padded" else source.augmented
-    jobs = [lambda index=index, draw=draw: source.decode_sample(index, crop, draw) for index, draw in zip(indices, draws)]
+    jobs = [lambda index=index, draw=draw: source.decode_sample(index, crop, draw)
+            for index, draw in zip(indices, draws)]
     with ThreadPoolExecutor(source.threads) as pool:
         arrays = list(pool.map(lambda job: job(), jobs))
     batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)

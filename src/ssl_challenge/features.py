@@ -50,7 +50,8 @@ class TensorImages:
 
     def __init__(self, images: torch.Tensor, mean_std=IMAGENET_MEAN_STD):
         if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
-            found = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
+            found = (f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor)
+                     else type(images).__name__)
             raise TypeError(f"images: expected a uint8 Tensor[N, 3, H, W], got {found}")
         self.images, self.mean_std = images, mean_std
 

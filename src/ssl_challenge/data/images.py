@@ -170,8 +170,8 @@ class FeatureImages:
 
     def load_batch(self, indices: torch.Tensor, augment: bool = False,
                    generator: torch.Generator | None = None) -> torch.Tensor:
-        arrays = run_jobs([lambda index=index: self.decode(index) for index in check_indices(indices, len(self)).tolist()],
-                          self.threads)
+        indices = check_indices(indices, len(self)).tolist()
+        arrays = run_jobs([lambda index=index: self.decode(index) for index in indices], self.threads)
         return normalise(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2), self.mean, self.std)
 
 

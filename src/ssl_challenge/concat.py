@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .evaluation.svm_solver import NORM_EPSILON, l2_normalise_rows
-from .features import load_features, save_features
+from .feature_files import load_features, save_features
 
 # Metadata copied from the members (and checked to be identical): what the evaluation stages read.
 SHARED_METADATA_KEYS = ("split", "image_ids", "labels")
@@ -70,7 +70,7 @@ def concatenate_feature_files(paths: Sequence[str], output: str | os.PathLike,
                               layers: Sequence[str] | None = None) -> dict[str, Any]:
     """Concatenate the members' features layer by layer into one feature file (written atomically).
 
-    ``paths``: the members' feature files of one split (``features.save_features`` format). The output has, for
+    ``paths``: the members' feature files of one split (``feature_files.save_features`` format). The output has, for
     every chosen layer, ``concatenate_blocks`` of the members' arrays of that layer; its metadata records the
     members, each member's dimension per layer, and copies ``split``/``image_ids``/``labels``. Returns the
     metadata written.

@@ -65,6 +65,7 @@ def pretrain_model(
     data_files: Sequence[str] = (),
     nodes: int = 1,
     gpus: bool = False,
+    data_workers: int = 0,
 ) -> None:
     """Pretrain one model in ``runs/<identity digest>/`` beside the output (see ``run_identity``): whatever
     changes the result starts a new run, while a killed run of the same identity continues from its checkpoint.
@@ -73,7 +74,8 @@ def pretrain_model(
     forced, so a run folder that already holds a final model is discarded and the model trained again. With
     ``processes > 1`` (a rule given several GPUs) the run goes through ``torchrun``, one process per GPU;
     ``nodes > 1`` (the rule's ``nodes`` resource, a SLURM job of several nodes) spreads them over the nodes,
-    ``processes / nodes`` on each (``gpus``: one GPU per process)."""
+    ``processes / nodes`` on each (``gpus``: one GPU per process).
+    ``data_workers`` (``resources.data_workers``, per process) is not part of the identity: it changes no result."""
     identity = run_identity(model_config, pretrain_data, imagenet_root, data_files)
     run_dir = Path(model_output).parent / "runs" / config_digest(identity)
     if (run_dir / "model.pth").exists():
@@ -85,7 +87,7 @@ def pretrain_model(
     log.info("run folder %s (code digest %s, image list %s)", run_dir, identity["code"], identity["images"])
     request = {"model_config": model_config, "pretrain_data": pretrain_data, "imagenet_root": imagenet_root,
                "run_dir": str(run_dir), "threads": max(1, threads // max(1, processes // max(1, nodes))),
-               "where": f"models.{Path(model_output).parent.name}"}
+               "where": f"models.{Path(model_output).parent.name}", "data_workers": data_workers}
     if model_config["method"] == "external":  # nothing to train: the checkpoint becomes the model file
         convert_external(model_config, run_dir, request["where"], log)
     elif processes > 1 or nodes > 1:
@@ -204,7 +206,8 @@ def run_pretraining(request: dict, log) -> Path | None:
         check_run_settings(config, device, distributed.world_size())  # before the images load
         images = pretraining_images(request["imagenet_root"], request["pretrain_data"], request["threads"], log,
                                     augmentation=config.augmentation)
-        return train(config, images, request["run_dir"], device, log=log, name=request["where"])
+        return train(config, images, request["run_dir"], device, log=log, name=request["where"],
+                     data_workers=request.get("data_workers", 0))
     except ConfigError as error:  # method options are checked when the method is built: name the model's key
         raise ConfigError(f"config key {request['where']}.{error}") from error
 

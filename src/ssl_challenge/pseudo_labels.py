@@ -41,33 +41,25 @@ def cluster_concatenated(blocks: Sequence[np.ndarray], num_clusters: int, pca_di
     return result.assignments.cpu().numpy().astype(np.int64)
 
 
-@torch.no_grad()
-def pooled_features(backbone: torch.nn.Module, images, batch_size: int, device: torch.device) -> np.ndarray:
+def pooled_features(backbone: torch.nn.Module, images, batch_size: int, device: torch.device,
+                    workers: int = 0) -> np.ndarray:
     """The global-pooled last-stage features ``float32[N, out_dim]`` of every image of ``images`` (an image
     source: ``len`` and ``load_batch(indices, augment=False, generator)``), un-augmented, in index order, with
-    the backbone in eval mode (its mode is restored). These are what the labelling step clusters."""
-    was_training = backbone.training
-    backbone.eval()
-    outputs = []
-    try:
-        for start in range(0, len(images), batch_size):
-            indices = torch.arange(start, min(start + batch_size, len(images)))
-            batch = images.load_batch(indices, False, torch.Generator()).to(device)
-            outputs.append(backbone.pooled(batch).float().cpu())
-    finally:
-        backbone.train(was_training)
-    return torch.cat(outputs).numpy()
+    the backbone in eval mode (``engine.inference.run_frozen``). These are what the labelling step clusters."""
+    from .engine.inference import frozen_outputs
+
+    return frozen_outputs(backbone, backbone.pooled, images, batch_size, device, workers=workers).numpy()
 
 
 def labels_from_models(model_paths: Sequence[str], images, num_clusters: int, pca_dims: int, seed: int,
                        batch_size: int, device: torch.device, output: str | os.PathLike,
-                       metadata: dict[str, Any] | None = None) -> np.ndarray:
+                       metadata: dict[str, Any] | None = None, workers: int = 0) -> np.ndarray:
     """The labelling step of the workflow: pooled features of every model over ``images`` (the pretraining
     set's image source, un-augmented), ``cluster_concatenated``, saved to ``output`` with the models, k, PCA
     dims, seed and the caller's ``metadata``. Returns the labels."""
     blocks = []
     for path in model_paths:
-        blocks.append(pooled_features(load_backbone(path, device)[0], images, batch_size, device))
+        blocks.append(pooled_features(load_backbone(path, device)[0], images, batch_size, device, workers))
         require_finite(blocks[-1], f"pseudo-labels: the features of model file {path} over the pretraining set",
                        "the model is broken (diverged training?); retrain it")
     labels = cluster_concatenated(blocks, num_clusters, pca_dims, seed)
@@ -80,7 +72,7 @@ def labels_from_models(model_paths: Sequence[str], images, num_clusters: int, pc
 
 def make_pseudo_labels(model_paths: Sequence[str], pretrain_data: dict, imagenet_root: str, num_clusters: int,
                        pca_dims: int, seed: int, output: str, threads: int, log: logging.Logger,
-                       batch_size: int = 256, metadata: dict | None = None) -> None:
+                       batch_size: int = 256, metadata: dict | None = None, data_workers: int = 0) -> None:
     """The labelling stage: k-means labels of the pretraining images from the concatenated features of
     ``model_paths`` (CLS's supervision, or a CODC member's initial labels in a round)."""
     from .data.imagenet import pretraining_images
@@ -89,7 +81,7 @@ def make_pseudo_labels(model_paths: Sequence[str], pretrain_data: dict, imagenet
     configure_torch(threads)
     images = pretraining_images(imagenet_root, pretrain_data, threads, log.info)
     labels = labels_from_models(model_paths, images, num_clusters, pca_dims, seed, batch_size, select_device(),
-                                output, metadata)
+                                output, metadata, data_workers)
     sizes = np.bincount(labels, minlength=num_clusters)
     log.info("%d labels from %s: %d non-empty clusters of %d, largest %d", len(labels), list(model_paths),
              int((sizes > 0).sum()), num_clusters, int(sizes.max()))

@@ -124,3 +124,39 @@ def test_save_rejects_inconsistent_inputs(tmp_path):
         save_features(tmp_path / "f.npz", {"feat4": np.zeros((2, 1)), "feat5": np.zeros((3, 1))}, {})
     with pytest.raises(ValueError, match=r"\.npz"):
         save_features(tmp_path / "f.npy", {"feat5": np.zeros((2, 1))}, {})
+
+
+def test_extraction_is_bit_identical_to_the_loop_before_the_dataloader(backbone_and_plan, images):
+    """The features of the embedded default must not move: the loop as it was before ``engine.inference``
+    (normalise each batch on the device, forward, pool, to numpy), written out here, gives the same bits."""
+    backbone, plan = backbone_and_plan
+    backbone.eval()
+    expected = {layer: [] for layer in LAYERS}
+    with torch.no_grad():
+        for start in range(0, len(images), 4):
+            batch = normalise_uint8(images[start:start + 4].to("cpu"), IMAGENET_MEAN_STD)
+            pooled = pool_features(backbone(batch), plan, LAYERS)
+            for layer in LAYERS:
+                expected[layer].append(pooled[layer].float().cpu().numpy())
+    backbone.train()
+    for workers in (0, 2):
+        features = extract_features(backbone, images, LAYERS, plan, 4, "cpu", workers=workers)
+        for layer in LAYERS:
+            np.testing.assert_array_equal(features[layer], np.concatenate(expected[layer]))
+
+
+def test_streamed_decoding_with_workers_gives_the_features_of_the_preloaded_split(backbone_and_plan, tmp_path):
+    from PIL import Image
+
+    from ssl_challenge.data.images import FeatureImages, load_image_tensor
+
+    backbone, plan = backbone_and_plan
+    generator = np.random.default_rng(0)
+    paths = []
+    for index in range(7):
+        paths.append(tmp_path / f"image_{index}.jpg")
+        Image.fromarray(generator.integers(0, 256, (20 + 3 * index, 22, 3), dtype=np.uint8)).save(paths[-1])
+    preloaded = extract_features(backbone, load_image_tensor(paths, 18, 16, progress=False), LAYERS, plan, 3, "cpu")
+    streamed = extract_features(backbone, FeatureImages(paths, 18, 16), LAYERS, plan, 3, "cpu", workers=2)
+    for layer in LAYERS:
+        np.testing.assert_array_equal(streamed[layer], preloaded[layer])

@@ -25,6 +25,7 @@ LAYERS = [
     ("building blocks", ["data", "models", "clustering", "evaluation.ap", "evaluation.svm_solver",
                          "evaluation.detection_ap",
                          "evaluation.folds", "evaluation.svm", "evaluation.lowshot",  # the VOC07 protocols
+                         "feature_files",
                          "submission"]),  # the challenge's file formats: writers, readers and scorers
     ("engine", ["engine"]),  # receives a built method: never imports methods or orchestration
     ("methods", ["methods"]),

@@ -178,6 +178,7 @@ def test_channel_blocks_come_from_the_feature_metadata():
 def test_probe_images_follow_the_reference_pipelines(tmp_path):
     from PIL import Image
 
+    from ssl_challenge.data.images import draw_sample_seeds
     from ssl_challenge.data.probe_images import ProbeImages
 
     pixels = np.arange(8 * 12 * 3, dtype=np.uint8).reshape(8, 12, 3)  # height 8 = resize_shorter: no resize
@@ -194,7 +195,86 @@ def test_probe_images_follow_the_reference_pipelines(tmp_path):
     assert np.array_equal(source.validation_crop(path), pixels[1:7, 3:9])
     generator = torch.Generator().manual_seed(0)
     batch = source.load_batch(torch.tensor([0, 0]), augment=True, generator=generator)
-    draws = torch.rand(2, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64).tolist()
+    # one seed per sample drawn from the batch's generator, then the sample's own three draws
+    seeds = draw_sample_seeds(2, torch.Generator().manual_seed(0))
+    draws = [torch.rand(3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).tolist()
+             for seed in seeds]
     for image, draw in zip(batch, draws):
         expected = torch.from_numpy(source.training_crop(path, draw).copy()).permute(2, 0, 1).float()
         assert torch.allclose(image, expected, atol=1e-3)
+
+
+class SeededBrightnessSource(BrightnessSource):
+    """Per-sample augmentation (a flip drawn from each sample's seed); optionally sends SIGTERM to this process
+    when the ``kill_at``-th augmented batch is made (as SLURM does before a time limit)."""
+
+    def __init__(self, num_images: int, seed: int, kill_at: int | None = None):
+        super().__init__(num_images, seed)
+        self.kill_at, self.augmented_batches = kill_at, 0
+
+    def load_batch_seeded(self, indices, sample_seeds):
+        import os
+        import signal
+
+        self.augmented_batches += 1
+        if self.augmented_batches == self.kill_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        batch = normalise_uint8(self.images[indices])
+        flips = [bool(torch.rand(1, generator=torch.Generator().manual_seed(seed)) < 0.5) for seed in sample_seeds]
+        return torch.stack([image.flip(2) if flip else image for image, flip in zip(batch, flips)])
+
+
+def online_probe(source, checkpointing, workers=0):
+    from ssl_challenge.evaluation.linear_probe import train_linear_probe_online
+
+    torch.manual_seed(0)
+    backbone = build_backbone({"name": "small_resnet", "widths": [8, 8, 8, 8]})
+    val_source = BrightnessSource(20, seed=1)
+    config = LinearProbeConfig(epochs=3, milestones=(2,), batch_size=16)  # 3 iterations per epoch
+    return train_linear_probe_online(backbone, source, val_source, source.labels, val_source.labels,
+                                     ["feat1", "feat5"], pooling_plan(backbone, 12, 32), config, "cpu", seed=3,
+                                     checkpointing=checkpointing, workers=workers)
+
+
+def without_numerics(result):
+    """The result to compare: the numerics record left out, the val predictions (an array) as a list."""
+    kept = {key: value for key, value in result.items() if key != "numerics"}
+    if "val_predictions" in kept:
+        kept["val_predictions"] = np.asarray(kept["val_predictions"]).tolist()
+    return kept
+
+
+def test_online_probe_killed_mid_epoch_and_rerun_gives_the_uninterrupted_result(tmp_path):
+    import json
+
+    from ssl_challenge.evaluation.linear_probe import ProbeCheckpointing, ProbeStopped
+
+    uninterrupted = online_probe(SeededBrightnessSource(48, seed=0), ProbeCheckpointing(str(tmp_path / "whole")))
+    records = [json.loads(line) for line in (tmp_path / "whole" / "epochs.jsonl").read_text().splitlines()]
+    assert records == json.loads(json.dumps(uninterrupted["epochs_log"]))  # written as it went
+    state = tmp_path / "killed"
+    # SIGTERM while batch 5 (epoch 2, iteration 2) is made: the probe finishes that iteration, checkpoints, stops
+    with pytest.raises(ProbeStopped, match="SIGTERM received: probe checkpoint written at iteration 5"):
+        online_probe(SeededBrightnessSource(48, seed=0, kill_at=5), ProbeCheckpointing(str(state), every=100))
+    assert len((state / "epochs.jsonl").read_text().splitlines()) == 1  # epoch 1's record only
+    # a simulated kill after a checkpoint at iteration 7 (mid-epoch 3), then the rerun, with 2 loader workers
+    assert online_probe(SeededBrightnessSource(48, seed=0),
+                        ProbeCheckpointing(str(state), every=1, stop_after_iterations=7)) is None
+    rerun = SeededBrightnessSource(48, seed=0)
+    resumed = online_probe(rerun, ProbeCheckpointing(str(state), every=2), workers=2)
+    assert without_numerics(resumed) == without_numerics(uninterrupted)
+    assert rerun.augmented_batches == 0  # batches were made by the workers, and only iterations 8 and 9
+
+
+def test_online_probe_refuses_the_checkpoint_of_another_probe(tmp_path):
+    from ssl_challenge.evaluation.linear_probe import ProbeCheckpointing, train_linear_probe_online
+
+    online_probe(SeededBrightnessSource(48, seed=0), ProbeCheckpointing(str(tmp_path), stop_after_iterations=2))
+    torch.manual_seed(1)  # another trunk
+    backbone = build_backbone({"name": "small_resnet", "widths": [8, 8, 8, 8]})
+    source, val_source = SeededBrightnessSource(48, seed=0), BrightnessSource(20, seed=1)
+    with pytest.raises(ValueError, match="checkpoint of another configuration"):
+        train_linear_probe_online(backbone, source, val_source, source.labels, val_source.labels, ["feat1", "feat5"],
+                                  pooling_plan(backbone, 12, 32), LinearProbeConfig(epochs=3, milestones=(2,),
+                                                                                    batch_size=16),
+                                  "cpu", seed=3, checkpointing=ProbeCheckpointing(str(tmp_path)))

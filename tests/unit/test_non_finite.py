@@ -12,7 +12,7 @@ from ssl_challenge.data.images import PreloadedImages
 from ssl_challenge.evaluation.linear_probe import LinearProbeConfig, train_linear_probe_on_features
 from ssl_challenge.evaluation.lowshot import draw_lowshot_samples, evaluate_lowshot
 from ssl_challenge.evaluation.svm import train_and_test_full_svm
-from ssl_challenge.features import load_features, save_features
+from ssl_challenge.feature_files import load_features, save_features
 from ssl_challenge.finite import NonFiniteError, count_non_finite
 from ssl_challenge.models.backbones import build_backbone
 from ssl_challenge.pseudo_labels import labels_from_models

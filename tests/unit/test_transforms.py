@@ -11,7 +11,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from layouts_fixture import make_tiny_imagenet
 from ssl_challenge.config import ConfigError, from_dict
-from ssl_challenge.data.images import FileImages, PreloadedImages, build_image_source, random_crop_and_flip
+from ssl_challenge.data.images import (FileImages, PreloadedImages, build_image_source, draw_sample_seeds,
+                                       random_crop_and_flip)
 from ssl_challenge.data.transforms import (
     EXTRA_DRAWS,
     AugmentationConfig,
@@ -182,7 +183,8 @@ def test_file_images_apply_the_pipeline_and_the_padded_crop(tmp_path):
                                 augmentation=AugmentationConfig(crop="padded", flip=False), **identity)
     preloaded = build_image_source(paths, preload=True, resize_shorter=6, crop_size=6, **identity)
     crops = padded.load_batch(indices, True, generator(2)).round().to(torch.uint8)
-    draws = padded.draw_crop_parameters(4, generator(2))
+    # one seed per sample from the batch's generator, then the sample's own draws (FileImages.load_batch_seeded)
+    draws = torch.cat([padded.draw_crop_parameters(1, generator(seed)) for seed in draw_sample_seeds(4, generator(2))])
     for crop, stored, draw in zip(crops, preloaded.images[indices], draws.tolist()):
         top, left = int(draw[3] * 3), int(draw[2] * 3)  # 3 positions: padded side 8 - crop 6 + 1
         expected = torch.nn.functional.pad(stored, (1, 1, 1, 1))[:, top:top + 6, left:left + 6]

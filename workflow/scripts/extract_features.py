@@ -13,4 +13,5 @@ with job_logging(snakemake) as log:
         output=snakemake.output.features,
         threads=snakemake.threads,
         log=log,
+        data_workers=snakemake.config["resources"].get("data_workers", 0),  # run-time only: results do not depend on it
     )

@@ -13,4 +13,6 @@ with job_logging(snakemake) as log:
         metrics_output=snakemake.output.metrics,
         threads=snakemake.threads,
         log=log,
+        data_workers=snakemake.config["resources"].get("data_workers", 0),
+        checkpoint_every=snakemake.config["resources"].get("probe_checkpoint_every", 500),
     )

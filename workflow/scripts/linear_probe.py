@@ -14,4 +14,6 @@ with job_logging(snakemake) as log:
         predictions_output=snakemake.output.predictions,
         threads=snakemake.threads,
         log=log,
+        data_workers=snakemake.config["resources"].get("data_workers", 0),
+        checkpoint_every=snakemake.config["resources"].get("probe_checkpoint_every", 500),
     )

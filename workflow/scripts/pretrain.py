@@ -18,4 +18,5 @@ with job_logging(snakemake) as log:
         processes=int(snakemake.resources.get("gpu", 0) or 0) or 1,  # one torchrun process per GPU, all nodes
         nodes=int(snakemake.resources.get("nodes", 1) or 1),  # a SLURM job of several nodes (profiles/slurm)
         gpus=bool(snakemake.resources.get("gpu", 0)),
+        data_workers=snakemake.config["resources"].get("data_workers", 0),  # run-time only: no result depends on it
     )

@@ -15,5 +15,6 @@ with job_logging(snakemake) as log:
         output=snakemake.output.labels,
         threads=snakemake.threads,
         log=log,
+        data_workers=snakemake.config["resources"].get("data_workers", 0),  # run-time only: results do not depend on it
         metadata={"target": snakemake.params.target, "models": list(snakemake.params.label_models)},
     )

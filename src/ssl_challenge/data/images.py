@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFile
 
-from .transforms import (AugmentationConfig, apply_steps_after_crop, draw_resized_crop_parameters,
-                         draw_step_parameters, resized_crop_box, resized_crop_batch)
+from .transforms import (AugmentationConfig, apply_steps_after_crop, concat_step_draws,
+                         draw_resized_crop_parameters, draw_step_parameters, resized_crop_box, resized_crop_batch)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -147,6 +147,34 @@ def load_image_tensor(
     return torch.from_numpy(images[:kept]).permute(0, 3, 1, 2).contiguous()
 
 
+class FeatureImages:
+    """An evaluation split decoded batch by batch with the SVM-feature preprocessing (:func:`decode_for_features`,
+    the pixels :func:`load_image_tensor` stores), normalised; never augmented (an ``ImageSource``)."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike], resize_shorter: int, final_size: int,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, threads: int = 1,
+                 dataset: str | None = None):
+        if not paths:
+            raise ValueError(f"FeatureImages: no image paths given for {dataset or 'the split'}")
+        self.paths, self.resize_shorter, self.final_size = list(paths), int(resize_shorter), int(final_size)
+        self.mean, self.std, self.threads, self.dataset = tuple(mean), tuple(std), max(1, int(threads)), dataset
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def decode(self, index: int) -> np.ndarray:
+        try:
+            return decode_for_features(self.paths[index], self.resize_shorter, self.final_size)
+        except CorruptImageError as error:
+            raise error.in_dataset(self.dataset) from error.__cause__
+
+    def load_batch(self, indices: torch.Tensor, augment: bool = False,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+        indices = check_indices(indices, len(self)).tolist()
+        arrays = run_jobs([lambda index=index: self.decode(index) for index in indices], self.threads)
+        return normalise(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2), self.mean, self.std)
+
+
 def report_skipped(corrupt: Sequence[CorruptImageError], total: int, dataset: str | None,
                    log: Callable[[str], None] | None) -> None:
     log = log or logging.getLogger(__name__).warning
@@ -161,6 +189,20 @@ def normalise(images_uint8: torch.Tensor, mean: Sequence[float], std: Sequence[f
     mean_tensor = torch.tensor(mean, dtype=torch.float32, device=images_uint8.device).view(1, -1, 1, 1)
     std_tensor = torch.tensor(std, dtype=torch.float32, device=images_uint8.device).view(1, -1, 1, 1)
     return (images_uint8.float() / 255.0 - mean_tensor) / std_tensor
+
+
+def draw_sample_seeds(count: int, generator: torch.Generator) -> list[int]:
+    """``count`` 63-bit seeds from ``generator`` (one per sample of a batch)."""
+    return torch.randint(0, 2**63 - 1, (count,), generator=generator).tolist()
+
+
+def run_jobs(jobs: Sequence[Callable[[], np.ndarray]], threads: int) -> list[np.ndarray]:
+    """``[job() for job in jobs]``, in a pool of ``threads`` when more than one (PIL releases the GIL while
+    decoding); inline with one (a DataLoader worker: the workers are the parallelism)."""
+    if threads <= 1 or len(jobs) <= 1:
+        return [job() for job in jobs]
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(lambda job: job(), jobs))
 
 
 def check_indices(indices: torch.Tensor, size: int) -> torch.Tensor:
@@ -303,19 +345,31 @@ class FileImages:
         return len(self.paths)
 
     def load_batch(self, indices: torch.Tensor, augment: bool, generator: torch.Generator) -> torch.Tensor:
+        """Augmented: one seed per sample drawn from ``generator``, then :meth:`load_batch_seeded`."""
+        indices = check_indices(indices, len(self))
+        if augment:
+            return self.load_batch_seeded(indices, draw_sample_seeds(len(indices), generator))
+        arrays = run_jobs([lambda index=index: self.decode_sample(index, self.centred) for index in indices.tolist()],
+                          self.threads)
+        return normalise(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2), self.mean, self.std)
+
+    def load_batch_seeded(self, indices: torch.Tensor, sample_seeds: Sequence[int]) -> torch.Tensor:
+        """The augmented batch, sample k drawing all its numbers (five for the crop and flip, then those of the
+        steps after the crop) from a generator seeded with ``sample_seeds[k]``: a sample's crop depends on its
+        seed only, not on the batch it is in nor on the process that decodes it."""
         indices = check_indices(indices, len(self)).tolist()
-        if augment:
-            draws = self.draw_crop_parameters(len(indices), generator).tolist()
-            crop = self.padded if self.augmentation.resolved_crop(preloaded=False) == "padded" else self.augmented
-            jobs = [lambda index=index, draw=draw: self.decode_sample(index, crop, draw)
-                    for index, draw in zip(indices, draws)]
-        else:
-            jobs = [lambda index=index: self.decode_sample(index, self.centred) for index in indices]
-        with ThreadPoolExecutor(self.threads) as pool:
-            arrays = list(pool.map(lambda job: job(), jobs))
+        if len(sample_seeds) != len(indices):
+            raise ValueError(f"{len(sample_seeds)} sample seeds for {len(indices)} samples")
+        generators = [torch.Generator().manual_seed(int(seed)) for seed in sample_seeds]
+        draws = [self.draw_crop_parameters(1, generator)[0].tolist() for generator in generators]
+        crop = self.padded if self.augmentation.resolved_crop(preloaded=False) == "padded" else self.augmented
+        arrays = run_jobs([lambda index=index, draw=draw: self.decode_sample(index, crop, draw)
+                           for index, draw in zip(indices, draws)], self.threads)
         batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-        if augment:
-            batch = steps_after_crop(batch, self.augmentation, generator)
+        if self.augmentation.has_steps_after_crop:
+            steps = concat_step_draws([draw_step_parameters(self.augmentation, 1, generator)
+                                       for generator in generators])
+            batch = apply_steps_after_crop(batch.float() / 255.0, self.augmentation, steps) * 255.0
         return normalise(batch, self.mean, self.std)
 
     def decode_sample(self, index: int, decode: Callable[..., np.ndarray], *draw) -> np.ndarray:

@@ -10,15 +10,14 @@
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .images import (IMAGENET_MEAN, IMAGENET_STD, CorruptImageError, check_indices, normalise, open_rgb,
-                     resize_shorter_side)
+from .images import (IMAGENET_MEAN, IMAGENET_STD, CorruptImageError, check_indices, draw_sample_seeds, normalise,
+                     open_rgb, resize_shorter_side, run_jobs)
 
 DRAWS_PER_SAMPLE = 3  # vertical and horizontal crop position in [0, 1), flip coin
 
@@ -48,18 +47,26 @@ class ProbeImages:
         return len(self.paths)
 
     def load_batch(self, indices: torch.Tensor, augment: bool, generator: torch.Generator) -> torch.Tensor:
-        """Normalised float [B, 3, crop, crop]; with ``augment`` the training pipeline (3 draws per sample)."""
-        indices = check_indices(indices, len(self)).tolist()
+        """Normalised float [B, 3, crop, crop]; with ``augment`` the training pipeline, one seed per sample drawn
+        from ``generator`` (:meth:`load_batch_seeded`)."""
+        indices = check_indices(indices, len(self))
         if augment:
-            draws = torch.rand(len(indices), DRAWS_PER_SAMPLE, generator=generator, dtype=torch.float64).tolist()
-            jobs = [lambda index=index, draw=draw: self.training_crop(self.paths[index], draw)
-                    for index, draw in zip(indices, draws)]
-        else:
-            jobs = [lambda index=index: self.validation_crop(self.paths[index]) for index in indices]
-        with ThreadPoolExecutor(self.threads) as pool:
-            arrays = list(pool.map(lambda job: job(), jobs))
-        batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-        return normalise(batch, self.mean, self.std)
+            return self.load_batch_seeded(indices, draw_sample_seeds(len(indices), generator))
+        arrays = run_jobs([lambda index=index: self.validation_crop(self.paths[index]) for index in indices.tolist()],
+                          self.threads)
+        return normalise(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2), self.mean, self.std)
+
+    def load_batch_seeded(self, indices: torch.Tensor, sample_seeds: Sequence[int]) -> torch.Tensor:
+        """The training pipeline, sample k's :data:`DRAWS_PER_SAMPLE` numbers drawn from a generator seeded with
+        ``sample_seeds[k]`` (so they do not depend on the batch or the process that decodes it)."""
+        indices = check_indices(indices, len(self)).tolist()
+        if len(sample_seeds) != len(indices):
+            raise ValueError(f"{len(sample_seeds)} sample seeds for {len(indices)} samples")
+        draws = [torch.rand(DRAWS_PER_SAMPLE, generator=torch.Generator().manual_seed(int(seed)),
+                            dtype=torch.float64).tolist() for seed in sample_seeds]
+        arrays = run_jobs([lambda index=index, draw=draw: self.training_crop(self.paths[index], draw)
+                           for index, draw in zip(indices, draws)], self.threads)
+        return normalise(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2), self.mean, self.std)
 
     def open(self, path) -> Image.Image:
         try:

@@ -15,6 +15,7 @@ follows torchvision's tensor kernels (``torchvision.transforms.v2.functional``: 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -142,6 +143,12 @@ def draw_step_parameters(config: AugmentationConfig, batch_size: int, generator:
         jitter_order=uniform[:, 5:9].argsort(dim=1),
         grayscale=uniform[:, 9] < config.grayscale_probability,
     )
+
+
+def concat_step_draws(draws: list[StepDraws]) -> StepDraws:
+    """The draws of several batches (e.g. one per sample) as one batch's, in order."""
+    return StepDraws(*(torch.cat([getattr(part, name.name) for part in draws])
+                       for name in dataclasses.fields(StepDraws)))
 
 
 # ------------------------------------------------------------------------------------------------ steps

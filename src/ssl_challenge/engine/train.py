@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from ..config import ConfigError, from_dict
 from ..data.images import PreloadedImages
+from ..data.loading import BatchRequest, check_workers, load_batches
 from ..finite import non_finite_tensors
 from ..data.transforms import AugmentationConfig
 from ..io import append_jsonl, read_jsonl, torch_save_atomic, write_text_atomic
@@ -42,6 +43,7 @@ from ..numerics import deterministic_requested, numerics_record
 from . import distributed
 from .checkpoint import RunPosition, restore_checkpoint, save_checkpoint
 from .context import EpochContext
+from .inference import frozen_outputs
 from .schedule import learning_rate_factor
 from .sync_batchnorm import convert_sync_batchnorm, has_batchnorm
 
@@ -205,24 +207,18 @@ def build_optimizer(method: torch.nn.Module, config: OptimizerConfig) -> torch.o
                            nesterov=config.nesterov)
 
 
-def feature_extractor(images, num_samples: int, batch_size: int, device: torch.device, method: torch.nn.Module):
-    """``EpochContext.extract_features``: ``fn`` over the whole set in index order, eval mode, no grad; on several
-    processes each rank extracts its shard and the shards are gathered (all ranks get Tensor[N, D])."""
+def feature_extractor(images, num_samples: int, batch_size: int, device: torch.device, method: torch.nn.Module,
+                      workers: int = 0):
+    """``EpochContext.extract_features``: ``fn`` over the whole set in index order, eval mode, no grad
+    (``inference.run_frozen``); on several processes each rank extracts its shard and the shards are gathered
+    (all ranks get Tensor[N, D])."""
 
     def extract(fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         world, rank = distributed.world_size(), distributed.rank()
         shard = math.ceil(num_samples / world)
         indices = torch.arange(rank * shard, (rank + 1) * shard).clamp_(max=num_samples - 1)
-        was_training = method.training
-        method.eval()
-        outputs = []
-        generator = torch.Generator()
-        with torch.no_grad():
-            for start in range(0, shard, batch_size):
-                batch = images.load_batch(indices[start : start + batch_size], False, generator)
-                outputs.append(fn(batch.to(device, non_blocking=True)).float())
-        method.train(was_training)
-        features = distributed.gather_concat(torch.cat(outputs))[:num_samples]
+        outputs = frozen_outputs(method, fn, images, batch_size, device, indices, workers, on_cpu=False)
+        features = distributed.gather_concat(outputs)[:num_samples]
         if not bool(features.isfinite().all()):  # the same on every rank: all ranks stop together
             raise NonFiniteValues("the features extracted for the epoch's clustering/memory hold NaN or infinity")
         return features
@@ -250,6 +246,26 @@ def distributed_step(method: torch.nn.Module, device: torch.device) -> torch.nn.
 
     return DistributedDataParallel(TrainingStep(method), device_ids=[device.index] if device.type == "cuda" else None,
                                    broadcast_buffers=False)
+
+
+def epoch_requests(images, config: PretrainConfig, run: RunPosition, iterations: int,
+                   local_size: int) -> list[BatchRequest]:
+    """This process's batches of the rest of the epoch (from ``run.position``). Preloaded images: the whole
+    global batch drawn from one generator of (seed, epoch, position), this rank's slice kept (cheap for tensors
+    in memory, and N processes see exactly the images one process sees). From files: this rank's slice only,
+    each sample with its own generator of (seed, epoch, slot) (``data.loading.sample_seed``)."""
+    rank, requests = distributed.rank(), []
+    for position in range(run.position, iterations):
+        start = position * config.batch_size
+        global_indices = run.order[start : start + config.batch_size]
+        mine = (rank * local_size, (rank + 1) * local_size)
+        if isinstance(images, PreloadedImages):
+            requests.append(BatchRequest(global_indices, True, derived_seed(config.seed, run.epoch, position, 2),
+                                         keep=mine))
+        else:
+            requests.append(BatchRequest(global_indices[mine[0] : mine[1]], True,
+                                         slot_seed=(config.seed, run.epoch, start + mine[0])))
+    return requests
 
 
 def process_mean_loss(loss: torch.Tensor) -> torch.Tensor:
@@ -312,11 +328,13 @@ def pretrain(
     stop_after_iterations: int | None = None,
     log_every: int = 20,
     name: str | None = None,
+    data_workers: int = 0,
 ) -> Path | None:
     """Train (or resume) ``method`` (built for ``config`` and ``images``, e.g. by
     ``pretraining.build_pretraining_method``) in ``run_dir``; returns ``run_dir/model.pth`` (the backbone), or
     None when ``stop_after_iterations`` (tests: a simulated kill after a checkpoint) stopped it early. ``name``
-    (the config key, e.g. ``models.rot``; default: ``run_dir``) names the model in errors."""
+    (the config key, e.g. ``models.rot``; default: ``run_dir``) names the model in errors. ``data_workers``:
+    processes that make the batches ahead (``resources.data_workers``; 0: this process, when needed)."""
     if isinstance(config, dict):
         config = from_dict(PretrainConfig, config, where="model")
     late = [epoch for epoch in config.snapshot_epochs if not 0 < epoch <= config.epochs]
@@ -331,6 +349,7 @@ def pretrain(
     run_dir.mkdir(parents=True, exist_ok=True)
     world, rank = distributed.world_size(), distributed.rank()
     check_run_settings(config, device, world, method)
+    check_workers(data_workers)
     num_samples = len(images)
     digest = digest_of(config, num_samples)
 
@@ -358,7 +377,7 @@ def pretrain(
             save_checkpoint(checkpoint_path, method, optimizer, run, digest)
         distributed.barrier()
 
-    extract = feature_extractor(images, num_samples, 2 * config.batch_size, device, method)
+    extract = feature_extractor(images, num_samples, 2 * config.batch_size, device, method, data_workers)
     batch_size, local_size = config.batch_size, config.batch_size // world
     with stop_requests() as stop, divergence_reported(name or str(run_dir), run):
         while run.epoch < config.epochs:
@@ -373,8 +392,11 @@ def pretrain(
             method.train()
             progress = tqdm(total=iterations, initial=run.position, desc=f"{config.method} epoch {run.epoch + 1}",
                             disable=rank != 0, mininterval=10, dynamic_ncols=True)
+            batches = load_batches(images, epoch_requests(images, config, run, iterations, local_size),
+                                   data_workers, device)
             while run.position < iterations:
-                logs = train_step(method, optimizer, images, config, run, iterations, local_size, device, step)
+                logs = train_step(method, optimizer, next(batches), config, run, iterations, local_size, device,
+                                  step)
                 run.last_loss = logs["loss"]
                 run.position += 1
                 run.iteration += 1
@@ -420,24 +442,16 @@ def pretrain(
     return final_path
 
 
-def train_step(method, optimizer, images, config: PretrainConfig, run: RunPosition, iterations: int,
-               local_size: int, device: torch.device, step: Callable | None = None) -> dict[str, float]:
-    """One iteration on this process's slice of the global batch; returns the logs (loss, lr, method logs).
-    ``step(images, indices)`` runs the forward pass (default ``method.training_step``; DDP's wrapper on several
-    processes)."""
+def train_step(method, optimizer, batch: torch.Tensor, config: PretrainConfig, run: RunPosition,
+               iterations: int, local_size: int, device: torch.device, step: Callable | None = None
+               ) -> dict[str, float]:
+    """One iteration on this process's slice of the global batch (``batch``, its images from
+    :func:`epoch_requests`); returns the logs (loss, lr, method logs). ``step(images, indices)`` runs the forward
+    pass (default ``method.training_step``; DDP's wrapper on several processes)."""
     rank = distributed.rank()
     torch.manual_seed(derived_seed(config.seed, run.epoch, run.position, rank, 1))
     start = run.position * config.batch_size
-    global_indices = run.order[start : start + config.batch_size]
-    indices = global_indices[rank * local_size : (rank + 1) * local_size]
-    if isinstance(images, PreloadedImages):
-        # Draw the augmentation of the whole global batch and keep this rank's slice: cheap for tensors in
-        # memory, and it makes N processes see exactly the images one process sees.
-        generator = torch.Generator().manual_seed(derived_seed(config.seed, run.epoch, run.position, 2))
-        batch = images.load_batch(global_indices, True, generator)[rank * local_size : (rank + 1) * local_size]
-    else:  # decoding files: each rank decodes only its slice, with its own draws
-        generator = torch.Generator().manual_seed(derived_seed(config.seed, run.epoch, run.position, rank, 2))
-        batch = images.load_batch(indices, True, generator)
+    indices = run.order[start : start + config.batch_size][rank * local_size : (rank + 1) * local_size]
     batch = batch.to(device, non_blocking=True)
     if config.channels_last:
         batch = batch.contiguous(memory_format=torch.channels_last)

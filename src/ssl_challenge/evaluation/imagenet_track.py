@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 
 from ..config import from_dict
 from ..devices import select_device
@@ -22,16 +23,19 @@ PROBE_KEYS = ("epochs", "milestones", "lr", "batch_size")
 
 
 def evaluate_imagenet_linear(model_path: str, probe_config: dict, features_config: dict, imagenet_root: str,
-                             output: str, metrics_output: str, threads: int, log: logging.Logger) -> dict:
+                             output: str, metrics_output: str, threads: int, log: logging.Logger,
+                             data_workers: int = 0, checkpoint_every: int = 500) -> dict:
     """Probe the frozen backbone of ``model_path``; writes the top-1 per layer (``output``, JSON) and the
     per-epoch records (``metrics_output``, JSON lines). Images: Resize ``features.resize_shorter``, crops of
-    ``features.image_size``; pooling: ``features.pooling``."""
+    ``features.image_size``; pooling: ``features.pooling``. Resumable: checkpoints in ``<output>.state/`` every
+    ``checkpoint_every`` iterations (``resources.probe_checkpoint_every``) and on SIGTERM/SIGUSR1."""
     from ..data.imagenet import list_imagenet_labelled
     from ..data.probe_images import ProbeImages
     from ..features import pooling_target
     from ..models.backbones import load_backbone
     from ..models.pooling import pooling_plan
-    from .linear_probe import LinearProbeConfig, train_linear_probe_online
+    from .linear_probe import LinearProbeConfig, ProbeCheckpointing, train_linear_probe_online
+    from .places205_track import probe_state_dir
 
     configure_torch(threads)
     config = from_dict(LinearProbeConfig, {key: probe_config[key] for key in PROBE_KEYS},
@@ -46,10 +50,13 @@ def evaluate_imagenet_linear(model_path: str, probe_config: dict, features_confi
     plan = pooling_plan(backbone, size, pooling_target(features_config))
     log.info("imagenet linear: %d train, %d val images, %d classes", len(train), len(val), len(classes))
     result = train_linear_probe_online(backbone, train, val, train_labels, val_labels, list(probe_config["layers"]),
-                                       plan, config, device, probe_config["seed"], num_classes=len(classes))
+                                       plan, config, device, probe_config["seed"], num_classes=len(classes),
+                                       checkpointing=ProbeCheckpointing(probe_state_dir(output), checkpoint_every),
+                                       workers=data_workers)
     epochs = result.pop("epochs_log", [])
     result.pop("val_predictions", None)  # the submission files have no ImageNet format
     write_text_atomic(metrics_output, "".join(json.dumps(record) + "\n" for record in epochs))
     write_json_atomic(output, result)
+    shutil.rmtree(probe_state_dir(output), ignore_errors=True)  # finished: a forced rerun starts afresh
     log.info("imagenet top-1 per layer: %s", result["top1"])
     return result

@@ -7,7 +7,7 @@ import logging
 from typing import Sequence
 
 from ..devices import select_device
-from ..features import voc07_split_with_features
+from ..feature_files import voc07_split_with_features
 from ..io import write_json_atomic
 from ..numerics import configure_torch
 from .lowshot import (draw_lowshot_samples, evaluate_lowshot_with_scores, load_lowshot_samples,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 
 import numpy as np
 
@@ -13,15 +14,17 @@ from ..io import write_json_atomic, write_text_atomic
 from ..numerics import configure_torch
 
 
-def places205_probe_online(inputs, probe_config, features_config, places205_root, config, log) -> dict:
+def places205_probe_online(inputs, probe_config, features_config, places205_root, config, log,
+                           checkpointing=None, workers: int = 0) -> dict:
     """The reference probe: frozen trunk over the images; training Resize, CenterCrop, RandomCrop and flip,
-    validation Resize and CenterCrop (``data.probe_images``), at features.resize_shorter / features.image_size."""
+    validation Resize and CenterCrop (``data.probe_images``), at features.resize_shorter / features.image_size.
+    Resumable from ``checkpointing`` (``linear_probe.ProbeCheckpointing``)."""
     from ..data.probe_images import ProbeImages
     from ..data.splits import split_images
     from ..features import pooling_target
     from ..models.backbones import load_backbone
     from ..models.pooling import pooling_plan
-    from .linear_probe import train_linear_probe_online
+    from .linear_probe import ProbeCheckpointing, train_linear_probe_online
 
     device = select_device()
     backbone, _ = load_backbone(inputs["model"], device)
@@ -34,12 +37,13 @@ def places205_probe_online(inputs, probe_config, features_config, places205_root
     plan = pooling_plan(backbone, size, pooling_target(features_config))
     log.info("online probe: %d train, %d val images", len(sources["train"]), len(sources["val"]))
     return train_linear_probe_online(backbone, sources["train"], sources["val"], labels["train"], labels["val"],
-                                     list(probe_config["layers"]), plan, config, device, probe_config["seed"])
+                                     list(probe_config["layers"]), plan, config, device, probe_config["seed"],
+                                     checkpointing=checkpointing or ProbeCheckpointing(), workers=workers)
 
 
 def places205_probe_cached(inputs, probe_config, config) -> dict:
     """The embedded default's probe: features extracted once without augmentation (a documented deviation)."""
-    from ..features import load_features
+    from ..feature_files import load_features
     from .linear_probe import channel_blocks_of, train_linear_probe_on_features
 
     layers = list(probe_config["layers"])
@@ -53,14 +57,19 @@ def places205_probe_cached(inputs, probe_config, config) -> dict:
 
 def evaluate_places205_linear(inputs: dict, probe_config: dict, features_config: dict, places205_root: str,
                               output: str, metrics_output: str, threads: int, log: logging.Logger,
-                              predictions_output: str | None = None) -> None:
-    from .linear_probe import LinearProbeConfig
+                              predictions_output: str | None = None, data_workers: int = 0,
+                              checkpoint_every: int = 500) -> None:
+    """The probe of one model. Online, its checkpoint and per-epoch records live in ``<output>.state/`` until
+    the outputs are written (a killed job's rerun continues there: ``resources.probe_checkpoint_every``)."""
+    from .linear_probe import LinearProbeConfig, ProbeCheckpointing
 
     configure_torch(threads)
     options = {key: probe_config[key] for key in ("epochs", "milestones", "lr", "batch_size")}
     config = from_dict(LinearProbeConfig, options, where="evaluation.places205_linear")
     if "model" in inputs:  # online mode; a concatenation has only features and is probed on them
-        result = places205_probe_online(inputs, probe_config, features_config, places205_root, config, log)
+        checkpointing = ProbeCheckpointing(probe_state_dir(output), checkpoint_every)
+        result = places205_probe_online(inputs, probe_config, features_config, places205_root, config, log,
+                                        checkpointing, data_workers)
     else:
         result = places205_probe_cached(inputs, probe_config, config)
     epochs = result.pop("epochs_log", [])
@@ -74,4 +83,11 @@ def evaluate_places205_linear(inputs: dict, probe_config: dict, features_config:
                          layer=np.asarray(result["best_layer"]))
     write_text_atomic(metrics_output, "".join(json.dumps(record) + "\n" for record in epochs))
     write_json_atomic(output, result)
+    shutil.rmtree(probe_state_dir(output), ignore_errors=True)  # finished: a forced rerun starts afresh
     log.info("places205 top-1 per layer: %s", result["top1"])
+
+
+def probe_state_dir(output: str) -> str:
+    """Where the online probe of ``output`` keeps its checkpoint while it runs (not a rule output, so that
+    Snakemake keeps it when a job is killed)."""
+    return f"{output}.state"

@@ -5,7 +5,7 @@ import logging
 from typing import Sequence
 
 from ..devices import select_device
-from ..features import voc07_split_with_features
+from ..feature_files import voc07_split_with_features
 from ..io import write_json_atomic
 from ..numerics import configure_torch
 from .svm import full_svm_report_and_test_scores, protocol_costs

@@ -12,7 +12,6 @@ Cost choice: the best mean CV average precision (scikit-learn's non-interpolated
 from __future__ import annotations
 
 import time
-import warnings
 from typing import Sequence
 
 import numpy as np
@@ -20,6 +19,7 @@ import numpy as np
 from ..finite import require_finite
 from ..numerics import numerics_record
 from .ap import average_precision, non_interpolated_average_precision
+from .folds import stratified_folds
 from .svm_solver import (CLASS_WEIGHT, fit_liblinear, l2_normalise_rows, scores_from_dual, solve_squared_hinge,
                          spectral_basis, torch_threads, with_bias)
 
@@ -58,12 +58,8 @@ def test_average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def cv_folds(targets: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The reference's folds: ``StratifiedKFold(3)`` unshuffled on one class's +1/-1 targets."""
-    from sklearn.model_selection import StratifiedKFold
-
-    with warnings.catch_warnings():  # "least populated class has only n members": the reference warns too
-        warnings.simplefilter("ignore", UserWarning)
-        return list(StratifiedKFold(n_splits=NUM_FOLDS).split(np.zeros((targets.size, 1)), targets))
+    """The reference's folds: ``StratifiedKFold(3)`` unshuffled on one class's +1/-1 targets (folds.py)."""
+    return stratified_folds(targets, NUM_FOLDS)
 
 
 def cv_average_precision(scores: np.ndarray, targets: np.ndarray) -> float:

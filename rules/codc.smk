@@ -91,23 +91,39 @@ rule codc_round:
         "../workflow/scripts/pretrain.py"
 
 
-ruleorder: concat_features > extract_features
+ruleorder: concat_voc07_features > extract_voc07_features
+ruleorder: concat_places205_features > extract_places205_features
 
 
-rule concat_features:
+rule concat_voc07_features:
     input:
-        members=concatenation_member_features,
+        members=lambda wildcards: concatenation_member_features(wildcards.model, "voc07"),
     output:
-        features=features_file("{model}", "{split}"),
+        features=[features_file("{model}", split) for split in DATASET_SPLITS["voc07"]],
     log:
-        log_file("features", "{model}", "{split}"),
+        log_file("features", "{model}", "voc07"),
     benchmark:
-        benchmark_file("features", "{model}", "{split}")
+        benchmark_file("features", "{model}", "voc07")
     wildcard_constraints:
         model=planning.names_regex(planning.concatenations(CONFIG)),
     conda:
         "../envs/pipeline.yaml"
     params:
+        splits=DATASET_SPLITS["voc07"],
         code=code_digest("concat_features.py"),
     script:
         "../workflow/scripts/concat_features.py"
+
+
+use rule concat_voc07_features as concat_places205_features with:
+    input:
+        members=lambda wildcards: concatenation_member_features(wildcards.model, "places205"),
+    output:
+        features=[features_file("{model}", split) for split in DATASET_SPLITS["places205"]],
+    log:
+        log_file("features", "{model}", "places205"),
+    benchmark:
+        benchmark_file("features", "{model}", "places205")
+    params:
+        splits=DATASET_SPLITS["places205"],
+        code=code_digest("concat_features.py"),

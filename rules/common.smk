@@ -6,9 +6,9 @@ from pathlib import Path
 
 from ssl_challenge import planning, provenance  # torch-free
 from ssl_challenge.config_checks import check_data_sources
-from ssl_challenge.data.splits import FEATURE_SPLITS
 
 RESULTS = "results"
+DATASET_SPLITS = planning.dataset_splits()  # features: one job per model and data set (all its splits)
 # Every params and plan below reads this copy of the validated config, whose keys are sorted: Snakemake compares
 # params as written, so reordering the keys of a config file must mark nothing stale.
 CONFIG = planning.canonical_config(config)
@@ -16,7 +16,6 @@ CONFIG = planning.canonical_config(config)
 
 wildcard_constraints:
     model=planning.MODEL_NAME_PATTERN,
-    split="|".join(FEATURE_SPLITS),
     layer="feat[1-5]",
 
 
@@ -192,17 +191,10 @@ def codc_label_models(wildcards):
 
 
 # ---------------------------------------------------------------- features and evaluation
-def concatenation_member_features(wildcards):
-    members = planning.concatenations(CONFIG)[wildcards.model]
-    return [features_file(member, wildcards.split) for member in members]
-
-
-def split_roots(wildcards):
-    return roots(planning.split_dataset(wildcards.split))
-
-
-def split_classes(wildcards):
-    return CONFIG["data"]["voc07_classes"] if planning.split_dataset(wildcards.split) == "voc07" else []
+def concatenation_member_features(model, dataset):
+    """A concatenation's input feature files, member by member, each member's in DATASET_SPLITS order."""
+    members = planning.concatenations(CONFIG)[model]
+    return [features_file(member, split) for member in members for split in DATASET_SPLITS[dataset]]
 
 
 def linear_probe_input(wildcards):

@@ -101,19 +101,19 @@ def pooling_target(features_config: dict) -> int | str:
 
 def extract_split_features(
     model_path: str,
-    split: str,
+    outputs: dict[str, str],
     features_config: dict,
     roots: dict,
     classes: Sequence[str],
-    output: str,
     threads: int,
     log: logging.Logger,
     data_workers: int = 0,
 ) -> None:
-    """The feature-extraction stage: one model's pooled features of one evaluation split, saved with metadata.
-    With 0 ``data_workers`` the split is decoded once into memory (threads) and then run through the model; with
-    more, ``data_workers`` processes decode it batch by batch (``data.images.FeatureImages``): the same pixels,
-    the same features, without holding the split in memory."""
+    """The feature-extraction stage: one model's pooled features of evaluation splits (``outputs``: split -> file,
+    e.g. VOC07 trainval and test), each saved with metadata; the backbone is loaded once for all of them. With 0
+    ``data_workers`` a split is decoded once into memory (threads) and then run through the model; with more,
+    ``data_workers`` processes decode it batch by batch (``data.images.FeatureImages``): the same pixels, the same
+    features, without holding the split in memory."""
     from .data.images import FeatureImages, load_image_tensor
     from .data.splits import split_images
     from .devices import select_device
@@ -123,27 +123,28 @@ def extract_split_features(
     configure_torch(threads)
     device = select_device()
     backbone, backbone_config = load_backbone(model_path, device)
-    paths, ids, labels = split_images(split, roots, classes)
-    if data_workers:
-        images = FeatureImages(paths, resize_shorter=features_config["resize_shorter"],
-                               final_size=features_config["image_size"], dataset=split)
-    else:
-        images = load_image_tensor(paths, resize_shorter=features_config["resize_shorter"],
-                                   final_size=features_config["image_size"], threads=threads, dataset=split)
     plan = pooling_plan(backbone, features_config["image_size"], pooling_target(features_config))
     layers = list(features_config["layers"])
-    features = extract_features(backbone, images, layers, plan, features_config["batch_size"], device,
-                                workers=data_workers)
-    metadata = {
-        "split": split,
-        "image_ids": ids,
-        "labels": None if labels is None else [int(label) for label in labels],
-        "backbone_config": backbone_config,
-        "pooling_plan": plan,
-        "input_size": features_config["image_size"],
-        "resize_shorter": features_config["resize_shorter"],
-        "layers": layers,
-        "model": str(model_path),
-    }
-    save_features(output, features, metadata)
-    log.info("%s: %d images, dims %s", split, len(ids), {layer: plan[layer]["dim"] for layer in layers})
+    for split, output in outputs.items():
+        paths, ids, labels = split_images(split, roots, classes)
+        if data_workers:
+            images = FeatureImages(paths, resize_shorter=features_config["resize_shorter"],
+                                   final_size=features_config["image_size"], dataset=split)
+        else:
+            images = load_image_tensor(paths, resize_shorter=features_config["resize_shorter"],
+                                       final_size=features_config["image_size"], threads=threads, dataset=split)
+        features = extract_features(backbone, images, layers, plan, features_config["batch_size"], device,
+                                    workers=data_workers)
+        metadata = {
+            "split": split,
+            "image_ids": ids,
+            "labels": None if labels is None else [int(label) for label in labels],
+            "backbone_config": backbone_config,
+            "pooling_plan": plan,
+            "input_size": features_config["image_size"],
+            "resize_shorter": features_config["resize_shorter"],
+            "layers": layers,
+            "model": str(model_path),
+        }
+        save_features(output, features, metadata)
+        log.info("%s: %d images, dims %s", split, len(ids), {layer: plan[layer]["dim"] for layer in layers})

@@ -390,6 +390,14 @@ def split_dataset(split: str) -> str:
     return FEATURE_SPLITS[split][0]
 
 
+def dataset_splits() -> dict[str, list[str]]:
+    """The feature splits of each data set, in FEATURE_SPLITS order: one features job per model and data set."""
+    splits: dict[str, list[str]] = {}
+    for split, (dataset, _) in FEATURE_SPLITS.items():
+        splits.setdefault(dataset, []).append(split)
+    return splits
+
+
 def probes_online(config: dict, model: str) -> bool:
     """Whether the Places205 probe of ``model`` runs its frozen trunk over the images (online mode), or trains on
     its extracted features (cached mode, and always for a concatenation, which has no trunk)."""

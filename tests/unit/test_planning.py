@@ -385,3 +385,8 @@ def test_training_reads_a_cls_models_labels_and_an_external_models_checkpoint():
     config["models"]["ext"]["method_options"] = {}
     with pytest.raises(ValueError, match="models.ext.method_options.weights"):
         planning.training_inputs(config, "ext", str)
+
+
+def test_features_are_extracted_per_data_set():
+    assert planning.dataset_splits() == {"voc07": ["voc07_trainval", "voc07_test"],
+                                         "places205": ["places205_train", "places205_val"]}

@@ -1,4 +1,4 @@
-"""Extract the multi-layer features of one model on one evaluation split."""
+"""Extract the multi-layer features of one model on the splits of one data set."""
 from ssl_challenge.jobs import job_logging
 
 with job_logging(snakemake) as log:
@@ -6,12 +6,11 @@ with job_logging(snakemake) as log:
 
     extract_split_features(
         model_path=snakemake.input.model,
-        split=snakemake.wildcards.split,
+        outputs=dict(zip(snakemake.params.splits, snakemake.output.features)),
         features_config=snakemake.params.features,
         roots=snakemake.params.roots,
         classes=snakemake.params.classes,
-        output=snakemake.output.features,
         threads=snakemake.threads,
         log=log,
-        data_workers=snakemake.config["resources"].get("data_workers", 0),  # run-time only: results do not depend on it
+        data_workers=snakemake.config["resources"].get("data_workers", 0),  # run-time only: no result depends on it
     )

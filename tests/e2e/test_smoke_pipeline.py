@@ -92,7 +92,7 @@ def test_changing_one_model_marks_exactly_its_stages(smoke_run, tmp_path):
     changed.write_text(yaml.safe_dump(smoke, sort_keys=False))
     jobs = planned_jobs(run_snakemake(workdir, "-n", "all_tracks", "--configfile", str(changed)).stdout)
     assert {job.model for job in jobs if job.model} == {"odc", "odc@e1"}
-    assert {job.rule for job in jobs} == {"pretrain", "snapshot_model", "extract_features", "svm_full",
+    assert {job.rule for job in jobs} == {"pretrain", "snapshot_model", "extract_voc07_features", "svm_full",
                                           "svm_lowshot", "linear_probe", "voc07_detection", "submission_files",
                                           "leaderboard", "dc_vs_odc", "all_tracks"}
     pretrain = next(job for job in jobs if job.rule == "pretrain")

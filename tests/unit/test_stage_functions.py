@@ -33,10 +33,12 @@ def test_voc07_features_follow_the_image_set_order(tmp_path, tiny_model):
     classes = ["cat", "dog", "bird"]
     truth = make_tiny_voc07(tmp_path / "VOCdevkit", classes, n_trainval=5, n_test=4)
     output = tmp_path / "features" / "voc07_trainval.npz"
-    extract_split_features(str(tiny_model), "voc07_trainval", FEATURES, {"voc07": str(tmp_path / "VOCdevkit")},
-                           classes, str(output), threads=1, log=LOG)
+    test_output = tmp_path / "features" / "voc07_test.npz"
+    extract_split_features(str(tiny_model), {"voc07_trainval": str(output), "voc07_test": str(test_output)},
+                           FEATURES, {"voc07": str(tmp_path / "VOCdevkit")}, classes, threads=1, log=LOG)
     features, metadata = load_features(output)
     assert metadata["image_ids"] == list(truth["trainval"]["ids"])
+    assert load_features(test_output)[1]["image_ids"] == list(truth["test"]["ids"])
     assert features["feat5"].shape[0] == 5 and features["feat5"].dtype == np.float32
     assert metadata["pooling_plan"]["feat4"]["dim"] == features["feat4"].shape[1]
     x, labels, names = voc07_split_with_features(output, "feat5", tmp_path / "VOCdevkit", "trainval", classes)
@@ -49,11 +51,9 @@ def test_places205_probe_runs_in_both_modes(tmp_path, tiny_model, mode):
     make_tiny_places205(tmp_path / "places205", n_classes=3, per_class_train=4, per_class_val=2)
     roots = {"places205": str(tmp_path / "places205")}
     if mode == "cached":
-        inputs = {}
-        for subset in ("train", "val"):
-            inputs[subset] = str(tmp_path / f"places205_{subset}.npz")
-            extract_split_features(str(tiny_model), f"places205_{subset}", FEATURES, roots, [], inputs[subset],
-                                   threads=1, log=LOG)
+        inputs = {subset: str(tmp_path / f"places205_{subset}.npz") for subset in ("train", "val")}
+        extract_split_features(str(tiny_model), {f"places205_{subset}": path for subset, path in inputs.items()},
+                               FEATURES, roots, [], threads=1, log=LOG)
     else:
         inputs = {"model": str(tiny_model)}
     output, metrics = tmp_path / "probe.json", tmp_path / "probe.metrics.jsonl"

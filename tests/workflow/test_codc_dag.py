@@ -46,7 +46,8 @@ def test_a_round_starts_from_the_previous_rounds_weights_and_its_peers_labels(wo
     # The leaderboard row of a member is its last round; the concatenation joins the last round's members.
     assert "results/features/codc2@r2.concat/voc07_test.npz" in jobs
     assert set(jobs["results/features/codc2@r2.concat/voc07_test.npz"]) == {
-        "results/features/codc2@r2.dc/voc07_test.npz", "results/features/codc2@r2.rot/voc07_test.npz"}
+        f"results/features/codc2@r2.{member}/voc07_{subset}.npz" for member in ("dc", "rot")
+        for subset in ("trainval", "test")}
 
 
 def test_the_self_control_clusters_each_members_own_features(workflow_copy, tmp_path):

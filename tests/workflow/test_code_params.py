@@ -9,12 +9,16 @@ TRAINING_CODE = ("pretrain_code", "codc_round_code")  # functions of the wildcar
 
 
 def rule_blocks() -> dict[str, str]:
+    """Each rule's text; a rule made by `use rule A as B with:` gets A's text followed by its own."""
     blocks = {}
     for path in sorted((REPO / "rules").glob("*.smk")):
-        for block in re.split(r"(?m)^(?=rule \w+:)", path.read_text()):
+        for block in re.split(r"(?m)^(?=(?:use )?rule \w+)", path.read_text()):
             name = re.match(r"rule (\w+):", block)
+            derived = re.match(r"use rule (\w+) as (\w+) with:", block)
             if name:
                 blocks[name.group(1)] = block
+            elif derived:
+                blocks[derived.group(2)] = blocks[derived.group(1)] + block
     return blocks
 
 
@@ -36,8 +40,8 @@ def test_each_script_rule_digests_its_own_script():
 
 def test_every_rule_that_computes_with_torch_or_blas_follows_the_numerics_mode():
     """resources.deterministic changes results: the jobs that compute must be stale when it changes."""
-    computing = {"pretrain", "pseudo_labels", "codc_labels", "codc_round", "extract_features", "svm_full",
-                 "svm_lowshot", "linear_probe", "imagenet_linear"}
+    computing = {"pretrain", "pseudo_labels", "codc_labels", "codc_round", "extract_voc07_features",
+                 "extract_places205_features", "svm_full", "svm_lowshot", "linear_probe", "imagenet_linear"}
     blocks = rule_blocks()
     assert computing <= set(blocks)
     for rule in computing:

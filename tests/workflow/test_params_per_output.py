@@ -16,7 +16,7 @@ from dryrun import planned_jobs
 pytestmark = pytest.mark.slow
 SMOKE_SVM_MODELS = {"random", "rot", "dc", "odc", "cls", "codc2@r1.dc", "codc2@r1.rot", "codc2@r1.concat", "dc@e1",
                     "odc@e1"}
-TABLES = {"leaderboard", "dc_vs_odc", "ablation_tables", "all_tracks"}
+TABLES = {"leaderboard", "dc_vs_odc", "ablation_tables", "submission_files", "all_tracks"}  # made from results
 
 
 def edited_smoke(workdir: Path, tmp_path: Path, edit) -> Path:
@@ -63,7 +63,7 @@ def test_adding_a_lowshot_k_keeps_the_drawn_samples(smoke_copy, tmp_path):
     config = edited_smoke(smoke_copy, tmp_path, lambda c: c["evaluation"]["voc07_lowshot"]["k_values"].append(4))
     # Every low-shot result averages over the ks: all of them are stale, and nothing else but the tables.
     assert {job.rule for job in planned(smoke_copy, config)} == {"lowshot_samples", "svm_lowshot", "leaderboard",
-                                                                 "dc_vs_odc", "all_tracks"}
+                                                                 "dc_vs_odc", "submission_files", "all_tracks"}
     run_snakemake(smoke_copy, "--cores", "1", str(samples_file.relative_to(smoke_copy)), "--configfile", str(config))
     after = json.loads(samples_file.read_text())
     assert after["k_values"] == [1, 2, 4] and len(after["samples"]["4"]) == before["num_samples"]
@@ -73,17 +73,21 @@ def test_adding_a_lowshot_k_keeps_the_drawn_samples(smoke_copy, tmp_path):
 @pytest.mark.parametrize("edit, rules, check", [
     # a low-shot layer: that layer's low-shot jobs (not the samples, not the full SVM)
     (lambda c: c["evaluation"]["voc07_lowshot"]["layers"].append("feat4"), {"svm_lowshot", "leaderboard",
-                                                                             "dc_vs_odc", "all_tracks"},
+                                                                             "dc_vs_odc", "submission_files",
+                                                                             "all_tracks"},
      lambda jobs: {layer(job) for job in jobs if job.rule == "svm_lowshot"} == {"feat4"}),
     # the low-shot costs: the low-shot SVMs, not the samples
     (lambda c: c["evaluation"]["voc07_lowshot"].update(costs=[1.0, 10.0]), {"svm_lowshot", "leaderboard",
-                                                                            "dc_vs_odc", "all_tracks"},
+                                                                            "dc_vs_odc", "submission_files",
+                                                                            "all_tracks"},
      lambda jobs: len([job for job in jobs if job.rule == "svm_lowshot"]) == 8),
     # a probe option: the probes, not the features
-    (lambda c: c["evaluation"]["places205_linear"].update(epochs=3), {"linear_probe", "leaderboard", "all_tracks"},
+    (lambda c: c["evaluation"]["places205_linear"].update(epochs=3), {"linear_probe", "leaderboard",
+                                                                              "submission_files", "all_tracks"},
      lambda jobs: len([job for job in jobs if job.rule == "linear_probe"]) == 8),
     # the extraction batch: every feature file; of the online probes, only the concatenation's (it reads features)
-    (lambda c: c["features"].update(batch_size=128), {"extract_features", "concat_features", "svm_full",
+    (lambda c: c["features"].update(batch_size=128), {"extract_voc07_features", "concat_voc07_features",
+                                                      "svm_full",
                                                       "svm_lowshot", "linear_probe"} | TABLES,
      lambda jobs: {job.model for job in jobs if job.rule == "linear_probe"} == {"codc2@r1.concat"}),
 ])

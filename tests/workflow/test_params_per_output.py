@@ -86,7 +86,8 @@ def test_adding_a_lowshot_k_keeps_the_drawn_samples(smoke_copy, tmp_path):
                                                                               "submission_files", "all_tracks"},
      lambda jobs: len([job for job in jobs if job.rule == "linear_probe"]) == 8),
     # the extraction batch: every feature file; of the online probes, only the concatenation's (it reads features)
-    (lambda c: c["features"].update(batch_size=128), {"extract_voc07_features", "concat_voc07_features",
+    (lambda c: c["features"].update(batch_size=128), {"extract_voc07_features", "extract_places205_features",
+                                                      "concat_voc07_features", "concat_places205_features",
                                                       "svm_full",
                                                       "svm_lowshot", "linear_probe"} | TABLES,
      lambda jobs: {job.model for job in jobs if job.rule == "linear_probe"} == {"codc2@r1.concat"}),

@@ -5,7 +5,9 @@
 
 rule pseudo_labels:
     input:
-        models=lambda wildcards: [model_file(model) for model in cls_label_models(wildcards)],
+        models=lambda wildcards: [
+            model_file(model) for model in planning.cls_label_models(CONFIG, wildcards.model)
+        ],
         data=data_input,
     output:
         labels=cls_labels_file("{model}"),
@@ -20,7 +22,7 @@ rule pseudo_labels:
     threads: CONFIG["resources"]["torch_threads"]
     params:
         labels=lambda wildcards: planning.cls_label_options(CONFIG, wildcards.model),
-        label_models=cls_label_models,
+        label_models=lambda wildcards: planning.cls_label_models(CONFIG, wildcards.model),
         target=lambda wildcards: wildcards.model,
         pretrain_data=CONFIG["pretrain_data"],
         roots=roots("imagenet"),
@@ -32,7 +34,12 @@ rule pseudo_labels:
 
 rule codc_labels:
     input:
-        models=lambda wildcards: [model_file(model) for model in codc_label_models(wildcards)],
+        models=lambda wildcards: [
+            model_file(model)
+            for model in planning.codc_label_models(
+                CONFIG, wildcards.experiment, wildcards.member, int(wildcards.round)
+            )
+        ],
         data=data_input,
     output:
         labels=codc_labels_file("{experiment}", "{member}", "{round}"),
@@ -51,7 +58,9 @@ rule codc_labels:
         labels=lambda wildcards: planning.codc_label_options(
             CONFIG, wildcards.experiment, int(wildcards.round)
         ),
-        label_models=codc_label_models,
+        label_models=lambda wildcards: planning.codc_label_models(
+            CONFIG, wildcards.experiment, wildcards.member, int(wildcards.round)
+        ),
         target=lambda wildcards: planning.codc_member_model(
             CONFIG, wildcards.experiment, wildcards.member, int(wildcards.round)
         ),

@@ -1,7 +1,5 @@
-# Wildcard constraints, the path of every output kind, and the thin input and params functions of the rules.
-# No rules and no planning here: which jobs exist and what they are called is src/ssl_challenge/planning.py
-# (unit-tested), and the checks between config keys are config_checks.py (the Snakefile's validate_config).
-# Nothing in this file imports torch: the DAG must build in well under a second or two.
+# Wildcard constraints, the path of every output kind, thin input and params functions. Which jobs exist is
+# planning.py (unit-tested); checks across config keys are config_checks.py. Torch-free: the DAG builds in a second.
 from pathlib import Path
 
 from ssl_challenge import planning, provenance  # torch-free
@@ -182,14 +180,6 @@ def codc_round_inputs(wildcards):
     return inputs
 
 
-def cls_label_models(wildcards):
-    return planning.cls_label_models(CONFIG, wildcards.model)
-
-
-def codc_label_models(wildcards):
-    return planning.codc_label_models(CONFIG, wildcards.experiment, wildcards.member, int(wildcards.round))
-
-
 # ---------------------------------------------------------------- features and evaluation
 def concatenation_member_features(model, dataset):
     """A concatenation's input feature files, member by member, each member's in DATASET_SPLITS order."""
@@ -241,17 +231,9 @@ def ablation_entries():
     return planning.ablation_entries(CONFIG, track_files)
 
 
-def ablation_inputs(wildcards=None):
-    return [path for entry in ablation_entries() for path in entry[3]]
-
-
 def ablation_outputs():
     outputs = table_files("codc_ablation", ".csv", ".md", ".tex")
     return outputs if CONFIG["ablation"]["experiments"] else []
-
-
-def submission_spec(model):
-    return planning.submission_spec(CONFIG, model, track_files, test_scores_file)
 
 
 def submission_outputs():
@@ -259,7 +241,7 @@ def submission_outputs():
 
 
 def submission_inputs(wildcards):
-    spec = submission_spec(wildcards.model)
+    spec = planning.submission_spec(CONFIG, wildcards.model, track_files, test_scores_file)
     return [path for track in spec.values() for pair in track.items() for path in pair] + data_input()
 
 

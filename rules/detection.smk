@@ -39,7 +39,9 @@ rule submission_files:
     conda:
         "../envs/pipeline.yaml"
     params:
-        spec=lambda wildcards: submission_spec(wildcards.model),
+        spec=lambda wildcards: planning.submission_spec(
+            CONFIG, wildcards.model, track_files, test_scores_file
+        ),
         roots=roots("voc07", "places205"),
         classes=CONFIG["data"]["voc07_classes"],
         code=code_digest("submission.py"),

@@ -43,7 +43,7 @@ rule dc_vs_odc:
 
 rule ablation_tables:
     input:
-        ablation_inputs,
+        lambda wildcards: [path for entry in ablation_entries() for path in entry[3]],
     output:
         tables=table_files("codc_ablation", ".csv", ".md", ".tex"),
         provenance=table_file("codc_ablation", ".provenance.json"),

@@ -33,6 +33,13 @@ SIZE_KEYS = {
     "evaluation.voc07_svm.costs", "evaluation.voc07_svm.extra_powers",
     "evaluation.voc07_lowshot.costs", "evaluation.voc07_lowshot.extra_powers",
     "evaluation.voc07_lowshot.k_values", "evaluation.voc07_lowshot.num_samples",
+    # detection: iterations and their schedule, images per batch, image and RoI sizes, proposal and sample counts
+    "evaluation.voc07_detection.iterations", "evaluation.voc07_detection.steps",
+    "evaluation.voc07_detection.warmup_iterations", "evaluation.voc07_detection.images_per_batch",
+    "evaluation.voc07_detection.min_size", "evaluation.voc07_detection.max_size",
+    "evaluation.voc07_detection.roi_output_size", "evaluation.voc07_detection.rpn_*_top_n_*",
+    "evaluation.voc07_detection.rpn_batch_size_per_image", "evaluation.voc07_detection.box_batch_size_per_image",
+    "evaluation.voc07_detection.checkpoint_every",
     # threads per job and the CPU numerics mode: run-time only (2 jobs side by side on 2 cores, oneDNN on)
     "resources.*",
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import re
@@ -159,3 +160,12 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         except json.JSONDecodeError:  # a line torn by a kill: everything before it is intact
             break
     return records
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 (16 hex digits) of a file's bytes, read in chunks: run folders and evaluation runs key on it."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]

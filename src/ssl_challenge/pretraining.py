@@ -17,7 +17,7 @@ from typing import Sequence
 from . import provenance
 from .config import ConfigError, from_dict
 from .data.imagenet import image_list_digest
-from .io import atomic_path, write_json_atomic
+from .io import atomic_path, file_digest, write_json_atomic
 from .numerics import configure_torch
 
 
@@ -247,14 +247,6 @@ def input_file_digests(method_options: dict) -> dict:
                 digests[key] = nested
     return digests
 
-
-def file_digest(path: str | Path) -> str:
-    """SHA-256 (16 hex digits) of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
 
 
 if __name__ == "__main__":

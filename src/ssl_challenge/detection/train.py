@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from ..engine.checkpoint import RunPosition, restore_checkpoint, save_checkpoint
 from ..engine.schedule import learning_rate_factor
-from ..engine.train import NonFiniteValues, Preempted, derived_seed, stop_requests, truncate_metrics
+from ..engine.train import NonFiniteValues, checkpoint_or_stop, derived_seed, stop_requests, truncate_metrics
 from ..finite import non_finite_tensors
 from ..io import append_jsonl
 from .data import DetectionSet, continuous_to_voc
@@ -120,14 +120,7 @@ def train_detector(detector: FrozenBackboneDetector, dataset: DetectionSet, conf
                     + ", ".join(f"{k} {v:.4f}" for k, v in losses.items()) + ")")
             if run.iteration == config.iterations:
                 break
-            if run.iteration % config.checkpoint_every == 0 or stop["signal"]:
-                checkpoint()
-            if stop["signal"]:
-                progress.close()
-                raise Preempted(f"{stop['signal']} received: checkpoint written at iteration {run.iteration}")
-            if stop_after_iterations is not None and run.iteration >= stop_after_iterations:
-                checkpoint()
-                progress.close()
+            if checkpoint_or_stop(run, config.checkpoint_every, stop, checkpoint, progress, stop_after_iterations):
                 return False
     progress.close()
     return True

@@ -135,6 +135,24 @@ class Preempted(RuntimeError):
     """Raised after the checkpoint is written when SIGTERM/SIGUSR1 asked the job to stop."""
 
 
+def checkpoint_or_stop(run: RunPosition, every: int, stop: dict, checkpoint: Callable[[], None], progress,
+                       stop_after_iterations: int | None) -> bool:
+    """After an iteration that is not the last: write the checkpoint every ``every`` iterations and when a signal
+    came (``stop``, from :func:`stop_requests`), then raise :class:`Preempted` on the signal; True when
+    ``stop_after_iterations`` (tests: a simulated kill after a checkpoint) ends the run here. Pretraining and the
+    detector share it."""
+    if run.iteration % every == 0 or stop["signal"]:
+        checkpoint()
+    if stop["signal"]:
+        progress.close()
+        raise Preempted(f"{stop['signal']} received: checkpoint written at iteration {run.iteration}")
+    if stop_after_iterations is not None and run.iteration >= stop_after_iterations:
+        checkpoint()
+        progress.close()
+        return True
+    return False
+
+
 class TrainingDiverged(FloatingPointError):
     """The loss, the gradients, the extracted features or the weights became NaN or infinite."""
 
@@ -410,14 +428,7 @@ def pretrain(
                                                 "train_seconds": round(run.train_seconds, 3), **logs})
                 if run.position == iterations:
                     break
-                if run.iteration % config.checkpoint_every == 0 or stop["signal"]:
-                    checkpoint()
-                if stop["signal"]:
-                    progress.close()
-                    raise Preempted(f"{stop['signal']} received: checkpoint written at iteration {run.iteration}")
-                if stop_after_iterations is not None and run.iteration >= stop_after_iterations:
-                    checkpoint()
-                    progress.close()
+                if checkpoint_or_stop(run, config.checkpoint_every, stop, checkpoint, progress, stop_after_iterations):
                     return None
             progress.close()
             summary = {key: value / max(1, run.position) for key, value in run.totals.items()}

@@ -16,7 +16,7 @@ from typing import Sequence
 from .. import provenance
 from ..config import from_dict
 from ..devices import select_device
-from ..io import write_json_atomic, write_text_atomic
+from ..io import file_digest, write_json_atomic, write_text_atomic
 from ..numerics import configure_torch
 
 DETECTOR_KEYS = ("min_size", "max_size", "anchor_sizes", "aspect_ratios", "roi_output_size", "roi_sampling_ratio",
@@ -39,13 +39,6 @@ def split_config(detection_config: dict):
                                       if key in detection_config}, where=where)
     return detector, solver
 
-
-def file_digest(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 def evaluate_voc07_detection(model_path: str, model_name: str, detection_config: dict, voc07_root: str,

@@ -169,3 +169,18 @@ def file_digest(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()[:16]
+
+
+def read_json_object(path: str | os.PathLike, missing: str, expected: str) -> dict:
+    """The JSON object in ``path``. A missing file raises FileNotFoundError(``missing``); invalid JSON names the
+    file and line; anything but an object names the file and ``expected`` (its shape, for the message)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(missing)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object {expected}")
+    return data

@@ -7,7 +7,6 @@ exact, and a box's VOC area (with its +1s) equals its continuous area.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from ..data import layouts
 from ..data.images import open_rgb
 from ..data.voc07 import read_split_annotations
+from ..io import read_json_object
 
 
 def voc_to_continuous(boxes: np.ndarray) -> np.ndarray:
@@ -113,15 +113,9 @@ def read_proposals(path: str | os.PathLike, image_ids: Sequence[str]) -> dict[st
     pixels (e.g. selective search converted from the benchmark's files); returns continuous float32 [P, 4] per
     image. Every image of ``image_ids`` needs an entry (possibly empty); errors name the file and the image."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"proposal file {path} (config key evaluation.voc07_detection.proposals) does not "
-                                "exist; expected JSON {image id: [[xmin, ymin, xmax, ymax], ...]}")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from error
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object {{image id: [[xmin, ymin, xmax, ymax], ...]}}")
+    data = read_json_object(path, f"proposal file {path} (config key evaluation.voc07_detection.proposals) does "
+                            "not exist; expected JSON {image id: [[xmin, ymin, xmax, ymax], ...]}",
+                            "{image id: [[xmin, ymin, xmax, ymax], ...]}")
     missing = [image_id for image_id in image_ids if image_id not in data]
     if missing:
         raise ValueError(f"{path}: no proposals for {len(missing)} images (first: {missing[:3]}); every image of "

@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from ..finite import require_finite
-from ..io import write_json_atomic
+from ..io import read_json_object, write_json_atomic
 from ..numerics import numerics_record
 from .svm import SOLVERS, test_average_precision, training_targets
 from .svm_solver import (CLASS_WEIGHT, fit_liblinear, l2_normalise_rows, scores_from_dual, solve_squared_hinge,
@@ -176,17 +176,8 @@ def read_published_lowshot_samples(folder: str | Path, image_ids: Sequence[str],
 
 
 def _read_published_file(path: Path, row_of: dict, column_of: dict) -> dict:
-    import json
-
-    if not path.is_file():
-        raise FileNotFoundError(f"published low-shot sample {path} does not exist; expected files "
-                                f"{PUBLISHED_SAMPLE_NAME} for every sample and k")
-    try:
-        targets = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from error
-    if not isinstance(targets, dict):
-        raise ValueError(f"{path}: expected a JSON object {{image id: {{class: 1 | 0 | -1}}}}")
+    targets = read_json_object(path, f"published low-shot sample {path} does not exist; expected files "
+                               f"{PUBLISHED_SAMPLE_NAME} for every sample and k", "{image id: {class: 1 | 0 | -1}}")
     positives = [[] for _ in column_of]
     negatives = [[] for _ in column_of]
     for image_id, labels in targets.items():

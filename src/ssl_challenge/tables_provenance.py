@@ -34,6 +34,7 @@ TRACK_SCRIPTS = {
     "voc07_lowshot": "svm_lowshot.py",
     "places205_linear": "linear_probe.py",
     "imagenet_linear": "imagenet_linear.py",
+    "voc07_detection": "detection.py",  # rules/detection.smk
 }
 SCORE_KEYS = {"voc07_svm": "map", "voc07_lowshot": "track_score"}
 SCRIPTS_DIR = Path(__file__).resolve().parents[2] / "workflow" / "scripts"

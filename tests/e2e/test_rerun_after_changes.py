@@ -69,7 +69,8 @@ def test_editing_the_svm_track_reruns_the_svm_jobs_only(smoke_copy):
     assert {job.model for job in svm_jobs} == {"random", "rot", "dc", "odc", "cls", "codc2@r1.dc", "codc2@r1.rot",
                                                "codc2@r1.concat", "dc@e1", "odc@e1"}
     assert all("params" in job.reason.lower() for job in svm_jobs)
-    assert {job.rule for job in jobs} <= {"svm_full", "leaderboard", "dc_vs_odc", "ablation_tables", "all_tracks"}
+    assert {job.rule for job in jobs} <= {"svm_full", "leaderboard", "dc_vs_odc", "ablation_tables", "submission_files",
+                                         "all_tracks"}
     result = smoke_copy / "results/eval/rot/voc07_svm/feat5.json"
     log = smoke_copy / "results/logs/voc07_svm/rot/feat5.log"
     old_log = log.read_text()

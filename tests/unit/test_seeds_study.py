@@ -76,9 +76,9 @@ def test_seeded_config_changes_only_the_training_seeds():
     assert seeded["data"] == config["data"] and "seeds_study" not in seeded and config["models"]["dc"]["seed"] == 0
     real = {"data": {"imagenet_root": "data/imagenet", "voc07_root": "/abs/VOCdevkit", "places205_root": "",
                      "embedded": {"fashion_mnist_dir": "fmnist"}}}
-    data = seeded_config(real, 1, "/work/run")["data"]  # each seed runs in its own directory
-    assert data == {"imagenet_root": "/work/run/data/imagenet", "voc07_root": "/abs/VOCdevkit",
-                    "places205_root": "", "embedded": {"fashion_mnist_dir": "/work/run/fmnist"}}
+    data = seeded_config(real, 1, "/cluster/seed1")["data"]  # each seed runs in its own directory
+    assert data == {"imagenet_root": "/cluster/seed1/data/imagenet", "voc07_root": "/abs/VOCdevkit",
+                    "places205_root": "", "embedded": {"fashion_mnist_dir": "/cluster/seed1/fmnist"}}
 
 
 def test_write_seeds_study(tmp_path):

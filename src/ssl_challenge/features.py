@@ -51,12 +51,6 @@ def as_image_source(images: torch.Tensor | ImageSource, mean_std=IMAGENET_MEAN_S
     return images
 
 
-def load_image_batch(images: torch.Tensor | ImageSource, indices: torch.Tensor, device: torch.device,
-                     mean_std=IMAGENET_MEAN_STD) -> torch.Tensor:
-    """One normalised, un-augmented float batch on ``device`` from a uint8 tensor or an image source."""
-    return as_image_source(images, mean_std).load_batch(indices, augment=False, generator=None).to(device)
-
-
 def extract_features(
     backbone: nn.Module,
     images: torch.Tensor | ImageSource,

@@ -2,6 +2,7 @@
 boxes outside the image, coordinates, and a killed-and-resumed training that ends with the same weights."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from torch import nn
 from layouts_fixture import make_tiny_voc07, write_voc_annotation
 from ssl_challenge.detection.data import (DetectionSet, continuous_to_voc, flip_boxes, read_proposals,
                                           voc_to_continuous)
-from ssl_challenge.detection.model import (DetectionBackboneError, DetectorConfig, build_detector)
+from ssl_challenge.detection.model import DetectionBackboneError, DetectorConfig, RoIMaxPool, build_detector
 from ssl_challenge.detection.train import SolverConfig, batch_indices, detect, train_detector
 from ssl_challenge.models.backbones import SmallResNetBackbone, build_backbone
 
@@ -72,6 +73,30 @@ def test_resnet50_head_is_layer4():
 class ThreeStages(SmallResNetBackbone):
     def stage_functions(self):
         return super().stage_functions()[:4]
+
+
+def test_roi_max_pooling_bins_by_hand():
+    # Detectron's RoIPoolF: the 4 x 4 map of an 8 x 8 image is at scale 1/2; a box is cut into 2 x 2 bins of
+    # whole cells and each bin keeps its maximum.
+    feature = torch.arange(16.0).reshape(1, 1, 4, 4)
+    boxes = [torch.tensor([[0.0, 0.0, 6.0, 6.0], [4.0, 4.0, 6.0, 6.0]])]
+    pooled = RoIMaxPool("feat4", 2)({"feat4": feature}, boxes, [(8, 8)])
+    assert pooled.tolist() == [[[[5.0, 7.0], [13.0, 15.0]]], [[[10.0, 11.0], [14.0, 15.0]]]]
+
+
+def test_roi_pooling_is_max_pooling_by_default_and_align_on_request():
+    from torchvision.ops import MultiScaleRoIAlign
+
+    assert isinstance(small_detector().detector.roi_heads.box_roi_pool, RoIMaxPool)
+    aligned = dataclasses.replace(TINY, roi_pooling="align")
+    detector = build_detector(build_backbone({"name": "small_resnet"}), aligned, len(CLASSES), "rot")
+    assert isinstance(detector.detector.roi_heads.box_roi_pool, MultiScaleRoIAlign)
+    detector.eval()
+    with torch.no_grad():
+        (found,) = detector([torch.rand(3, 24, 32)])
+    assert found["boxes"].shape[1] == 4
+    with pytest.raises(ValueError, match=r"evaluation.voc07_detection.roi_pooling: expected one of"):
+        dataclasses.replace(TINY, roi_pooling="average")
 
 
 def test_backbone_without_the_needed_stages_is_named():

@@ -5,7 +5,8 @@ The FAIR benchmark's frozen-detection recipe (a ResNet-50 C4 detector, FREEZE_AT
 
 - the trunk is the stem and the first three stages (feat1..feat4): frozen, its BatchNorm layers fixed (eval mode,
   running statistics, no gradient);
-- the RoI box head is the last stage (feat5, res5) applied to the RoIAlign-pooled feat4 map, then a global
+- the RoI box head is the last stage (feat5, res5) applied to the RoI-pooled feat4 map (``roi_pooling``:
+  Detectron's default max pooling, RoIPoolF, or RoIAlign), then a global
   average pool: trained, its BatchNorm statistics fixed too (a detection batch of 2-8 images cannot estimate
   them; Detectron uses frozen affine channels everywhere);
 - then torchvision's classifier and box regressor (``FastRCNNPredictor``, classes + background).
@@ -23,12 +24,13 @@ from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
-from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops import MultiScaleRoIAlign, roi_pool
 
 from ..data.images import IMAGENET_MEAN, IMAGENET_STD
 from ..models.backbones import LAYER_NAMES, MultiStageBackbone
 
-TRUNK_LAYER = "feat4"  # the map the RPN and RoIAlign read (res4, stride 16 on ResNet-50)
+TRUNK_LAYER = "feat4"  # the map the RPN and the RoI pooling read (res4, stride 16 on ResNet-50)
+ROI_POOLINGS = ("pool", "align")
 
 
 class DetectionBackboneError(ValueError):
@@ -43,17 +45,40 @@ class DetectorConfig:
     max_size: int
     anchor_sizes: tuple[int, ...]
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    roi_pooling: str = "pool"
     roi_output_size: int = 14
     roi_sampling_ratio: int = 0
-    rpn_pre_nms_top_n_train: int = 2000
+    rpn_pre_nms_top_n_train: int = 12000
     rpn_post_nms_top_n_train: int = 2000
     rpn_pre_nms_top_n_test: int = 2000
     rpn_post_nms_top_n_test: int = 1000
     rpn_batch_size_per_image: int = 256
-    box_batch_size_per_image: int = 512
+    box_batch_size_per_image: int = 64
     box_score_threshold: float = 0.05
     box_nms_threshold: float = 0.3
     detections_per_image: int = 100
+
+
+    def __post_init__(self):
+        if self.roi_pooling not in ROI_POOLINGS:
+            raise ValueError(f"evaluation.voc07_detection.roi_pooling: expected one of {ROI_POOLINGS}, got "
+                             f"{self.roi_pooling!r}")
+
+
+class RoIMaxPool(nn.Module):
+    """Detectron's RoIPoolF on one feature map: each RoI's box, scaled to the map and rounded to whole cells, is
+    cut into ``output_size`` x ``output_size`` bins and each bin keeps its maximum. The map's scale is the power
+    of two nearest to its height over the padded batch's (as torchvision's ``MultiScaleRoIAlign`` infers it)."""
+
+    def __init__(self, layer: str, output_size: int):
+        super().__init__()
+        self.layer, self.output_size = layer, output_size
+
+    def forward(self, features: dict, proposals: list, image_shapes: list) -> torch.Tensor:
+        feature = features[self.layer]
+        padded_height = max(height for height, _ in image_shapes)
+        scale = 2.0 ** round(torch.log2(torch.tensor(feature.shape[-2] / padded_height)).item())
+        return roi_pool(feature, proposals, self.output_size, scale)
 
 
 def last_stage_module(backbone: nn.Module, model_name: str) -> nn.Module:
@@ -181,6 +206,8 @@ def build_detector(backbone: MultiStageBackbone, config: DetectorConfig, num_cla
         box_detections_per_img=config.detections_per_image,
         box_batch_size_per_image=config.box_batch_size_per_image,
     )
+    if config.roi_pooling == "pool":  # FasterRCNN's constructor accepts RoIAlign only
+        detector.roi_heads.box_roi_pool = RoIMaxPool(TRUNK_LAYER, config.roi_output_size)
     if given_proposals:
         detector.rpn = GivenProposals()
     wrapped = FrozenBackboneDetector(detector)

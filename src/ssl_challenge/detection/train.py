@@ -39,7 +39,7 @@ class SolverConfig:
     warmup_iterations: int = 0
     warmup_factor: float = 1.0 / 3.0
     momentum: float = 0.9
-    weight_decay: float = 1e-4
+    weight_decay: float = 5e-4
     images_per_batch: int = 2
     flip: bool = True
     checkpoint_every: int = 1000

@@ -19,10 +19,10 @@ from ..devices import select_device
 from ..io import file_digest, write_json_atomic, write_text_atomic
 from ..numerics import configure_torch
 
-DETECTOR_KEYS = ("min_size", "max_size", "anchor_sizes", "aspect_ratios", "roi_output_size", "roi_sampling_ratio",
-                 "rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train", "rpn_pre_nms_top_n_test",
-                 "rpn_post_nms_top_n_test", "rpn_batch_size_per_image", "box_batch_size_per_image",
-                 "box_score_threshold", "box_nms_threshold", "detections_per_image")
+DETECTOR_KEYS = ("min_size", "max_size", "anchor_sizes", "aspect_ratios", "roi_pooling", "roi_output_size",
+                 "roi_sampling_ratio", "rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train",
+                 "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "rpn_batch_size_per_image",
+                 "box_batch_size_per_image", "box_score_threshold", "box_nms_threshold", "detections_per_image")
 SOLVER_KEYS = ("iterations", "lr", "steps", "gamma", "warmup_iterations", "warmup_factor", "momentum",
                "weight_decay", "images_per_batch", "flip", "checkpoint_every", "seed")
 

@@ -180,3 +180,27 @@ def test_test_scores_from_the_dual_by_hand():
     # on the training rows the recovered scores are the solver's own margins
     torch.testing.assert_close(svm_solver.scores_from_dual(x_bias, solution.dual_coefficients, targets, x_bias),
                                solution.margins)
+
+
+@pytest.mark.parametrize("solver", ["newton", "liblinear"])
+def test_progress_lines_count_the_solved_problems(solver):
+    train_x, train_y, test_x, test_y = voc_like(seed=2)
+    lines = []
+    quiet = train_and_test_full_svm(train_x, train_y, test_x, test_y, COSTS, CLASSES, 1, solver)
+    logged = train_and_test_full_svm(train_x, train_y, test_x, test_y, COSTS, CLASSES, 1, solver, log=lines.append)
+    assert logged["per_class"] == quiet["per_class"]  # reporting changes nothing
+    if solver == "liblinear":
+        assert lines == [f"liblinear: {done}/3 classes done ({len(COSTS)} costs x 3 folds and the refit each)"
+                         for done in (1, 2, 3)]
+        return
+    problems = len(CLASSES) * 3 * len(COSTS)
+    cv = [line for line in lines if line.startswith("cross-validation")]
+    refit = [line for line in lines if line.startswith("refit")]
+    assert len(cv) + len(refit) == len(lines) and len(cv) >= 2 and len(refit) >= 2
+    steps = logged["solver_stats"]["newton_steps"]
+    assert cv[0] == f"cross-validation (class x fold x cost): 0/{problems} SVMs converged after 0 Newton steps"
+    assert cv[-1].startswith(f"cross-validation (class x fold x cost): {problems}/{problems} SVMs converged after ")
+    assert refit[-1].startswith("refit at the chosen costs: 3/3 SVMs converged after ")
+    counts = [int(line.split(": ")[1].split("/")[0]) for line in cv]
+    assert counts == sorted(counts)  # converged problems only accumulate
+    assert sum(int(line.rsplit("after ", 1)[1].split()[0]) for line in (cv[-1], refit[-1])) == steps

@@ -12,7 +12,7 @@ Cost choice: the best mean CV average precision (scikit-learn's non-interpolated
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -110,19 +110,32 @@ def _liblinear_one_class(train_x, targets, test_x, costs):
     return mean_cv_ap, chosen, model.decision_function(test_x), not_converged + (not converged)
 
 
-def _liblinear_protocol(train_x, train_targets, test_x, costs, n_jobs):
+def _liblinear_protocol(train_x, train_targets, test_x, costs, n_jobs, log=None):
     """Per class: (mean CV AP per cost, chosen index, test decision values, non-converged fits)."""
     from joblib import Parallel, delayed
 
+    num_classes = train_targets.shape[1]
     # loky memory-maps the large arrays once instead of pickling them for every task
-    return Parallel(n_jobs=n_jobs, max_nbytes="1M")(
-        delayed(_liblinear_one_class)(train_x, train_targets[:, c], test_x, costs)
-        for c in range(train_targets.shape[1]))
+    per_class = Parallel(n_jobs=n_jobs, max_nbytes="1M", return_as="generator")(
+        delayed(_liblinear_one_class)(train_x, train_targets[:, c], test_x, costs) for c in range(num_classes))
+    results = []
+    for result in per_class:
+        results.append(result)
+        if log is not None:
+            log(f"liblinear: {len(results)}/{num_classes} classes done ({len(costs)} costs x {NUM_FOLDS} folds "
+                "and the refit each)")
+    return results
 
 
+def _newton_progress(log: Callable[[str], None] | None, phase: str):
+    """An ``on_step`` for :func:`solve_squared_hinge` that logs the phase's converged SVMs (None without log)."""
+    if log is None:
+        return None
+    return lambda steps, converged, total: log(f"{phase}: {converged}/{total} SVMs converged after {steps} "
+                                               "Newton steps")
 
 
-def _newton_protocol(train_x, train_targets, test_x, costs, device):
+def _newton_protocol(train_x, train_targets, test_x, costs, device, log=None):
     import torch
 
     device = torch.device(device or "cpu")
@@ -141,7 +154,8 @@ def _newton_protocol(train_x, train_targets, test_x, costs, device):
             in_train[torch.from_numpy(train_rows).to(device), c, f] = 1.0
     weights = (class_weight[:, :, None, None] * in_train[:, :, :, None] * cost_tensor).reshape(len(targets), -1)
     column_targets = targets[:, :, None, None].expand(-1, -1, NUM_FOLDS, num_costs).reshape(len(targets), -1)
-    cv_solution = solve_squared_hinge(basis, column_targets, weights.contiguous(), gram=gram)
+    cv_solution = solve_squared_hinge(basis, column_targets, weights.contiguous(), gram=gram,
+                                      on_step=_newton_progress(log, "cross-validation (class x fold x cost)"))
     gram = gram if gram is not None else cv_solution.gram
     cv_margins = cv_solution.margins.reshape(len(targets), num_classes, NUM_FOLDS, num_costs).cpu().numpy()
 
@@ -153,7 +167,8 @@ def _newton_protocol(train_x, train_targets, test_x, costs, device):
         results.append([mean_cv_ap, choose_cost(mean_cv_ap)])
 
     chosen_costs = torch.tensor([costs[chosen] for _, chosen in results], dtype=torch.float64, device=device)
-    refit = solve_squared_hinge(basis, targets, class_weight * chosen_costs, gram=gram)
+    refit = solve_squared_hinge(basis, targets, class_weight * chosen_costs, gram=gram,
+                                on_step=_newton_progress(log, "refit at the chosen costs"))
     test_scores = scores_from_dual(x_bias, refit.dual_coefficients, targets, with_bias(test_x, device))
     test_scores = test_scores.cpu().numpy()
     stats = {key: stats[key] + refit.stats[key] for key in stats}
@@ -162,21 +177,23 @@ def _newton_protocol(train_x, train_targets, test_x, costs, device):
 
 def train_and_test_full_svm(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
                             costs: list[float], classes: list[str], n_jobs: int, solver: str = "auto",
-                            device=None) -> dict:
+                            device=None, log: Callable[[str], None] | None = None) -> dict:
     """The full VOC07 SVM protocol for one layer: the report of :func:`full_svm_report_and_test_scores`."""
     return full_svm_report_and_test_scores(train_x, train_y, test_x, test_y, costs, classes, n_jobs, solver,
-                                           device)[0]
+                                           device, log)[0]
 
 
 def full_svm_report_and_test_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
                                     test_y: np.ndarray, costs: list[float], classes: list[str], n_jobs: int,
-                                    solver: str = "auto", device=None) -> tuple[dict, np.ndarray]:
+                                    solver: str = "auto", device=None, log: Callable[[str], None] | None = None
+                                    ) -> tuple[dict, np.ndarray]:
     """The full VOC07 SVM protocol for one layer; returns (report, test decision values float64 [M, C]), the
     latter for the challenge's classification submission file (:mod:`ssl_challenge.submission`).
 
     Shapes: ``train_x`` [N, D], ``train_y`` int8 [N, C] with 1 / -1 / 0 (difficult), ``test_x`` [M, D],
     ``test_y`` [M, C]. ``n_jobs`` processes (liblinear) or BLAS threads (newton). ``device`` (newton only): a torch
-    device, CPU when None. Returns a JSON-able dict: ``map`` (x100), ``per_class`` {class: {ap (x100), cost,
+    device, CPU when None. ``log`` receives progress lines (classes done, or SVMs converged per Newton step).
+    Returns a JSON-able dict: ``map`` (x100), ``per_class`` {class: {ap (x100), cost,
     cost_index, cv_ap (mean CV AP per cost, in ``costs`` order)}}, ``costs``, ``solver``, ``seconds`` and solver
     statistics.
     """
@@ -190,11 +207,11 @@ def full_svm_report_and_test_scores(train_x: np.ndarray, train_y: np.ndarray, te
     train_x, test_x = l2_normalise_rows(train_x), l2_normalise_rows(test_x)
     train_targets = training_targets(train_y)
     if solver == "liblinear":
-        per_class = _liblinear_protocol(train_x, train_targets, test_x, costs, n_jobs)
+        per_class = _liblinear_protocol(train_x, train_targets, test_x, costs, n_jobs, log)
         stats = {"liblinear_not_converged": int(sum(item[3] for item in per_class))}
     else:
         with torch_threads(n_jobs):
-            per_class, stats = _newton_protocol(train_x, train_targets, test_x, costs, device)
+            per_class, stats = _newton_protocol(train_x, train_targets, test_x, costs, device, log)
 
     report = {}
     test_scores = np.empty((test_x.shape[0], len(classes)), dtype=np.float64)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -98,7 +99,8 @@ def spectral_basis(x_bias: "torch.Tensor", relative_cutoff: float = 1e-13, retur
 
 def solve_squared_hinge(basis: "torch.Tensor", targets: "torch.Tensor", weights: "torch.Tensor",
                         gram: "torch.Tensor | None" = None, tol: float = 1e-8, max_newton: int = 100,
-                        max_cg: int = 1000) -> SquaredHingeSolution:
+                        max_cg: int = 1000, on_step: Callable[[int, int, int], None] | None = None
+                        ) -> SquaredHingeSolution:
     """Solve M independent problems  min_u 0.5 ||u||^2 + sum_i weights[i, m] * max(0, 1 - targets[i, m] z_i . u)^2.
 
     ``basis`` Z [N, R], ``targets`` [N, M] (+1/-1), ``weights`` [N, M] (C * class weight; 0 leaves a row out),
@@ -107,7 +109,8 @@ def solve_squared_hinge(basis: "torch.Tensor", targets: "torch.Tensor", weights:
     either directly in row space, u = Z_A^T b with (K_AA + diag(1 / 2w_A)) b = y_A (a Cholesky of |A| x |A|, cheap
     when few rows are inside the margin: large costs), or by conjugate gradients on H = I + 2 Z_A^T W_A Z_A
     (Jacobi preconditioner, good because Z^T Z is diagonal: small costs). The step along the Newton direction is
-    exact (the objective is piecewise quadratic on a line). Converged columns leave the batch.
+    exact (the objective is piecewise quadratic on a line). Converged columns leave the batch. ``on_step(steps,
+    converged, M)`` is called before each Newton step and at the end (progress for long solves).
     """
     import torch
 
@@ -135,6 +138,8 @@ def solve_squared_hinge(basis: "torch.Tensor", targets: "torch.Tensor", weights:
             active_weight, gradient, relative = active_weight[:, going], gradient[:, going], relative[going]
             if columns.numel() == 0:
                 break
+        if on_step is not None:
+            on_step(stats["newton_steps"], num_columns - columns.numel(), num_columns)
         stats["newton_steps"] += 1
         direction = torch.empty_like(u)
         direct = (active_weight > 0).sum(0) <= direct_limit
@@ -159,6 +164,8 @@ def solve_squared_hinge(basis: "torch.Tensor", targets: "torch.Tensor", weights:
         coefficients[:, columns] = u + step * direction
         margins[:, columns] = f + step * direction_margins
     stats["not_converged"] = int(columns.numel())
+    if on_step is not None:
+        on_step(stats["newton_steps"], num_columns - columns.numel(), num_columns)
     dual = 2 * weights * (1 - targets * margins).clamp_min(0)
     return SquaredHingeSolution(coefficients, margins, dual, stats, gram)
 

@@ -33,7 +33,7 @@ def evaluate_voc07_svm(trainval_features: str, test_features: str, layer: str, s
     costs = protocol_costs(svm_config["costs"], svm_config["extra_powers"])
     log.info("layer %s: %s trainval, %s test, %d costs", layer, train_x.shape, test_x.shape, len(costs))
     result, test_scores = full_svm_report_and_test_scores(train_x, train_y, test_x, test_y, costs, classes,
-                                                          n_jobs=n_jobs, device=select_device())
+                                                          n_jobs=n_jobs, device=select_device(), log=log.info)
     result.update(layer=layer, dim=int(train_x.shape[1]))
     if scores_output:
         from ..data.voc07 import read_image_set

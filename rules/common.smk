@@ -2,7 +2,7 @@
 # planning.py (unit-tested); checks across config keys are config_checks.py. Torch-free: the DAG builds in a second.
 from pathlib import Path
 
-from ssl_challenge import planning, provenance  # torch-free
+from ssl_challenge import planning, provenance, run_files  # torch-free
 from ssl_challenge.config_checks import check_data_sources
 
 RESULTS = "results"

@@ -42,6 +42,6 @@ rule snapshot_model:
     conda:
         "../envs/pipeline.yaml"
     params:
-        source=lambda wildcards: f"epoch_{int(wildcards.epoch):04d}.pth",
+        source=lambda wildcards: run_files.snapshot_name(wildcards.epoch),
     shell:
         "(cp {input.snapshots}/{params.source} {output.model}.tmp && mv {output.model}.tmp {output.model}) 2> {log}"

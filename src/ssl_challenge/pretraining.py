@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import provenance
+from . import provenance, run_files
 from .config import ConfigError, from_dict
 from .data.imagenet import image_list_digest
 from .io import atomic_path, file_digest, write_json_atomic
@@ -78,12 +78,12 @@ def pretrain_model(
     ``data_workers`` (``resources.data_workers``, per process) is not part of the identity: it changes no result."""
     identity = run_identity(model_config, pretrain_data, imagenet_root, data_files)
     run_dir = Path(model_output).parent / "runs" / config_digest(identity)
-    if (run_dir / "model.pth").exists():
+    if (run_dir / run_files.MODEL).exists():
         log.info("%s holds a finished run: training again from scratch (the job runs only when its output is "
                  "missing, stale or forced)", run_dir)
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / "identity.json", identity)
+    write_json_atomic(run_dir / run_files.IDENTITY, identity)
     log.info("run folder %s (code digest %s, image list %s)", run_dir, identity["code"], identity["images"])
     request = {"model_config": model_config, "pretrain_data": pretrain_data, "imagenet_root": imagenet_root,
                "run_dir": str(run_dir), "threads": max(1, threads // max(1, processes // max(1, nodes))),
@@ -94,12 +94,12 @@ def pretrain_model(
         launch_torchrun(request, processes, log, nodes, gpus)
     else:
         run_pretraining(request, log.info)
-    copy_atomic(run_dir / "metrics.jsonl", metrics_output)
+    copy_atomic(run_dir / run_files.METRICS, metrics_output)
     if snapshots_output:  # intermediate backbones (snapshot_epochs), for time-to-accuracy curves
         Path(snapshots_output).mkdir(parents=True, exist_ok=True)
-        for snapshot in sorted((run_dir / "snapshots").glob("epoch_*.pth")):
+        for snapshot in sorted((run_dir / run_files.SNAPSHOTS).glob(run_files.SNAPSHOT_PATTERN)):
             copy_atomic(snapshot, Path(snapshots_output) / snapshot.name)
-    copy_atomic(run_dir / "model.pth", model_output)
+    copy_atomic(run_dir / run_files.MODEL, model_output)
 
 
 def convert_external(model_config: dict, run_dir: Path, where: str, log: logging.Logger) -> Path:
@@ -129,11 +129,11 @@ def convert_external(model_config: dict, run_dir: Path, where: str, log: logging
     backbone.load_state_dict(match_backbone(mapped, backbone.state_dict(), f"{options.weights} ({where})"),
                              strict=True)
     content = backbone_file(SimpleNamespace(backbone=backbone), SimpleNamespace(method="external"), RunPosition())
-    torch_save_atomic(content, run_dir / "model.pth")
-    write_text_atomic(run_dir / "metrics.jsonl", "")
+    torch_save_atomic(content, run_dir / run_files.MODEL)
+    write_text_atomic(run_dir / run_files.METRICS, "")
     log.info("converted %s (layout %s, %d tensors) into %s", options.weights, options.layout, len(mapped),
-             run_dir / "model.pth")
-    return run_dir / "model.pth"
+             run_dir / run_files.MODEL)
+    return run_dir / run_files.MODEL
 
 
 def launch_torchrun(request: dict, processes: int, log: logging.Logger, nodes: int = 1, gpus: bool = False) -> None:

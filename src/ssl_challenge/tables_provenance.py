@@ -24,7 +24,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from . import provenance
+from . import provenance, run_files
 from .io import write_json_atomic
 from .tables.formats import best_layer, read_json
 
@@ -74,9 +74,10 @@ def training_run(model_dir: str | Path) -> dict | None:
     if "@e" in model_dir.name:
         owners.append(model_dir.with_name(model_dir.name.rsplit("@e", 1)[0]))
     for owner in owners:
-        for identity_path in sorted(owner.glob("runs/*/identity.json")):
+        for identity_path in sorted(owner.glob(f"runs/*/{run_files.IDENTITY}")):
             run_dir = identity_path.parent
-            candidates = [run_dir / "model.pth", *sorted(run_dir.glob("snapshots/*.pth"))]
+            candidates = [run_dir / run_files.MODEL,
+                          *sorted(run_dir.glob(f"{run_files.SNAPSHOTS}/{run_files.SNAPSHOT_PATTERN}"))]
             if any(path.is_file() and file_sha256(path) == wanted for path in candidates):
                 identity = read_json(identity_path)
                 return {

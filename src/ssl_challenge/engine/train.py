@@ -40,6 +40,7 @@ from ..finite import non_finite_tensors
 from ..data.transforms import AugmentationConfig
 from ..io import append_jsonl, read_jsonl, torch_save_atomic, write_text_atomic
 from ..numerics import deterministic_requested, numerics_record
+from .. import run_files
 from . import distributed
 from .checkpoint import RunPosition, restore_checkpoint, save_checkpoint
 from .context import EpochContext
@@ -360,7 +361,8 @@ def pretrain(
         raise ConfigError(f"snapshot_epochs: {late} outside 1..{config.epochs} (epochs); a snapshot is taken after "
                           "an epoch that runs")
     run_dir = Path(run_dir)
-    final_path, checkpoint_path, metrics_path = run_dir / "model.pth", run_dir / "checkpoint.pth", run_dir / "metrics.jsonl"
+    final_path, checkpoint_path, metrics_path = (run_dir / run_files.MODEL, run_dir / run_files.CHECKPOINT,
+                                                 run_dir / run_files.METRICS)
     if final_path.exists():
         log(f"{final_path} exists: nothing to do")
         return final_path
@@ -438,7 +440,7 @@ def pretrain(
                 append_jsonl(metrics_path, {"kind": "epoch", "epoch": run.epoch, "iteration": run.iteration,
                                             "train_seconds": round(run.train_seconds, 3), **summary, **record})
                 if run.epoch in config.snapshot_epochs:
-                    torch_save_atomic(backbone_file(method, config, run), run_dir / "snapshots" / f"epoch_{run.epoch:04d}.pth")
+                    torch_save_atomic(backbone_file(method, config, run), run_dir / run_files.SNAPSHOTS / run_files.snapshot_name(run.epoch))
             log(f"epoch {run.epoch}/{config.epochs}: " + ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
             checkpoint()
             if stop["signal"]:

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-from .. import provenance
+from .. import provenance, run_files
 from ..config import from_dict
 from ..devices import select_device
 from ..io import file_digest, write_json_atomic, write_text_atomic
@@ -96,7 +96,7 @@ def evaluate_voc07_detection(model_path: str, model_name: str, detection_config:
                         proposals=proposals["test"] if proposals else None)
     write_detection_zip(detections_output, detections, classes)
     scored = score_voc07_detection(detections_output, voc07_root, classes)
-    metrics = run_dir / "metrics.jsonl"
+    metrics = run_dir / run_files.METRICS
     write_text_atomic(metrics_output, metrics.read_text() if metrics.exists() else "")
     result = {"map": scored["map"], "per_class": scored["per_class"], "num_detections": scored["num_detections"],
               "num_positives": scored["num_positives"], "metric": scored["metric"], "variant": variant,

@@ -101,6 +101,27 @@ class DetectionSet:
         return image, {"boxes": boxes, "labels": labels}
 
 
+@dataclass(frozen=True)
+class DetectionRequest:
+    """The images ``indices`` of a :class:`DetectionSet`, each mirrored or not (``flips``, drawn by the caller),
+    with training or test targets: everything that determines the batch, so whichever process makes it (a
+    DataLoader worker or the training process, ``data.loading.load_batches``) makes the same one."""
+
+    indices: tuple[int, ...]
+    flips: tuple[bool, ...]
+    training: bool
+
+    def __post_init__(self):
+        if len(self.indices) != len(self.flips):
+            raise ValueError(f"DetectionRequest: {len(self.indices)} images but {len(self.flips)} flips")
+
+
+def load_detection_batch(dataset: "DetectionSet", request: DetectionRequest
+                         ) -> list[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """``dataset.load`` of each image of ``request``: [(image, target)] in the request's order."""
+    return [dataset.load(index, flip, request.training) for index, flip in zip(request.indices, request.flips)]
+
+
 def flip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
     """Continuous boxes [N, 4] of an image of ``width`` mirrored horizontally."""
     flipped = boxes.clone()

@@ -9,6 +9,7 @@ import os
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -78,6 +79,12 @@ def test_detect_with_2_workers_gives_the_detections_of_0_workers(voc_root, witho
     expected = detect(detector, test, CPU, batch_size=3, workers=0)  # batches of 3 and 1
     assert sum(len(rows) for rows in expected.values()) > 0
     assert detect(detector, test, CPU, batch_size=3, workers=2) == expected
+    ids = test.image_ids()  # Fast R-CNN: the given boxes join the images made by the workers
+    proposals = {image_id: np.array([[1.0, 2, 12, 10], [0, 0, 6, 5]], dtype=np.float32) for image_id in ids}
+    fast = small_detector(given_proposals=True)
+    expected = detect(fast, test, CPU, batch_size=3, proposals=proposals, workers=0)
+    assert sum(len(rows) for rows in expected.values()) > 0
+    assert detect(fast, test, CPU, batch_size=3, proposals=proposals, workers=2) == expected
 
 
 def worker_processes() -> list[int]:

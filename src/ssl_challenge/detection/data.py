@@ -48,7 +48,7 @@ class DetectionSet:
 
     ``load(index, flip)`` -> (image float [3, H, W] in 0..1, target {"boxes", "labels"}); training targets leave
     difficult boxes out (as py-faster-rcnn and Detectron's VOC training do). With ``cache`` decoded images stay in
-    memory (the embedded 64 px sets: a few MB).
+    memory (the embedded 64 px sets: a few MB; with DataLoader workers, in each worker that decodes them).
     """
 
     def __init__(self, voc_root: str | os.PathLike, split: str, classes: Sequence[str], cache: bool = False):

@@ -120,3 +120,24 @@ def test_pretraining_with_2_workers_gives_the_weights_of_0_workers(tmp_path):
         weights.append(read_model_file(path)["backbone"])
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
+def rows_and_total(table: torch.Tensor, request: tuple[int, int]) -> dict:
+    """A batch of another kind (a module-level ``make``): a dict holding a list of tensors."""
+    rows = [table[index] for index in range(*request)]
+    return {"rows": rows, "total": torch.stack(rows).sum(0)}
+
+
+def test_any_request_type_with_its_make_function_and_the_global_rng_left_alone():
+    table = torch.arange(24.0).reshape(8, 3)
+    requests = [(0, 3), (3, 4), (4, 8)]
+    made = {}
+    for workers in (0, 2):
+        torch.manual_seed(11)
+        made[workers] = list(load_batches(table, requests, workers=workers, make=rows_and_total))
+        after = torch.rand(4)  # the DataLoader seeds its workers from its own generator, not the caller's stream
+        torch.manual_seed(11)
+        assert torch.equal(after, torch.rand(4))
+    for batch, expected, (start, stop) in zip(made[2], made[0], requests):
+        assert len(batch["rows"]) == stop - start and torch.equal(batch["total"], table[start:stop].sum(0))
+        assert all(torch.equal(a, b) for a, b in zip(batch["rows"], expected["rows"]))

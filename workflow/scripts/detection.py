@@ -20,4 +20,5 @@ with job_logging(snakemake) as log:
         run_root=snakemake.params.run_root,
         threads=snakemake.threads,
         log=log,
+        data_workers=snakemake.config["resources"].get("data_workers", 0),  # run-time only: no result depends on it
     )

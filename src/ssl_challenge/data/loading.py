@@ -16,12 +16,16 @@ The random state of an augmented batch is one of two kinds:
 
 With 0 workers the batches are made in the calling process when asked for (no prefetching), which is what the
 2-core embedded default wants: its preloaded batches take about a millisecond each.
+
+Other kinds of batch (the detector's images and boxes, ``detection.data``) come through the same loader with
+their own request type and ``make`` function; the random draws stay out of the workers either way (the
+DataLoader gets its own generator, so the calling process's global torch RNG does not depend on the workers).
 """
 from __future__ import annotations
 
 import signal
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -67,16 +71,16 @@ def make_batch(source, request: BatchRequest) -> torch.Tensor:
 
 
 class _RequestedBatches(torch.utils.data.Dataset):
-    """Item i is the batch of request i (the DataLoader runs with ``batch_size=None``: no collation)."""
+    """Item i is ``make(source, request i)`` (the DataLoader runs with ``batch_size=None``: no collation)."""
 
-    def __init__(self, source, requests: Sequence[BatchRequest]):
-        self.source, self.requests = source, list(requests)
+    def __init__(self, source, requests: Sequence[Any], make: Callable[[Any, Any], Any] = make_batch):
+        self.source, self.requests, self.make = source, list(requests), make
 
     def __len__(self) -> int:
         return len(self.requests)
 
-    def __getitem__(self, item: int) -> torch.Tensor:
-        return make_batch(self.source, self.requests[item])
+    def __getitem__(self, item: int):
+        return self.make(self.source, self.requests[item])
 
 
 def _start_worker(_worker_id: int) -> None:
@@ -97,11 +101,13 @@ def check_workers(workers: int, where: str = "resources.data_workers") -> int:
     return int(workers)
 
 
-def load_batches(source, requests: Sequence[BatchRequest], workers: int = 0,
-                 device: torch.device | str = "cpu") -> Iterator[torch.Tensor]:
-    """The batches of ``requests`` in order, made by ``workers`` processes (0: here, when asked for) with
-    :data:`PREFETCH_BATCHES` per worker made ahead, in pinned memory when ``device`` is CUDA. The caller moves
-    them to the device (``non_blocking=True`` overlaps the copy when pinned)."""
+def load_batches(source, requests: Sequence[Any], workers: int = 0, device: torch.device | str = "cpu",
+                 make: Callable[[Any, Any], Any] = make_batch) -> Iterator[Any]:
+    """The batches ``make(source, request)`` of ``requests`` in order (default: :func:`make_batch` of
+    :class:`BatchRequest`), made by ``workers`` processes (0: here, when asked for) with :data:`PREFETCH_BATCHES`
+    per worker made ahead, in pinned memory when ``device`` is CUDA (tensors, also inside lists, tuples and
+    dicts). The caller moves them to the device (``non_blocking=True`` overlaps the copy when pinned). ``make``
+    must be a module-level function (workers started by spawn or forkserver receive it pickled)."""
     workers = check_workers(workers)
     device = torch.device(device)
     requests = list(requests)
@@ -111,10 +117,11 @@ def load_batches(source, requests: Sequence[BatchRequest], workers: int = 0,
     if isinstance(stored, torch.Tensor) and stored.device.type != "cpu":
         workers = 0  # images already on the accelerator: batches are made there, no process may fork with them
     if workers == 0:
-        return (make_batch(source, request) for request in requests)
+        return (make(source, request) for request in requests)
     loader = torch.utils.data.DataLoader(
-        _RequestedBatches(source, requests), batch_size=None, shuffle=False, num_workers=min(workers, len(requests)),
-        pin_memory=device.type == "cuda", prefetch_factor=PREFETCH_BATCHES, worker_init_fn=_start_worker,
+        _RequestedBatches(source, requests, make), batch_size=None, shuffle=False,
+        num_workers=min(workers, len(requests)), pin_memory=device.type == "cuda", prefetch_factor=PREFETCH_BATCHES,
+        worker_init_fn=_start_worker, generator=torch.Generator().manual_seed(0),  # not the global RNG
     )
     return iter(loader)
 

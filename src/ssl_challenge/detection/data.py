@@ -48,7 +48,7 @@ class DetectionSet:
 
     ``load(index, flip)`` -> (image float [3, H, W] in 0..1, target {"boxes", "labels"}); training targets leave
     difficult boxes out (as py-faster-rcnn and Detectron's VOC training do). With ``cache`` decoded images stay in
-    memory (the embedded 64 px sets: a few MB).
+    memory (the embedded 64 px sets: a few MB; with DataLoader workers, in each worker that decodes them).
     """
 
     def __init__(self, voc_root: str | os.PathLike, split: str, classes: Sequence[str], cache: bool = False):
@@ -99,6 +99,27 @@ class DetectionSet:
             image = image.flip(-1)
             boxes = flip_boxes(boxes, image.shape[-1])
         return image, {"boxes": boxes, "labels": labels}
+
+
+@dataclass(frozen=True)
+class DetectionRequest:
+    """The images ``indices`` of a :class:`DetectionSet`, each mirrored or not (``flips``, drawn by the caller),
+    with training or test targets: everything that determines the batch, so whichever process makes it (a
+    DataLoader worker or the training process, ``data.loading.load_batches``) makes the same one."""
+
+    indices: tuple[int, ...]
+    flips: tuple[bool, ...]
+    training: bool
+
+    def __post_init__(self):
+        if len(self.indices) != len(self.flips):
+            raise ValueError(f"DetectionRequest: {len(self.indices)} images but {len(self.flips)} flips")
+
+
+def load_detection_batch(dataset: "DetectionSet", request: DetectionRequest
+                         ) -> list[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """``dataset.load`` of each image of ``request``: [(image, target)] in the request's order."""
+    return [dataset.load(index, flip, request.training) for index, flip in zip(request.indices, request.flips)]
 
 
 def flip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:

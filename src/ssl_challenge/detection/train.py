@@ -7,6 +7,12 @@ torchvision's RPN and RoI samplers) is derived from (seed, epoch) or (seed, iter
 resumed from its checkpoint ends with the same weights as an uninterrupted one. A checkpoint (the engine's
 format and restore helper) is written every ``checkpoint_every`` iterations and when SIGTERM or SIGUSR1
 arrives; the job then raises :class:`..engine.train.Preempted`.
+
+Images reach both loops through ``data.loading.load_batches``: with ``workers`` > 0 DataLoader worker processes
+decode and flip the next batches ahead (pinned memory on CUDA). A batch is asked for by what determines it
+(:class:`.data.DetectionRequest`: its images and their flips, drawn here from (seed, iteration)), so the
+number of workers changes no image, flip or target, and a resumed run asks for the batches an uninterrupted one
+would. The samplers' draws from the global torch RNG stay in this process, seeded before each forward pass.
 """
 from __future__ import annotations
 
@@ -21,12 +27,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..data.loading import check_workers, load_batches
 from ..engine.checkpoint import RunPosition, restore_checkpoint, save_checkpoint
 from ..engine.schedule import learning_rate_factor
 from ..engine.train import NonFiniteValues, checkpoint_or_stop, derived_seed, stop_requests, truncate_metrics
 from ..finite import non_finite_tensors
 from ..io import append_jsonl
-from .data import DetectionSet, continuous_to_voc
+from .data import DetectionRequest, DetectionSet, continuous_to_voc, flip_boxes, load_detection_batch
 from .model import FrozenBackboneDetector
 
 
@@ -63,22 +70,44 @@ def parameter_groups(detector: torch.nn.Module, config: SolverConfig) -> list[di
             {"params": biases, "lr": 2 * config.lr, "base_lr": 2 * config.lr, "weight_decay": 0.0}]
 
 
-def batch_indices(config: SolverConfig, iteration: int, num_images: int) -> torch.Tensor:
-    """The images of ``iteration``: consecutive slices of a per-epoch permutation seeded by (seed, epoch)."""
+def batch_indices(config: SolverConfig, iteration: int, num_images: int,
+                  orders: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+    """The images of ``iteration``: consecutive slices of a per-epoch permutation seeded by (seed, epoch)
+    (kept in ``orders``, {epoch: permutation}, when given: one permutation per epoch for many iterations)."""
     per_epoch = max(1, num_images // config.images_per_batch)
     epoch, position = divmod(iteration, per_epoch)
-    order = torch.randperm(num_images, generator=torch.Generator().manual_seed(derived_seed(config.seed, epoch)))
-    return order[position * config.images_per_batch:(position + 1) * config.images_per_batch]
+    orders = {} if orders is None else orders
+    if epoch not in orders:
+        orders.clear()
+        orders[epoch] = torch.randperm(num_images,
+                                       generator=torch.Generator().manual_seed(derived_seed(config.seed, epoch)))
+    return orders[epoch][position * config.images_per_batch:(position + 1) * config.images_per_batch]
+
+
+def training_requests(config: SolverConfig, first: int, num_images: int) -> list[DetectionRequest]:
+    """The batches of iterations ``first`` .. ``config.iterations - 1``: each iteration's images
+    (:func:`batch_indices`) and their flips (a generator of (seed, iteration); none unless ``config.flip``)."""
+    orders: dict[int, torch.Tensor] = {}
+    requests = []
+    for iteration in range(first, config.iterations):
+        indices = batch_indices(config, iteration, num_images, orders)
+        flips = torch.Generator().manual_seed(derived_seed(config.seed, iteration, 1))
+        draws = torch.rand(len(indices), generator=flips).tolist()
+        requests.append(DetectionRequest(tuple(indices.tolist()), tuple(config.flip and draw < 0.5 for draw in draws),
+                                         training=True))
+    return requests
 
 
 def train_detector(detector: FrozenBackboneDetector, dataset: DetectionSet, config: SolverConfig, run_dir: str | Path,
                    device: torch.device, digest: str, log: Callable[[str], None] = print,
                    proposals: dict[str, np.ndarray] | None = None, stop_after_iterations: int | None = None,
-                   log_every: int = 20) -> bool:
+                   log_every: int = 20, workers: int = 0) -> bool:
     """Train (or resume) in ``run_dir`` (``checkpoint.pth``, ``metrics.jsonl``); returns True when all
     iterations are done (the trained weights are in ``detector``), False when ``stop_after_iterations`` stopped
     it (tests: a simulated kill after a checkpoint). ``digest`` identifies the run (config, backbone, data):
-    a checkpoint of another run is refused."""
+    a checkpoint of another run is refused. ``workers``: DataLoader processes making the next batches
+    (``resources.data_workers``; 0: this process, when needed); no result depends on it."""
+    workers = check_workers(workers)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path, metrics_path = run_dir / "checkpoint.pth", run_dir / "metrics.jsonl"
@@ -100,9 +129,10 @@ def train_detector(detector: FrozenBackboneDetector, dataset: DetectionSet, conf
     progress = tqdm(total=config.iterations, initial=run.iteration, desc="detection", mininterval=10,
                     dynamic_ncols=True)
     started = time.monotonic()
-    with stop_requests() as stop:
-        while run.iteration < config.iterations:
-            losses = train_step(detector, optimizer, dataset, config, run.iteration, device, proposals)
+    with stop_requests() as stop:  # before the workers start: they inherit handlers, then ignore the signals
+        requests = training_requests(config, run.iteration, len(dataset))
+        for request, batch in zip(requests, load_batches(dataset, requests, workers, device, load_detection_batch)):
+            losses = train_step(detector, optimizer, dataset, config, run.iteration, device, proposals, request, batch)
             total = sum(losses.values())
             if not np.isfinite(total):
                 raise NonFiniteValues(f"detection: the loss is {total} at iteration {run.iteration + 1}; no "
@@ -127,18 +157,16 @@ def train_detector(detector: FrozenBackboneDetector, dataset: DetectionSet, conf
 
 
 def train_step(detector, optimizer, dataset: DetectionSet, config: SolverConfig, iteration: int,
-               device: torch.device, proposals: dict[str, np.ndarray] | None) -> dict[str, float]:
-    indices = batch_indices(config, iteration, len(dataset))
-    flips = torch.rand(len(indices), generator=torch.Generator().manual_seed(derived_seed(config.seed, iteration, 1)))
+               device: torch.device, proposals: dict[str, np.ndarray] | None, request: DetectionRequest,
+               batch: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> dict[str, float]:
+    """One iteration on ``batch``, the images and targets of ``request`` (:func:`training_requests`)."""
     images, targets, given = [], [], []
-    for index, draw in zip(indices.tolist(), flips.tolist()):
-        flip = config.flip and draw < 0.5
-        image, target = dataset.load(index, flip, training=True)
-        images.append(image.to(device))
-        targets.append({key: value.to(device) for key, value in target.items()})
+    for index, flip, (image, target) in zip(request.indices, request.flips, batch):
+        images.append(image.to(device, non_blocking=True))
+        targets.append({key: value.to(device, non_blocking=True) for key, value in target.items()})
         if proposals is not None:
             boxes = torch.from_numpy(proposals[dataset.images[index].image_id])
-            given.append((flip_boxes_if(boxes, flip, image.shape[-1])).to(device))
+            given.append((flip_boxes(boxes, image.shape[-1]) if flip else boxes).to(device))
     if proposals is not None:
         detector.given_proposals.set_batch(given, [tuple(image.shape[-2:]) for image in images])
     factor = learning_rate_factor(iteration, 1, config.warmup_iterations, config.steps, config.gamma,
@@ -154,22 +182,23 @@ def train_step(detector, optimizer, dataset: DetectionSet, config: SolverConfig,
     return {name: float(value.detach()) for name, value in losses.items()}
 
 
-def flip_boxes_if(boxes: torch.Tensor, flip: bool, width: int) -> torch.Tensor:
-    from .data import flip_boxes
-
-    return flip_boxes(boxes, width) if flip else boxes
-
-
 @torch.no_grad()
 def detect(detector: FrozenBackboneDetector, dataset: DetectionSet, device: torch.device, batch_size: int = 8,
-           proposals: dict[str, np.ndarray] | None = None) -> dict[str, list[tuple]]:
+           proposals: dict[str, np.ndarray] | None = None, workers: int = 0) -> dict[str, list[tuple]]:
     """Detections {class: [(image id, score, xmin, ymin, xmax, ymax) in VOC 1-based pixels]} over ``dataset``,
-    image by image in the split's order, each image's detections by decreasing score."""
+    image by image in the split's order, each image's detections by decreasing score. ``workers``: DataLoader
+    processes decoding the next batches (``resources.data_workers``); no detection depends on it."""
+    workers = check_workers(workers)
     detector.to(device).eval()
     detections: dict[str, list[tuple]] = {name: [] for name in dataset.classes}
-    for start in tqdm(range(0, len(dataset), batch_size), desc="detection test", mininterval=10):
-        indices = list(range(start, min(start + batch_size, len(dataset))))
-        images = [dataset.load(index, False, training=False)[0].to(device) for index in indices]
+    requests = []
+    for start in range(0, len(dataset), batch_size):
+        indices = tuple(range(start, min(start + batch_size, len(dataset))))
+        requests.append(DetectionRequest(indices, (False,) * len(indices), training=False))
+    batches = load_batches(dataset, requests, workers, device, load_detection_batch)
+    for request, batch in tqdm(zip(requests, batches), total=len(requests), desc="detection test", mininterval=10):
+        indices = request.indices
+        images = [image.to(device, non_blocking=True) for image, _ in batch]
         if proposals is not None:
             detector.given_proposals.set_batch(
                 [torch.from_numpy(proposals[dataset.images[index].image_id]).to(device) for index in indices],

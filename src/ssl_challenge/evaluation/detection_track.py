@@ -44,10 +44,12 @@ def split_config(detection_config: dict):
 def evaluate_voc07_detection(model_path: str, model_name: str, detection_config: dict, voc07_root: str,
                              classes: Sequence[str], result_output: str, detections_output: str,
                              metrics_output: str, run_root: str, threads: int, log: logging.Logger,
-                             stop_after_iterations: int | None = None) -> dict | None:
-    """Returns the result written to ``result_output`` (None when ``stop_after_iterations`` stopped training)."""
+                             stop_after_iterations: int | None = None, data_workers: int = 0) -> dict | None:
+    """Returns the result written to ``result_output`` (None when ``stop_after_iterations`` stopped training).
+    ``data_workers`` (``resources.data_workers``) is not part of the run's identity: it changes no result."""
     import torch
 
+    from ..data.loading import check_workers
     from ..data.voc07 import voc07_class_names
     from ..detection.data import DetectionSet, read_proposals
     from ..detection.model import build_detector
@@ -56,6 +58,7 @@ def evaluate_voc07_detection(model_path: str, model_name: str, detection_config:
     from ..numerics import deterministic_requested
     from ..submission import score_voc07_detection, write_detection_zip
 
+    data_workers = check_workers(data_workers)  # before anything is read or trained
     configure_torch(threads)
     device = select_device()
     detector_config, solver_config = split_config(detection_config)
@@ -89,11 +92,11 @@ def evaluate_voc07_detection(model_path: str, model_name: str, detection_config:
     detector = build_detector(backbone, detector_config, len(classes), model_name, given_proposals=bool(proposals))
     done = train_detector(detector, trainval, solver_config, run_dir, device, digest, log=log.info,
                           proposals=proposals["trainval"] if proposals else None,
-                          stop_after_iterations=stop_after_iterations)
+                          stop_after_iterations=stop_after_iterations, workers=data_workers)
     if not done:
         return None
     detections = detect(detector, test, device, batch_size=max(1, solver_config.images_per_batch),
-                        proposals=proposals["test"] if proposals else None)
+                        proposals=proposals["test"] if proposals else None, workers=data_workers)
     write_detection_zip(detections_output, detections, classes)
     scored = score_voc07_detection(detections_output, voc07_root, classes)
     metrics = run_dir / run_files.METRICS

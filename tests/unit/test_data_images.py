@@ -53,6 +53,19 @@ def test_load_image_tensor_matches_pil_two_step_resize(image_paths):
     assert np.array_equal(images[-1].permute(1, 2, 0).numpy(), expected)
 
 
+def test_normalise_gives_the_out_of_place_formulas_values_in_a_new_tensor():
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    mean_tensor, std_tensor = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    stored = torch.randint(0, 256, (4, 3, 7, 9), dtype=torch.uint8, generator=generator(0))
+    decoded = torch.randint(0, 256, (4, 7, 9, 3), dtype=torch.uint8, generator=generator(1)).permute(0, 3, 1, 2)
+    augmented = stored.float() * 0.5
+    for images in (stored, decoded, stored[:, :, 1:6, 2:7], augmented):
+        kept = images.clone()
+        result = normalise(images, mean, std)
+        assert torch.equal(result, (images.float() / 255.0 - mean_tensor) / std_tensor)  # bit for bit
+        assert result.is_contiguous() and torch.equal(images, kept)  # the input is left as it was
+
+
 def test_preloaded_batches_are_reproducible_and_shaped():
     images = torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8, generator=generator(0))
     source = PreloadedImages(images, crop_size=8, crop_padding=2)

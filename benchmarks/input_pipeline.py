@@ -14,7 +14,7 @@ from other jobs hits all of them alike):
   0.4/0.4/1.0/0.5, grayscale 0.2);
 - ``old loader``: the previous ``FileImages.load_batch`` (one generator per batch, decoding in a pool of
   ``--workers`` threads in this process, no prefetching, its own clamped RandomResizedCrop-style box resampled by
-  PIL's ``resize(box=...)``).
+  PIL's ``resize(box=...)``, its out-of-place normalisation).
 
     PYTHONPATH=src .venv/bin/python benchmarks/input_pipeline.py [--images 512] [--workers 2] [--batch-size 32]
 """
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ssl_challenge.data.images import FileImages, normalise, open_rgb, resize_shorter_side, steps_after_crop
+from ssl_challenge.data.images import FileImages, open_rgb, resize_shorter_side, steps_after_crop
 from ssl_challenge.data.loading import BatchRequest, load_batches
 from ssl_challenge.data.probe_images import centre_box
 from ssl_challenge.data.transforms import AugmentationConfig, ColorJitterConfig, resized_crop_box
@@ -100,7 +100,14 @@ def old_load_batch(source: FileImages, indices: torch.Tensor, generator: torch.G
         arrays = list(pool.map(lambda job: job(), jobs))
     batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
     batch = steps_after_crop(batch, source.augmentation, generator)
-    return normalise(batch, source.mean, source.std)
+    return old_normalise(batch, source.mean, source.std)
+
+
+def old_normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """``data.images.normalise`` as it was then: the same values, computed out of place on [B, H, W, 3] views."""
+    mean_tensor = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std_tensor = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return (images.float() / 255.0 - mean_tensor) / std_tensor
 
 
 def old_resized_crop(source: FileImages, path, draw) -> np.ndarray:

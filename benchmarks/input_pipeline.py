@@ -8,12 +8,13 @@ from other jobs hits all of them alike):
 
 - ``decode+resize``: a DataLoader whose workers only open each JPEG, resize its shorter side to 256, centre-crop
   224 and stack the uint8 batch (the floor any augmenting pipeline pays);
-- ``train (crop+flip)``: ``FileImages`` with its default pipeline (RandomResizedCrop 224 + flip), normalised float
-  batches, through ``data.loading.load_batches`` with per-sample seeds;
+- ``train (crop+flip)``: ``FileImages`` with its default pipeline (torchvision v2's RandomResizedCrop 224 + flip
+  on the decoded PIL image), normalised float batches, through ``data.loading.load_batches`` with per-sample seeds;
 - ``train (reference DC)``: the same with the reference DC/ODC steps after the crop (rotation 2, colour jitter
   0.4/0.4/1.0/0.5, grayscale 0.2);
 - ``old loader``: the previous ``FileImages.load_batch`` (one generator per batch, decoding in a pool of
-  ``--workers`` threads in this process, no prefetching).
+  ``--workers`` threads in this process, no prefetching, its own clamped RandomResizedCrop-style box resampled by
+  PIL's ``resize(box=...)``, its out-of-place normalisation).
 
     PYTHONPATH=src .venv/bin/python benchmarks/input_pipeline.py [--images 512] [--workers 2] [--batch-size 32]
 """
@@ -29,10 +30,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ssl_challenge.data.images import FileImages, normalise, resize_shorter_side, steps_after_crop
+from ssl_challenge.data.images import FileImages, open_rgb, resize_shorter_side, steps_after_crop
 from ssl_challenge.data.loading import BatchRequest, load_batches
 from ssl_challenge.data.probe_images import centre_box
-from ssl_challenge.data.transforms import AugmentationConfig, ColorJitterConfig
+from ssl_challenge.data.transforms import AugmentationConfig, ColorJitterConfig, resized_crop_box
 
 REFERENCE_DC = AugmentationConfig(rotation_degrees=2, color_jitter=ColorJitterConfig(0.4, 0.4, 1.0, 0.5),
                                   grayscale_probability=0.2)
@@ -88,14 +89,37 @@ def old_load_batch(source: FileImages, indices: torch.Tensor, generator: torch.G
     """``FileImages.load_batch(indices, augment=True, generator)`` as it was before the DataLoader pipeline."""
     indices = indices.tolist()
     draws = source.draw_crop_parameters(len(indices), generator).tolist()
-    crop = source.padded if source.augmentation.resolved_crop(preloaded=False) == "padded" else source.augmented
+    if source.augmentation.resolved_crop(preloaded=False) == "padded":
+        crop = source.padded
+    else:
+        def crop(path, draw):
+            return old_resized_crop(source, path, draw)
     jobs = [lambda index=index, draw=draw: source.decode_sample(index, crop, draw)
             for index, draw in zip(indices, draws)]
     with ThreadPoolExecutor(source.threads) as pool:
         arrays = list(pool.map(lambda job: job(), jobs))
     batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
     batch = steps_after_crop(batch, source.augmentation, generator)
-    return normalise(batch, source.mean, source.std)
+    return old_normalise(batch, source.mean, source.std)
+
+
+def old_normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """``data.images.normalise`` as it was then: the same values, computed out of place on [B, H, W, 3] views."""
+    mean_tensor = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std_tensor = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return (images.float() / 255.0 - mean_tensor) / std_tensor
+
+
+def old_resized_crop(source: FileImages, path, draw) -> np.ndarray:
+    """The previous random_resized crop: a box from five uniforms (clamped, no rejection), one PIL resize of the
+    box (which reads pixels around it), flip by the fifth number."""
+    image = open_rgb(path)
+    left, top, crop_width, crop_height = resized_crop_box(image.size[0], image.size[1], draw)
+    image = image.resize((source.crop_size, source.crop_size), Image.BILINEAR,
+                         box=(left, top, left + crop_width, top + crop_height))
+    if source.augmentation.flip and draw[4] < 0.5:
+        image = image.transpose(Image.FLIP_LEFT_RIGHT)
+    return np.asarray(image, dtype=np.uint8)
 
 
 def time_old_loader(paths, threads: int, batch_size: int, augmentation: AugmentationConfig) -> float:

@@ -19,6 +19,8 @@ from ssl_challenge.data.images import (
     PreloadedImages,
     build_image_source,
     decode_for_features,
+    draw_sample_seeds,
+    image_size,
     load_image_tensor,
     normalise,
     open_rgb,
@@ -49,6 +51,19 @@ def test_load_image_tensor_matches_pil_two_step_resize(image_paths):
         shorter = resize_shorter_side(source.convert("RGB"), 12)
     expected = np.asarray(shorter.resize((10, 10), Image.BILINEAR))
     assert np.array_equal(images[-1].permute(1, 2, 0).numpy(), expected)
+
+
+def test_normalise_gives_the_out_of_place_formulas_values_in_a_new_tensor():
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    mean_tensor, std_tensor = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    stored = torch.randint(0, 256, (4, 3, 7, 9), dtype=torch.uint8, generator=generator(0))
+    decoded = torch.randint(0, 256, (4, 7, 9, 3), dtype=torch.uint8, generator=generator(1)).permute(0, 3, 1, 2)
+    augmented = stored.float() * 0.5
+    for images in (stored, decoded, stored[:, :, 1:6, 2:7], augmented):
+        kept = images.clone()
+        result = normalise(images, mean, std)
+        assert torch.equal(result, (images.float() / 255.0 - mean_tensor) / std_tensor)  # bit for bit
+        assert result.is_contiguous() and torch.equal(images, kept)  # the input is left as it was
 
 
 def test_preloaded_batches_are_reproducible_and_shaped():
@@ -124,6 +139,69 @@ def test_file_images_whole_image_crop_is_the_resized_image(tmp_path):
     expected = normalise(resized[None], IMAGENET_MEAN, IMAGENET_STD)[0]
     for crop in batch:
         assert torch.allclose(crop, expected) or torch.allclose(crop, expected.flip(-1))
+
+
+# ------------------------------------------------------------------------------------------------ torchvision v2 crop
+IDENTITY = {"mean": (0.0, 0.0, 0.0), "std": (1 / 255,) * 3}  # normalise() leaves the pixel values
+
+
+def torchvision_crop_and_flip(path, sample_seed: int, crop_size: int, scale, ratio) -> np.ndarray:
+    """v2.Compose([RandomResizedCrop, RandomHorizontalFlip]) of the decoded image with torch seeded by the seed that
+    the sample's generator draws first (FileImages' crop seed)."""
+    from torchvision.transforms import v2
+
+    crop_seed = draw_sample_seeds(1, torch.Generator().manual_seed(sample_seed))[0]
+    pipeline = v2.Compose([v2.RandomResizedCrop(crop_size, scale=scale, ratio=ratio, antialias=True),
+                           v2.RandomHorizontalFlip()])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(crop_seed)
+        return np.asarray(pipeline(open_rgb(path)))
+
+
+@pytest.mark.parametrize("width, height, scale", [
+    (40, 30, (0.08, 1.0)),
+    (23, 47, (0.08, 1.0)),
+    (60, 20, (0.08, 1.0)),  # aspect 3: a try fits only below ~44% of the area, most samples reject some tries
+    (64, 32, (0.9, 1.0)),  # no try can fit (height >= 37 > 32): every sample takes the centre-crop fallback
+])
+def test_random_resized_crop_and_flip_are_torchvision_v2s(tmp_path, width, height, scale):
+    path = tmp_path / "image.jpg"
+    Image.fromarray(np.random.default_rng(width).integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+    ratio = (3 / 4, 4 / 3)
+    source = FileImages([path], crop_size=16, resize_shorter=16, scale=scale, ratio=ratio, threads=2, **IDENTITY)
+    seeds = [0, 1, 2, 3, 17, 2**40 + 5, 2**62 + 11, 123456789, 100, 101, 102, 103]
+    batch = source.load_batch_seeded(torch.zeros(len(seeds), dtype=torch.long), seeds)
+    assert batch.shape == (len(seeds), 3, 16, 16)
+    ours = batch.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    for crop, seed in zip(ours, seeds):
+        np.testing.assert_array_equal(crop, torchvision_crop_and_flip(path, seed, 16, scale, ratio))
+    crop_seeds = [draw_sample_seeds(1, generator(seed))[0] for seed in seeds]
+    draws = source.draw_resized_crops([(width, height)] * len(seeds), crop_seeds)
+    assert {draw.flip for draw in draws} == {False, True}
+    if scale == (0.9, 1.0):  # the fallback by hand: full height, width round(32 * 4/3) = 43, centred
+        assert {(draw.top, draw.left, draw.height, draw.width) for draw in draws} == {(0, 10, 32, 43)}
+    else:
+        assert len({(draw.top, draw.left, draw.height, draw.width) for draw in draws}) == len(seeds)
+        assert all(draw.top + draw.height <= height and draw.left + draw.width <= width for draw in draws)
+
+
+def test_crop_draws_leave_torchs_generator_alone_and_run_in_the_calling_thread(image_paths, monkeypatch):
+    import threading
+
+    source = FileImages(image_paths, crop_size=8, resize_shorter=10, threads=3)
+    drawing_threads, decoding_threads = set(), set()
+    draw, crop = source.draw_resized_crops, source.resized_crop
+    monkeypatch.setattr(source, "draw_resized_crops",
+                        lambda *args: drawing_threads.add(threading.get_ident()) or draw(*args))
+    monkeypatch.setattr(source, "resized_crop",
+                        lambda *args: decoding_threads.add(threading.get_ident()) or crop(*args))
+    torch.manual_seed(99)
+    expected = torch.rand(4)
+    torch.manual_seed(99)
+    source.load_batch(torch.arange(len(image_paths)), augment=True, generator=generator(1))
+    assert torch.equal(torch.rand(4), expected)  # the global generator continues as if nothing had drawn
+    assert drawing_threads == {threading.get_ident()}
+    assert decoding_threads and threading.get_ident() not in decoding_threads
 
 
 def test_build_image_source_chooses_and_checks(image_paths):
@@ -230,6 +308,35 @@ def test_decoding_from_files_substitutes_corrupt_samples_deterministically(tree_
     plain = source.load_batch(torch.tensor([6, 7]), augment=False, generator=generator(0))
     assert torch.equal(plain[0], plain[1])
     assert len(messages) == 4  # each corrupt image is reported once per source
+
+
+def test_an_image_corrupt_only_past_its_header_sends_its_sample_on_with_a_box_for_the_next(tmp_path):
+    """The random_resized box is drawn from the header's size before decoding: an image whose pixel data is cut
+    (header intact) fails in the decoding, and its sample is made again from the next image, with a box drawn
+    from the same seed for that image's size."""
+    paths = []
+    for index, (width, height) in enumerate([(40, 30), (36, 44), (50, 26)]):
+        paths.append(tmp_path / f"image_{index}.jpg")
+        pixels = np.random.default_rng(index).integers(0, 256, (height, width, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(paths[-1], quality=95)
+    data = paths[1].read_bytes()
+    paths[1].write_bytes(data[: len(data) - 200])
+    assert image_size(paths[1]) == (36, 44)
+    with pytest.raises(CorruptImageError):
+        open_rgb(paths[1])
+    seeds = [5, 6, 7, 8]
+    with pytest.raises(CorruptImageError, match=re.escape(str(paths[1]))):
+        FileImages(paths, crop_size=12, resize_shorter=12).load_batch_seeded(torch.tensor([0, 1, 2, 1]), seeds)
+    messages = []
+    skipping = FileImages(paths, crop_size=12, resize_shorter=12, threads=2, skip_corrupt=True, log=messages.append,
+                          **IDENTITY)
+    batch = skipping.load_batch_seeded(torch.tensor([0, 1, 2, 1]), seeds)
+    assert skipping.corrupt_paths == {1: str(paths[1])} and len(messages) == 1
+    expected = FileImages(paths, crop_size=12, resize_shorter=12, **IDENTITY).load_batch_seeded(
+        torch.tensor([0, 2, 2, 2]), seeds)
+    assert torch.equal(batch, expected)
+    np.testing.assert_array_equal(batch[1].round().to(torch.uint8).permute(1, 2, 0).numpy(),
+                                  torchvision_crop_and_flip(paths[2], 6, 12, (0.08, 1.0), (3 / 4, 4 / 3)))
 
 
 def test_pretraining_continues_over_corrupt_images_when_asked(tree_with_corrupt_images, tmp_path):

@@ -2,9 +2,10 @@
 
 Two sources share one interface (:class:`ImageSource`): :class:`PreloadedImages` keeps every image decoded in
 one uint8 tensor and augments whole batches with tensor indexing (small images: the embedded data set);
-:class:`FileImages` decodes JPEGs per batch in a thread pool (full-size ImageNet). Both draw every random number
-from the ``generator`` they are given, in a fixed number of draws per sample, so that a resumed run that restores
-the generator state sees exactly the same batches.
+:class:`FileImages` decodes JPEGs per batch in a thread pool (full-size ImageNet), its RandomResizedCrop and flip
+being torchvision's (``torchvision.transforms.v2``). Every random number comes from the ``generator`` they are
+given (FileImages: one seed per sample drawn from it), so that a resumed run that restores the generator state
+sees exactly the same batches.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import os
 import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Protocol, Sequence
+from typing import Callable, NamedTuple, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -21,11 +22,14 @@ import torch.nn.functional as F
 from PIL import Image, ImageFile
 
 from .transforms import (AugmentationConfig, apply_steps_after_crop, concat_step_draws,
-                         draw_resized_crop_parameters, draw_step_parameters, resized_crop_box, resized_crop_batch)
+                         draw_resized_crop_parameters, draw_step_parameters, resized_crop_batch)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PROGRESS_BAR_FROM = 2000  # images; below this a bar is noise in the logs
+# torchvision's random transforms draw from torch's global CPU generator: FileImages seeds it per sample inside
+# torch.random.fork_rng, one thread of this process at a time
+GLOBAL_RNG_LOCK = threading.Lock()
 
 
 class ImageSource(Protocol):
@@ -75,9 +79,27 @@ def open_rgb(path: str | os.PathLike) -> Image.Image:
             with Image.open(handle) as image:
                 return image.convert("RGB")
         except DECODE_ERRORS as error:
-            if isinstance(error, OSError) and error.errno is not None:  # the disk failed, not the file's content
-                raise OSError(error.errno, error.strerror, os.fspath(path)) from error
-            raise CorruptImageError(path, f"{type(error).__name__}: {error}") from error
+            raise decode_error(path, error) from error
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of the image at ``path``, read from its header only (Pillow opens lazily, a few tens of
+    microseconds); errors as :func:`open_rgb`'s (a header Pillow cannot parse is a :class:`CorruptImageError`
+    naming the file; pixel data damaged past the header is found only by decoding)."""
+    with open(path, "rb") as handle:
+        try:
+            with Image.open(handle) as image:
+                return image.size
+        except DECODE_ERRORS as error:
+            raise decode_error(path, error) from error
+
+
+def decode_error(path: str | os.PathLike, error: Exception) -> Exception:
+    """What to raise for a Pillow error on ``path``: an OSError naming it when the disk failed (it has an errno),
+    else a :class:`CorruptImageError` (the file's content)."""
+    if isinstance(error, OSError) and error.errno is not None:
+        return OSError(error.errno, error.strerror, os.fspath(path))
+    return CorruptImageError(path, f"{type(error).__name__}: {error}")
 
 
 def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
@@ -185,10 +207,14 @@ def report_skipped(corrupt: Sequence[CorruptImageError], total: int, dataset: st
 
 
 def normalise(images_uint8: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 [B, 3, H, W] -> float [B, 3, H, W]: (x / 255 - mean) / std per channel."""
+    """uint8 [B, 3, H, W] -> float [B, 3, H, W]: (x / 255 - mean) / std per channel, in a new contiguous tensor.
+
+    The three operations run in place on one float copy laid out [B, 3, H, W] (decoded batches arrive as views of
+    [B, H, W, 3]): the values of the same operations out of place, several times faster on a decoded batch."""
     mean_tensor = torch.tensor(mean, dtype=torch.float32, device=images_uint8.device).view(1, -1, 1, 1)
     std_tensor = torch.tensor(std, dtype=torch.float32, device=images_uint8.device).view(1, -1, 1, 1)
-    return (images_uint8.float() / 255.0 - mean_tensor) / std_tensor
+    images = images_uint8.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+    return images.div_(255.0).sub_(mean_tensor).div_(std_tensor)
 
 
 def draw_sample_seeds(count: int, generator: torch.Generator) -> list[int]:
@@ -301,22 +327,38 @@ def random_crop_and_flip(images: torch.Tensor, crop_size: int, padding: int,
 
 
 # ------------------------------------------------------------------------------------------------ from files
+class ResizedCropDraw(NamedTuple):
+    """One sample's RandomResizedCrop box (torchvision's ``make_params``: top, left, height, width), its flip, and
+    the (width, height) of the image it was drawn for."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    flip: bool
+    image_size: tuple[int, int]
+
+
 class FileImages:
     """Images decoded from their files for every batch (a thread pool of ``threads``).
 
-    Augmentation follows ``augmentation`` (default: the random_resized crop and flip). The random_resized crop
-    is RandomResizedCrop-style (area fraction in ``scale`` -- ``augmentation.crop_scale`` when given --, aspect
-    ratio log-uniform in ``ratio``, then ``crop_size`` squared, bilinear); to draw a fixed five numbers per
-    sample whatever the image sizes, a crop that does not fit is clamped to the image instead of torchvision's
-    ten rejection tries. The padded crop squares the image to ``resize_shorter`` (as the preloaded source
-    stores it), zero-pads it by ``crop_padding`` and takes a random ``crop_size`` crop. Then a horizontal flip,
-    and rotation, colour jitter and grayscale when configured (on the decoded batch). Without augmentation:
-    shorter side to ``resize_shorter``, centre ``crop_size`` crop.
+    Augmentation follows ``augmentation`` (default: the random_resized crop and flip). The random_resized crop and
+    flip are torchvision's ``v2.Compose([v2.RandomResizedCrop(crop_size, scale, ratio), v2.RandomHorizontalFlip()])``
+    on the decoded PIL image (``scale``: ``augmentation.crop_scale`` when given), bilinear with antialiasing: the
+    box is what the transform's ``make_params`` samples (ten rejection tries, then its centre-crop fallback) and the
+    coin what RandomHorizontalFlip draws after it, with torch's global generator seeded by the first number of the
+    sample's generator (:meth:`draw_resized_crops`: in the calling thread, from the image's size read from its
+    header); the pixels are those of ``v2.functional.resized_crop`` and ``horizontal_flip``, made in the pool. The
+    padded crop squares the image to ``resize_shorter`` (as the preloaded source stores it), zero-pads it by
+    ``crop_padding``, takes a random ``crop_size`` crop and flips it by a coin, its five numbers drawn from the
+    sample's generator. Then rotation, colour jitter and grayscale when configured (on the decoded batch, their
+    numbers drawn from the sample's generator next). Without augmentation: shorter side to ``resize_shorter``,
+    centre ``crop_size`` crop.
 
     An undecodable image raises :class:`CorruptImageError` naming it and ``dataset``. With ``skip_corrupt``
     (pretraining only) its samples are replaced by the next decodable image in list order (cyclically), with the
-    same draws, so batches depend on the files only; each corrupt image is logged once with the running count
-    (:attr:`corrupt_paths`).
+    same sample seed (a random_resized box is drawn for the substitute's size), so batches depend on the files
+    only; each corrupt image is logged once with the running count (:attr:`corrupt_paths`).
     """
 
     def __init__(self, paths: Sequence[str | os.PathLike], crop_size: int, resize_shorter: int,
@@ -325,6 +367,8 @@ class FileImages:
                  augmentation: AugmentationConfig | None = None, crop_padding: int = 0,
                  dataset: str | None = None, skip_corrupt: bool = False,
                  log: Callable[[str], None] | None = None):
+        from torchvision.transforms import v2  # here: the preloaded default never needs it
+
         if crop_size > resize_shorter:
             raise ValueError(f"crop_size {crop_size} must be <= resize_shorter {resize_shorter}")
         if not (0 < scale[0] <= scale[1] <= 1) or not (0 < ratio[0] <= ratio[1]):
@@ -334,7 +378,9 @@ class FileImages:
         self.mean, self.std = tuple(mean), tuple(std)
         self.threads = max(1, int(threads))
         self.augmentation = augmentation or AugmentationConfig(crop_scale=scale)
-        self.scale, self.ratio = self.augmentation.crop_scale, ratio
+        self.scale, self.ratio = self.augmentation.crop_scale, tuple(float(value) for value in ratio)
+        self.crop_transform = v2.RandomResizedCrop(self.crop_size, scale=self.scale, ratio=self.ratio,
+                                                   interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
         self.crop_padding = int(crop_padding)
         self.dataset, self.skip_corrupt = dataset, skip_corrupt
         self.log = log or logging.getLogger(__name__).warning
@@ -354,17 +400,20 @@ class FileImages:
         return normalise(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2), self.mean, self.std)
 
     def load_batch_seeded(self, indices: torch.Tensor, sample_seeds: Sequence[int]) -> torch.Tensor:
-        """The augmented batch, sample k drawing all its numbers (five for the crop and flip, then those of the
-        steps after the crop) from a generator seeded with ``sample_seeds[k]``: a sample's crop depends on its
-        seed only, not on the batch it is in nor on the process that decodes it."""
+        """The augmented batch, sample k drawing all its numbers from a generator seeded with ``sample_seeds[k]``:
+        the random_resized crop one seed (:meth:`draw_resized_crops` seeds torch's global generator with it), the
+        padded crop five numbers; then those of the steps after the crop. A sample's augmentation depends on its
+        seed and image only, not on the batch it is in nor on the process or thread that decodes it."""
         indices = check_indices(indices, len(self)).tolist()
         if len(sample_seeds) != len(indices):
             raise ValueError(f"{len(sample_seeds)} sample seeds for {len(indices)} samples")
         generators = [torch.Generator().manual_seed(int(seed)) for seed in sample_seeds]
-        draws = [self.draw_crop_parameters(1, generator)[0].tolist() for generator in generators]
-        crop = self.padded if self.augmentation.resolved_crop(preloaded=False) == "padded" else self.augmented
-        arrays = run_jobs([lambda index=index, draw=draw: self.decode_sample(index, crop, draw)
-                           for index, draw in zip(indices, draws)], self.threads)
+        if self.augmentation.resolved_crop(preloaded=False) == "padded":
+            draws = [self.draw_crop_parameters(1, generator)[0].tolist() for generator in generators]
+            arrays = run_jobs([lambda index=index, draw=draw: self.decode_sample(index, self.padded, draw)
+                               for index, draw in zip(indices, draws)], self.threads)
+        else:
+            arrays = self.resized_crop_batch(indices, [draw_sample_seeds(1, generator)[0] for generator in generators])
         batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
         if self.augmentation.has_steps_after_crop:
             steps = concat_step_draws([draw_step_parameters(self.augmentation, 1, generator)
@@ -372,19 +421,65 @@ class FileImages:
             batch = apply_steps_after_crop(batch.float() / 255.0, self.augmentation, steps) * 255.0
         return normalise(batch, self.mean, self.std)
 
-    def decode_sample(self, index: int, decode: Callable[..., np.ndarray], *draw) -> np.ndarray:
-        """``decode(path, *draw)`` of sample ``index``, or (``skip_corrupt``) of the substitute of a corrupt one."""
+    def resized_crop_batch(self, indices: Sequence[int], crop_seeds: Sequence[int]) -> list[np.ndarray]:
+        """uint8 [crop, crop, 3] random_resized crops of samples ``indices``: each image's size read from its
+        header and its box and coin drawn here, in the calling thread (:meth:`draw_resized_crops`); the decoding,
+        cropping and resizing in the pool. An image whose data turns out corrupt (``skip_corrupt``) sends its
+        sample to the next readable image, with a box drawn again from the same seed for that image's size."""
+        arrays: list[np.ndarray | None] = [None] * len(indices)
+        candidates, pending = list(indices), list(range(len(indices)))
+        while pending:
+            sized = [self.first_readable(candidates[slot], image_size) for slot in pending]
+            for slot, (candidate, _) in zip(pending, sized):
+                candidates[slot] = candidate
+            draws = self.draw_resized_crops([size for _, size in sized], [crop_seeds[slot] for slot in pending])
+            results = run_jobs([lambda slot=slot, draw=draw: self.try_resized_crop(candidates[slot], draw)
+                                for slot, draw in zip(pending, draws)], self.threads)
+            retry = []
+            for slot, result in zip(pending, results):
+                if isinstance(result, CorruptImageError):
+                    self._record_corrupt(candidates[slot], result)
+                    retry.append(slot)
+                else:
+                    arrays[slot] = result
+            pending = retry
+        return arrays
+
+    def draw_resized_crops(self, sizes: Sequence[tuple[int, int]], crop_seeds: Sequence[int]) -> list[ResizedCropDraw]:
+        """For each (width, height) and seed: torch's global CPU generator seeded with it, then
+        ``v2.RandomResizedCrop.make_params`` and RandomHorizontalFlip's coin (``torch.rand(1) < 0.5``, drawn only
+        when ``augmentation.flip``), the draws of ``v2.Compose([RandomResizedCrop, RandomHorizontalFlip])`` after
+        ``torch.manual_seed(seed)``. The global generator's state is restored afterwards (``fork_rng``); CUDA
+        generators are not touched."""
+        draws = []
+        with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
+            for (width, height), seed in zip(sizes, crop_seeds):
+                torch.default_generator.manual_seed(int(seed))
+                # make_params reads the size only: an empty image of that size stands in for the decoded one
+                params = self.crop_transform.make_params([torch.empty((0, height, width), dtype=torch.uint8)])
+                flip = self.augmentation.flip and bool(torch.rand(1) < 0.5)
+                draws.append(ResizedCropDraw(int(params["top"]), int(params["left"]), int(params["height"]),
+                                             int(params["width"]), flip, (width, height)))
+        return draws
+
+    def first_readable(self, index: int, read: Callable[[str | os.PathLike], object]) -> tuple[int, object]:
+        """(candidate, ``read(path)``) of sample ``index``'s image or, with ``skip_corrupt``, of the first readable
+        one after it in list order (cyclically); without ``skip_corrupt`` a corrupt image raises naming it."""
         for offset in range(len(self.paths)):
             candidate = (index + offset) % len(self.paths)
             if candidate in self.corrupt_paths:
                 continue
             try:
-                return decode(self.paths[candidate], *draw)
+                return candidate, read(self.paths[candidate])
             except CorruptImageError as error:
                 if not self.skip_corrupt:
                     raise error.in_dataset(self.dataset) from error.__cause__
                 self._record_corrupt(candidate, error)
         raise ValueError(f"none of the {len(self.paths)} images of {self.dataset or 'the set'} could be decoded")
+
+    def decode_sample(self, index: int, decode: Callable[..., np.ndarray], *draw) -> np.ndarray:
+        """``decode(path, *draw)`` of sample ``index``, or (``skip_corrupt``) of the substitute of a corrupt one."""
+        return self.first_readable(index, lambda path: decode(path, *draw))[1]
 
     def _record_corrupt(self, index: int, error: CorruptImageError) -> None:
         with self._corrupt_lock:
@@ -396,17 +491,33 @@ class FileImages:
                      "readable image")
 
     def draw_crop_parameters(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        """[B, 5]: area fraction, log aspect ratio, horizontal and vertical position in [0, 1), flip coin (the
-        padded crop uses the positions and the coin)."""
+        """[B, 5] for the padded crop: area fraction and log aspect ratio (unused), horizontal and vertical position
+        in [0, 1), flip coin."""
         return draw_resized_crop_parameters(batch_size, self.scale, generator, self.ratio)
 
-    def augmented(self, path, draw: Sequence[float]) -> np.ndarray:
+    def try_resized_crop(self, index: int, draw: ResizedCropDraw) -> np.ndarray | CorruptImageError:
+        """:meth:`resized_crop` of image ``index``; a corrupt image is returned (``skip_corrupt``) or raised."""
+        try:
+            return self.resized_crop(self.paths[index], draw)
+        except CorruptImageError as error:
+            if not self.skip_corrupt:
+                raise error.in_dataset(self.dataset) from error.__cause__
+            return error
+
+    def resized_crop(self, path, draw: ResizedCropDraw) -> np.ndarray:
+        """torchvision's ``resized_crop`` (bilinear, antialiased) of the decoded image, then ``horizontal_flip``
+        when the coin says so: uint8 [crop, crop, 3]."""
+        from torchvision.transforms.v2 import InterpolationMode, functional
+
         image = open_rgb(path)
-        left, top, crop_width, crop_height = resized_crop_box(image.size[0], image.size[1], draw)
-        box = (left, top, left + crop_width, top + crop_height)
-        image = image.resize((self.crop_size, self.crop_size), Image.BILINEAR, box=box)
-        if self.augmentation.flip and draw[4] < 0.5:
-            image = image.transpose(Image.FLIP_LEFT_RIGHT)
+        if image.size != draw.image_size:
+            raise ValueError(f"image {os.fspath(path)} decodes to {image.size[0]}x{image.size[1]} but its header "
+                             f"says {draw.image_size[0]}x{draw.image_size[1]}; re-encode the file")
+        image = functional.resized_crop(image, draw.top, draw.left, draw.height, draw.width,
+                                        [self.crop_size, self.crop_size], interpolation=InterpolationMode.BILINEAR,
+                                        antialias=True)
+        if draw.flip:
+            image = functional.horizontal_flip(image)
         return np.asarray(image, dtype=np.uint8)
 
     def padded(self, path, draw: Sequence[float]) -> np.ndarray:
@@ -438,10 +549,10 @@ def build_image_source(paths: Sequence[str | os.PathLike], preload: bool, *, res
                        log: Callable[[str], None] | None = None) -> ImageSource:
     """Preloaded: every image squared to ``resize_shorter`` once, then crops of ``crop_size`` as tensors.
     From files: crops of ``crop_size`` decoded per batch. The crop and the steps after it follow
-    ``augmentation`` (default: padded crops when preloaded, RandomResizedCrop-style from files); ``crop_padding``
-    pads padded crops only. ``skip_corrupt_images``: corrupt images are dropped at load time (preloaded) or their
-    samples replaced by the next readable image (from files), logged to ``log``; otherwise the first one is an
-    error naming it."""
+    ``augmentation`` (default: padded crops when preloaded, torchvision's RandomResizedCrop from files);
+    ``crop_padding`` pads padded crops only. ``skip_corrupt_images``: corrupt images are dropped at load time
+    (preloaded) or their samples replaced by the next readable image (from files), logged to ``log``; otherwise the
+    first one is an error naming it."""
     augmentation = augmentation or AugmentationConfig()
     if preload:
         images = load_image_tensor(paths, resize_shorter=resize_shorter, final_size=resize_shorter, threads=threads,

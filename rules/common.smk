@@ -60,7 +60,7 @@ def features_file(model, split):
 
 def layer_result_file(model, track, layer, k=None):
     """The result of one layer on an SVM track (voc07_svm, voc07_lowshot), or of one k of it on the low-shot track."""
-    return f"{RESULTS}/eval/{model}/{track}/{layer}" + (f"/k{k}.json" if k else ".json")
+    return f"{RESULTS}/eval/{model}/{track}/" + (f"{layer}/k{k}" if k else layer) + ".json"
 
 
 def lowshot_samples_file(k):

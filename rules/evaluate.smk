@@ -1,6 +1,7 @@
 # The evaluation tracks: VOC07 full SVM (per layer), VOC07 low-shot SVM (per layer and k), Places205 linear probe.
 # Each job's params are what its result depends on: an SVM job gets the costs, not the list of layers.
-LOWSHOT_K = CONFIG["evaluation"]["voc07_lowshot"]["k_values"]  # one samples job and one SVM job per layer per k
+# One low-shot samples job per k, and one SVM job per model, layer and k.
+LOWSHOT_K = CONFIG["evaluation"]["voc07_lowshot"]["k_values"]
 
 
 rule svm_full:
@@ -80,7 +81,8 @@ rule merge_lowshot:
     input:
         results=expand(layer_result_file("{{model}}", "voc07_lowshot", "{{layer}}", "{k}"), k=LOWSHOT_K),
         scores=expand(
-            test_scores_file(layer_result_file("{{model}}", "voc07_lowshot", "{{layer}}", "{k}")), k=LOWSHOT_K
+            test_scores_file(layer_result_file("{{model}}", "voc07_lowshot", "{{layer}}", "{k}")),
+            k=LOWSHOT_K,
         ),
     output:
         result=layer_result_file("{model}", "voc07_lowshot", "{layer}"),

@@ -86,6 +86,36 @@ def test_adding_a_lowshot_k_runs_only_that_ks_jobs_and_the_merges(smoke_copy, tm
     assert planned(smoke_copy, config) == []
 
 
+def test_published_samples_reach_the_samples_job(smoke_copy, tmp_path):
+    """evaluation.voc07_lowshot.published_samples: each k's job reads that k's files (here the drawn samples
+    written in the benchmark's encoding, so the samples read back are the drawn ones)."""
+    from ssl_challenge.data.voc07 import read_image_set, voc07_class_names
+    from ssl_challenge.evaluation.lowshot import published_sample_path
+
+    voc_root = smoke_copy / "results" / "data" / "embedded" / "VOCdevkit"
+    ids, classes = read_image_set(voc_root, "trainval"), voc07_class_names(voc_root)
+    folder, drawn = tmp_path / "low_shot_train", {}
+    folder.mkdir()
+    for k in (1, 2):
+        drawn[k] = json.loads((smoke_copy / "results" / "eval" / "voc07_lowshot_samples" / f"k{k}.json").read_text())
+        for sample, draw in enumerate(drawn[k]["samples"][str(k)], start=1):
+            targets = {image_id: {name: -1 for name in classes} for image_id in ids}
+            for c, name in enumerate(classes):
+                for label, part in ((1, "positives"), (0, "negatives")):
+                    for row in draw[part][c]:
+                        targets[ids[row]][name] = label
+            published_sample_path(folder, sample, k).write_text(json.dumps(targets))
+    config = edited_smoke(smoke_copy, tmp_path,
+                          lambda c: c["evaluation"]["voc07_lowshot"].update(published_samples=str(folder)))
+    assert {(job.rule, dict(job.wildcards)["k"]) for job in planned(smoke_copy, config)
+            if job.rule == "lowshot_samples"} == {("lowshot_samples", "1"), ("lowshot_samples", "2")}
+    run_snakemake(smoke_copy, "--cores", "1", "results/eval/voc07_lowshot_samples/k1.json", "--configfile",
+                  str(config))
+    read = json.loads((smoke_copy / "results" / "eval" / "voc07_lowshot_samples" / "k1.json").read_text())
+    assert read["seed"] is None and str(folder) in read["source"]
+    assert read["samples"] == drawn[1]["samples"]
+
+
 @pytest.mark.parametrize("edit, rules, check", [
     # a low-shot layer: that layer's low-shot jobs (not the samples, not the full SVM)
     (lambda c: c["evaluation"]["voc07_lowshot"]["layers"].append("feat4"), {"svm_lowshot", "merge_lowshot",

@@ -37,6 +37,7 @@ include: "rules/seeds.smk"
 localrules:
     all_tracks,
     lowshot_samples,
+    merge_lowshot,
     snapshot_model,
     leaderboard,
     dc_vs_odc,

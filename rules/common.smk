@@ -15,6 +15,7 @@ CONFIG = planning.canonical_config(config)
 wildcard_constraints:
     model=planning.MODEL_NAME_PATTERN,
     layer="feat[1-5]",
+    k="[0-9]+",
 
 
 # Output patterns of models named by wildcards (planning.format_model_name writes every model name).
@@ -57,13 +58,13 @@ def features_file(model, split):
     return f"{RESULTS}/features/{model}/{split}.npz"
 
 
-def layer_result_file(model, track, layer):
-    """The result of one layer on an SVM track (voc07_svm, voc07_lowshot)."""
-    return f"{RESULTS}/eval/{model}/{track}/{layer}.json"
+def layer_result_file(model, track, layer, k=None):
+    """The result of one layer on an SVM track (voc07_svm, voc07_lowshot), or of one k of it on the low-shot track."""
+    return f"{RESULTS}/eval/{model}/{track}/" + (f"{layer}/k{k}" if k else layer) + ".json"
 
 
-def lowshot_samples_file():
-    return f"{RESULTS}/eval/voc07_lowshot_samples.json"
+def lowshot_samples_file(k):
+    return f"{RESULTS}/eval/voc07_lowshot_samples/k{k}.json"
 
 
 def probe_file(model, track):

@@ -1,5 +1,7 @@
-# The evaluation tracks: VOC07 full SVM (per layer), VOC07 low-shot SVM (per layer), Places205 linear probe.
+# The evaluation tracks: VOC07 full SVM (per layer), VOC07 low-shot SVM (per layer and k), Places205 linear probe.
 # Each job's params are what its result depends on: an SVM job gets the costs, not the list of layers.
+# One low-shot samples job per k, and one SVM job per model, layer and k.
+LOWSHOT_K = CONFIG["evaluation"]["voc07_lowshot"]["k_values"]
 
 
 rule svm_full:
@@ -31,15 +33,15 @@ rule lowshot_samples:
     input:
         data=data_input,
     output:
-        samples=lowshot_samples_file(),
+        samples=lowshot_samples_file("{k}"),
     log:
-        log_file("voc07_lowshot_samples"),
+        log_file("voc07_lowshot_samples", "k{k}"),
     conda:
         "../envs/pipeline.yaml"
     params:
-        lowshot=planning.lowshot_draw_options(CONFIG),
-        published=provenance.published_samples_param(
-            CONFIG["evaluation"]["voc07_lowshot"]["published_samples"]
+        draw=planning.lowshot_draw_options(CONFIG),
+        published=lambda wildcards: provenance.published_samples_param(
+            CONFIG["evaluation"]["voc07_lowshot"]["published_samples"], int(wildcards.k)
         ),
         roots=roots("voc07"),
         classes=CONFIG["data"]["voc07_classes"],
@@ -52,15 +54,15 @@ rule svm_lowshot:
     input:
         trainval=features_file("{model}", "voc07_trainval"),
         test=features_file("{model}", "voc07_test"),
-        samples=lowshot_samples_file(),
+        samples=lowshot_samples_file("{k}"),
         data=data_input,
     output:
-        result=layer_result_file("{model}", "voc07_lowshot", "{layer}"),
-        scores=test_scores_file(layer_result_file("{model}", "voc07_lowshot", "{layer}")),
+        result=layer_result_file("{model}", "voc07_lowshot", "{layer}", "{k}"),
+        scores=test_scores_file(layer_result_file("{model}", "voc07_lowshot", "{layer}", "{k}")),
     log:
-        log_file("voc07_lowshot", "{model}", "{layer}"),
+        log_file("voc07_lowshot", "{model}", "{layer}", "k{k}"),
     benchmark:
-        benchmark_file("voc07_lowshot", "{model}", "{layer}")
+        benchmark_file("voc07_lowshot", "{model}", "{layer}", "k{k}")
     conda:
         "../envs/pipeline.yaml"
     threads: CONFIG["resources"]["svm_threads"]
@@ -72,6 +74,28 @@ rule svm_lowshot:
         numerics=numerics_mode(),
     script:
         "../workflow/scripts/svm_lowshot.py"
+
+
+# A layer's track result from its per-k results: adding a k reruns the new k's SVMs and these merges only.
+rule merge_lowshot:
+    input:
+        results=expand(layer_result_file("{{model}}", "voc07_lowshot", "{{layer}}", "{k}"), k=LOWSHOT_K),
+        scores=expand(
+            test_scores_file(layer_result_file("{{model}}", "voc07_lowshot", "{{layer}}", "{k}")),
+            k=LOWSHOT_K,
+        ),
+    output:
+        result=layer_result_file("{model}", "voc07_lowshot", "{layer}"),
+        scores=test_scores_file(layer_result_file("{model}", "voc07_lowshot", "{layer}")),
+    log:
+        log_file("voc07_lowshot", "{model}", "{layer}"),
+    conda:
+        "../envs/pipeline.yaml"
+    params:
+        k_values=LOWSHOT_K,
+        code=code_digest("merge_lowshot.py"),
+    script:
+        "../workflow/scripts/merge_lowshot.py"
 
 
 rule linear_probe:

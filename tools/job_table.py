@@ -31,8 +31,8 @@ START, END = "<!-- job-table:start -->", "<!-- job-table:end -->"
 # The stages in the order they run; rules not listed follow.
 RULE_ORDER = ["pretrain", "snapshot_model", "pseudo_labels", "codc_labels", "codc_round", "extract_voc07_features",
               "extract_places205_features", "concat_voc07_features", "concat_places205_features", "svm_full",
-              "lowshot_samples", "svm_lowshot", "linear_probe", "imagenet_linear", "leaderboard", "dc_vs_odc",
-              "ablation_tables"]
+              "lowshot_samples", "svm_lowshot", "merge_lowshot", "linear_probe", "imagenet_linear", "leaderboard",
+              "dc_vs_odc", "ablation_tables"]
 TINY = {"imagenet_train": 10, "imagenet_val": 10, "voc_trainval": 60, "voc_test": 20, "places_train": 10,
         "places_val": 10}
 

@@ -28,7 +28,7 @@ CLS_DEFAULT_PCA_DIMS = 256  # methods/cls.py ClsOptions.pca_dims (tests/unit/tes
 CODC_TRAINING_KEYS = ("epochs", "batch_size", "optimizer", "schedule", "seed", "checkpoint_every")
 # What a job's result depends on, per job kind (besides its input files and its wildcards): its params.
 SVM_OPTIONS = ("costs", "extra_powers")  # an SVM job (full or low-shot) of one layer; not the list of layers
-LOWSHOT_DRAW_OPTIONS = ("k_values", "num_samples", "seed")  # the low-shot samples; each (k, sample) drawn alone
+LOWSHOT_DRAW_OPTIONS = ("num_samples", "seed")  # one k's low-shot samples; each (k, sample) drawn alone
 PROBE_FEATURE_OPTIONS = ("image_size", "pooling", "resize_shorter")  # what an online probe takes of `features`
 
 TrackFiles = Callable[[str, str], "list[str]"]  # (model, track) -> its result files (rules/common.smk)
@@ -380,8 +380,8 @@ def svm_options(config: dict, track: str) -> dict:
 
 
 def lowshot_draw_options(config: dict) -> dict:
-    """What decides the low-shot samples. Each (k, sample, class) has its own random stream (evaluation/lowshot.py),
-    so adding a k adds draws and leaves the others as they were."""
+    """What decides one k's low-shot samples (one job per k), not the list of k: each (k, sample, class) has its own
+    random stream (evaluation/lowshot.py), so adding a k adds that k's job and leaves the drawn ones as they were."""
     return {key: config["evaluation"]["voc07_lowshot"][key] for key in LOWSHOT_DRAW_OPTIONS}
 
 

@@ -182,16 +182,17 @@ def method_files(methods: Iterable[str], package_dir: Path = PACKAGE_DIR) -> lis
     return [package_dir / "methods" / f"{registry[name]}.py" for name in methods]
 
 
-def published_samples_param(folder: str) -> dict | str:
-    """The param of the low-shot samples job for config key evaluation.voc07_lowshot.published_samples: the folder
-    and a digest of its train_targets_sample<s>_k<k>.json files (editing them re-reads them); "" when the samples
-    are drawn."""
+def published_samples_param(folder: str, k: int) -> dict | str:
+    """The param of one k's low-shot samples job for config key evaluation.voc07_lowshot.published_samples: the
+    folder and a digest of its train_targets_sample<s>_k<k>.json files of that k (editing them re-reads them); ""
+    when the samples are drawn."""
     if not folder:
         return ""
-    files = sorted(Path(folder).glob("train_targets_sample*_k*.json"))
+    files = sorted(Path(folder).glob(f"train_targets_sample*_k{k}.json"))
     if not files:
         raise ValueError(f"config key 'evaluation.voc07_lowshot.published_samples': {folder!r} holds no "
-                         "train_targets_sample<s>_k<k>.json files (the challenge's low_shot_voc07/low_shot_train/)")
+                         f"train_targets_sample<s>_k{k}.json files for k={k} (the challenge's "
+                         "low_shot_voc07/low_shot_train/; or remove that k from evaluation.voc07_lowshot.k_values)")
     digest = hashlib.sha256()
     for path in files:
         digest.update(b"\0".join([path.name.encode(), path.read_bytes(), b""]))

@@ -25,9 +25,9 @@ FULLSCALE = ["all_tracks", "--directory", str(RUN_DIR), "--configfile", "config/
 # Every rule of the workflow but prepare_data, which only the embedded data set needs.
 FULL_SCALE_RULES = {"pretrain", "snapshot_model", "pseudo_labels", "codc_labels", "codc_round",
                     "extract_voc07_features", "extract_places205_features", "concat_voc07_features",
-                    "concat_places205_features", "svm_full", "lowshot_samples", "svm_lowshot", "linear_probe",
-                    "imagenet_linear", "voc07_detection", "submission_files", "leaderboard", "dc_vs_odc",
-                    "ablation_tables", "all_tracks"}
+                    "concat_places205_features", "svm_full", "lowshot_samples", "svm_lowshot", "merge_lowshot",
+                    "linear_probe", "imagenet_linear", "voc07_detection", "submission_files", "leaderboard",
+                    "dc_vs_odc", "ablation_tables", "all_tracks"}
 
 
 @pytest.fixture(scope="module")

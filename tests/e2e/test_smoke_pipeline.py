@@ -93,8 +93,8 @@ def test_changing_one_model_marks_exactly_its_stages(smoke_run, tmp_path):
     jobs = planned_jobs(run_snakemake(workdir, "-n", "all_tracks", "--configfile", str(changed)).stdout)
     assert {job.model for job in jobs if job.model} == {"odc", "odc@e1"}
     assert {job.rule for job in jobs} == {"pretrain", "snapshot_model", "extract_voc07_features", "svm_full",
-                                          "svm_lowshot", "linear_probe", "voc07_detection", "submission_files",
-                                          "leaderboard", "dc_vs_odc", "all_tracks"}
+                                          "svm_lowshot", "merge_lowshot", "linear_probe", "voc07_detection",
+                                          "submission_files", "leaderboard", "dc_vs_odc", "all_tracks"}
     pretrain = next(job for job in jobs if job.rule == "pretrain")
     assert "params" in pretrain.reason.lower()
 

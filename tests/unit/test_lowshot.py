@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from ssl_challenge.evaluation.lowshot import (draw_lowshot_samples, evaluate_lowshot, load_lowshot_samples,
+from ssl_challenge.evaluation.lowshot import (draw_lowshot_samples, evaluate_lowshot, evaluate_lowshot_with_scores,
+                                              load_lowshot_samples, merge_lowshot_results, merge_lowshot_scores,
                                               published_sample_path, read_published_lowshot_samples,
                                               save_lowshot_samples)
 from ssl_challenge.evaluation.svm import protocol_costs
@@ -211,3 +212,69 @@ def test_published_samples_errors_name_the_file(tmp_path):
     path.write_text('{"000001": {"cat": 1,}')
     with pytest.raises(ValueError, match=r"sample2_k1.json:1: not valid JSON"):
         read_published_lowshot_samples(tmp_path, IMAGE_IDS, CLASSES, [1], num_samples=2)
+
+
+# ------------------------------------------------------------------------------------------------ one job per k
+def one_k_result(k, mean, seconds, newton_steps, layer="feat5"):
+    """A hand-made per-k result (the shape of evaluate_lowshot on one k's samples, with layer and dim)."""
+    return {"track_score": mean, "per_k": {str(k): {"mean": mean, "cost": 1.0}},
+            "map_per_cost": {str(k): [[mean - 1.0], [mean + 1.0]]}, "costs": [1.0], "solver": "newton",
+            "cost_choice": "best test", "std": "ddof 0", "seed": 3, "num_samples": 2, "seconds": seconds,
+            "solver_stats": {"newton_steps": newton_steps, "not_converged": 0}, "numerics": {"cpu": "x"},
+            "layer": layer, "dim": 8}
+
+
+def test_merging_per_k_results_gives_the_all_k_result():
+    merged = merge_lowshot_results([one_k_result(8, 30.0, 2.5, 4), one_k_result(1, 10.0, 1.0, 3)], [8, 1])
+    assert merged["track_score"] == 20.0  # the mean over k of the per-k means
+    assert list(merged["per_k"]) == ["8", "1"] and merged["per_k"]["1"] == {"mean": 10.0, "cost": 1.0}
+    assert merged["map_per_cost"] == {"8": [[29.0], [31.0]], "1": [[9.0], [11.0]]}
+    assert merged["seconds"] == 3.5 and merged["solver_stats"] == {"newton_steps": 7, "not_converged": 0}
+    assert (merged["layer"], merged["dim"], merged["seed"], merged["costs"]) == ("feat5", 8, 3, [1.0])
+    assert list(merged) == list(evaluate_lowshot_keys())
+    with pytest.raises(ValueError, match="given for k=2 holds k \\['1'\\]"):
+        merge_lowshot_results([one_k_result(1, 10.0, 1.0, 3)], [2])
+    with pytest.raises(ValueError, match="k=2 has layer 'feat4'"):
+        merge_lowshot_results([one_k_result(1, 10.0, 1.0, 3), one_k_result(2, 1.0, 1.0, 1, "feat4")], [1, 2])
+    with pytest.raises(ValueError, match="1 per-k results for k_values \\[1, 2\\]"):
+        merge_lowshot_results([one_k_result(1, 10.0, 1.0, 3)], [1, 2])
+
+
+def evaluate_lowshot_keys():
+    """The keys of a layer's result file as one job over every k writes them (evaluate_lowshot, layer, dim)."""
+    return ("track_score", "per_k", "map_per_cost", "costs", "solver", "cost_choice", "std", "seed", "num_samples",
+            "seconds", "solver_stats", "numerics", "layer", "dim")
+
+
+def test_merging_per_k_scores_keeps_images_classes_then_each_ks_arrays():
+    ids, classes = np.array(["000001", "000002"]), np.array(["cat", "dog"])
+    k2 = {"image_ids": ids, "classes": classes, "k2_sample1": np.ones((2, 2)), "k2_sample2": np.zeros((2, 2))}
+    k1 = {"image_ids": ids, "classes": classes, "k1_sample1": np.full((2, 2), 3.0)}
+    merged = merge_lowshot_scores([k2, k1])
+    assert list(merged) == ["image_ids", "classes", "k2_sample1", "k2_sample2", "k1_sample1"]
+    assert merged["k1_sample1"][0, 0] == 3.0 and merged["k2_sample2"].sum() == 0
+    with pytest.raises(ValueError, match="scores file 2 has other image_ids"):
+        merge_lowshot_scores([k2, {**k1, "image_ids": ids[::-1]}])
+
+
+def test_evaluating_each_k_alone_and_merging_is_bit_identical_to_one_all_k_job():
+    labels = label_matrix()
+    train_x, test_x, test_y = features_for(labels)
+    samples = draw_lowshot_samples(labels, [2, 1], 2, seed=5)
+    costs = [0.1, 1.0]
+    whole, whole_scores = evaluate_lowshot_with_scores(train_x, labels, test_x, test_y, samples, costs, CLASSES, 1)
+    per_k, per_k_scores = [], []
+    for k in (2, 1):
+        alone = draw_lowshot_samples(labels, [k], 2, seed=5)
+        result, scores = evaluate_lowshot_with_scores(train_x, labels, test_x, test_y, alone, costs, CLASSES, 1)
+        per_k.append({**result, "layer": "feat5", "dim": 12})
+        per_k_scores.append({"image_ids": np.arange(3), "classes": np.asarray(CLASSES),
+                             **{f"k{k}_sample{index + 1}": array for index, array in enumerate(scores[str(k)])}})
+    merged = merge_lowshot_results(per_k, [2, 1])
+    whole.update(layer="feat5", dim=12)
+    assert json.dumps({**merged, "seconds": 0}) == json.dumps({**whole, "seconds": 0})  # same keys, same order
+    arrays = merge_lowshot_scores(per_k_scores)
+    assert list(arrays)[2:] == ["k2_sample1", "k2_sample2", "k1_sample1", "k1_sample2"]
+    for k in ("2", "1"):
+        for index, array in enumerate(whole_scores[k]):
+            assert np.array_equal(arrays[f"k{k}_sample{index + 1}"], array)

@@ -272,13 +272,14 @@ def test_svm_jobs_get_their_options_without_the_layers_and_the_samples_only_the_
         "voc07_lowshot": {"layers": ["feat5"], "k_values": [1, 2], "num_samples": 3, "seed": 4, "costs": [1.0]}}))
     assert planning.svm_options(config, "voc07_svm") == {"costs": [0.1, 1.0], "extra_powers": False}
     assert planning.svm_options(config, "voc07_lowshot") == {"costs": [1.0], "extra_powers": True}
-    assert planning.lowshot_draw_options(config) == {"k_values": [1, 2], "num_samples": 3, "seed": 4}
+    assert planning.lowshot_draw_options(config) == {"num_samples": 3, "seed": 4}  # one job per k: no k list
     more = copy.deepcopy(config)
+    more["evaluation"]["voc07_lowshot"]["k_values"].append(4)
     more["evaluation"]["voc07_svm"]["layers"].append("feat3")
     more["evaluation"]["voc07_lowshot"]["layers"].append("feat4")
     more["evaluation"]["voc07_lowshot"]["costs"] = [1.0, 10.0]
     assert planning.svm_options(more, "voc07_svm") == planning.svm_options(config, "voc07_svm")
-    assert planning.lowshot_draw_options(more) == planning.lowshot_draw_options(config)  # costs do not redraw
+    assert planning.lowshot_draw_options(more) == planning.lowshot_draw_options(config)  # nor a k, nor costs
 
 
 def test_probes_take_the_image_options_only_when_they_run_the_trunk():

@@ -34,8 +34,8 @@ def test_dry_run_lists_every_stage_quickly(workflow_copy):
     output = result.stdout + result.stderr
     for rule in ("prepare_data", "pretrain", "snapshot_model", "pseudo_labels", "codc_labels", "codc_round",
                  "extract_voc07_features", "extract_places205_features", "concat_voc07_features",
-                 "concat_places205_features", "svm_full", "lowshot_samples", "svm_lowshot", "linear_probe",
-                 "leaderboard", "dc_vs_odc", "ablation_tables", "all_tracks"):
+                 "concat_places205_features", "svm_full", "lowshot_samples", "svm_lowshot", "merge_lowshot",
+                 "linear_probe", "leaderboard", "dc_vs_odc", "ablation_tables", "all_tracks"):
         assert rule in output, f"rule {rule} missing from the dry run"
     assert elapsed < 5.0, f"dry run took {elapsed:.1f} s"
 

@@ -1,4 +1,4 @@
-"""Track 2: the VOC07 low-shot SVM on one layer of one model, on the recorded samples."""
+"""Track 2: the VOC07 low-shot SVM on one layer of one model for one k, on that k's recorded samples."""
 from ssl_challenge.jobs import job_logging
 
 with job_logging(snakemake) as log:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -328,3 +328,46 @@ def evaluate_lowshot_with_scores(train_x: np.ndarray, train_y: np.ndarray, test_
         "solver_stats": stats,
         "numerics": numerics_record(),
     }, sample_scores
+
+
+# ------------------------------------------------------------------------------------------------ one job per k
+# The keys every k's result shares (settings and the draw); the merge checks them equal.
+SHARED_RESULT_KEYS = ("costs", "solver", "cost_choice", "std", "seed", "num_samples")
+
+
+def merge_lowshot_results(results: Sequence[dict], k_values: Sequence[int]) -> dict:
+    """One layer's low-shot result from its per-k results (each :func:`evaluate_lowshot` on one k's samples, with
+    ``layer`` and ``dim``), in ``k_values`` order: the report all k evaluated at once would give, key for key
+    (``seconds`` and ``solver_stats`` summed, ``numerics`` of the first k). Raises ``ValueError`` naming the k whose
+    result does not hold exactly that k or differs from the first in a shared setting."""
+    if len(results) != len(k_values) or not results:
+        raise ValueError(f"low-shot merge: {len(results)} per-k results for k_values {list(k_values)}")
+    first = results[0]
+    per_k, map_per_cost, stats = {}, {}, {}
+    for k, result in zip(k_values, results):
+        if list(result["per_k"]) != [str(k)]:
+            raise ValueError(f"low-shot merge: the result given for k={k} holds k {list(result['per_k'])}")
+        for key in SHARED_RESULT_KEYS + ("layer", "dim"):
+            if result[key] != first[key]:
+                raise ValueError(f"low-shot merge: k={k} has {key} {result[key]!r}, k={k_values[0]} has "
+                                 f"{first[key]!r} (results of different runs?)")
+        per_k[str(k)] = result["per_k"][str(k)]
+        map_per_cost[str(k)] = result["map_per_cost"][str(k)]
+        for key, value in result["solver_stats"].items():
+            stats[key] = stats.get(key, 0) + value
+    return {"track_score": float(np.mean([entry["mean"] for entry in per_k.values()])), "per_k": per_k,
+            "map_per_cost": map_per_cost, **{key: first[key] for key in SHARED_RESULT_KEYS},
+            "seconds": sum(result["seconds"] for result in results), "solver_stats": stats,
+            "numerics": first["numerics"], "layer": first["layer"], "dim": first["dim"]}
+
+
+def merge_lowshot_scores(scores: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The arrays of one layer's test-scores file from its per-k files (``image_ids``, ``classes``, then each k's
+    ``k<k>_sample<s>`` in the order given). Raises ``ValueError`` when the files disagree on the images or classes."""
+    merged = {"image_ids": scores[0]["image_ids"], "classes": scores[0]["classes"]}
+    for index, arrays in enumerate(scores):
+        for key in ("image_ids", "classes"):
+            if not np.array_equal(arrays[key], merged[key]):
+                raise ValueError(f"low-shot merge: per-k scores file {index + 1} has other {key} than the first")
+        merged.update((key, value) for key, value in arrays.items() if key not in merged)
+    return merged

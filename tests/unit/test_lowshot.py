@@ -278,3 +278,16 @@ def test_evaluating_each_k_alone_and_merging_is_bit_identical_to_one_all_k_job()
     for k in ("2", "1"):
         for index, array in enumerate(whole_scores[k]):
             assert np.array_equal(arrays[f"k{k}_sample{index + 1}"], array)
+
+
+def test_progress_lines_count_the_samples_done():
+    labels = label_matrix()
+    train_x, test_x, test_y = features_for(labels)
+    samples = draw_lowshot_samples(labels, [2, 1], 2, seed=5)
+    lines = []
+    quiet, _ = evaluate_lowshot_with_scores(train_x, labels, test_x, test_y, samples, [0.1, 1.0], CLASSES, 1)
+    logged, _ = evaluate_lowshot_with_scores(train_x, labels, test_x, test_y, samples, [0.1, 1.0], CLASSES, 1,
+                                             log=lines.append)
+    assert {**logged, "seconds": 0} == {**quiet, "seconds": 0}  # reporting changes nothing
+    each = f"{len(CLASSES)} classes x 2 costs each"
+    assert lines == [f"low-shot: {done}/4 samples done (k {k}, {each})" for done, k in ((1, 2), (2, 2), (3, 1), (4, 1))]

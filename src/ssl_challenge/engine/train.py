@@ -440,7 +440,8 @@ def pretrain(
                 append_jsonl(metrics_path, {"kind": "epoch", "epoch": run.epoch, "iteration": run.iteration,
                                             "train_seconds": round(run.train_seconds, 3), **summary, **record})
                 if run.epoch in config.snapshot_epochs:
-                    torch_save_atomic(backbone_file(method, config, run), run_dir / run_files.SNAPSHOTS / run_files.snapshot_name(run.epoch))
+                    snapshot = run_dir / run_files.SNAPSHOTS / run_files.snapshot_name(run.epoch)
+                    torch_save_atomic(backbone_file(method, config, run), snapshot)
             log(f"epoch {run.epoch}/{config.epochs}: " + ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
             checkpoint()
             if stop["signal"]:

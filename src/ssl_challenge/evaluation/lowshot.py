@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -266,9 +266,11 @@ def evaluate_lowshot(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarra
 
 def evaluate_lowshot_with_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
                                  samples: dict, costs: list[float], classes: list[str], n_jobs: int,
-                                 solver: str = "auto", device=None) -> tuple[dict, dict[str, list[np.ndarray]]]:
+                                 solver: str = "auto", device=None, log: Callable[[str], None] | None = None
+                                 ) -> tuple[dict, dict[str, list[np.ndarray]]]:
     """:func:`evaluate_lowshot`'s report and the test decision values at each k's chosen cost: {str(k): [float64
-    [M, C] per sample]} (the challenge's low-shot submission files are written from them)."""
+    [M, C] per sample]} (the challenge's low-shot submission files are written from them). ``log`` receives one
+    progress line per sample done."""
     if solver not in SOLVERS:
         raise ValueError(f"low-shot solver must be one of {SOLVERS}, got {solver!r}")
     solver = "newton" if solver == "auto" else solver
@@ -284,6 +286,7 @@ def evaluate_lowshot_with_scores(train_x: np.ndarray, train_y: np.ndarray, test_
     train_x, test_x = l2_normalise_rows(train_x), l2_normalise_rows(test_x)
     train_targets = training_targets(train_y)  # only drawn rows are used; none is difficult
     map_per_cost, stats, sample_scores = {}, {}, {}
+    done, total = 0, sum(len(samples["samples"][str(k)]) for k in samples["k_values"])
     with torch_threads(n_jobs):
         if solver == "newton":
             import torch
@@ -304,6 +307,10 @@ def evaluate_lowshot_with_scores(train_x: np.ndarray, train_y: np.ndarray, test_
                     stats[key] = stats.get(key, 0) + value
                 map_per_cost[str(k)].append(_map_per_cost(scores, test_y).tolist())
                 sample_scores.setdefault(str(k), []).append(scores)
+                if log is not None:
+                    done += 1
+                    log(f"low-shot: {done}/{total} samples done (k {k}, {len(classes)} classes x {len(costs)} "
+                        "costs each)")
     per_k = {}
     for k, sample_maps in map_per_cost.items():
         sample_maps = np.asarray(sample_maps)

@@ -45,7 +45,7 @@ def evaluate_voc07_lowshot(trainval_features: str, test_features: str, samples_p
     samples = load_lowshot_samples(samples_path)
     costs = protocol_costs(lowshot_config["costs"], lowshot_config["extra_powers"])
     result, sample_scores = evaluate_lowshot_with_scores(train_x, train_y, test_x, test_y, samples, costs, classes,
-                                                         n_jobs=n_jobs, device=select_device())
+                                                         n_jobs=n_jobs, device=select_device(), log=log.info)
     result.update(layer=layer, dim=int(train_x.shape[1]))
     if scores_output:
         save_lowshot_scores(scores_output, voc07_root, classes, sample_scores)

@@ -148,3 +148,12 @@ def test_a_lower_layer_imports_without_the_upper_ones(layer):
     # a parent package (evaluation/__init__.py for evaluation.ap) is always loaded; its own imports are checked above
     upper = sorted(name for name in loaded if layer_of(name) > layer and not is_package(name))
     assert not upper, f"importing the {LAYERS[layer][0]} layer ({modules}) loaded higher modules {upper}"
+
+
+def test_workflow_scripts_import_the_installed_package():
+    """A rule's script imports ``ssl_challenge`` as installed (.venv, or the conda environment's post-deploy
+    script), never by putting src/ on ``sys.path`` itself: one way in, the one cluster users get."""
+    scripts = sorted((SRC.parent / "workflow" / "scripts").glob("*.py"))
+    assert scripts
+    offenders = [script.name for script in scripts if "sys.path" in script.read_text()]
+    assert offenders == [], f"workflow scripts that edit sys.path: {offenders}"

@@ -1,9 +1,5 @@
 """Track 4: the frozen-backbone detector of one model, trained on VOC07 trainval and scored on VOC07 test."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from ssl_challenge.jobs import job_logging  # noqa: E402
+from ssl_challenge.jobs import job_logging
 
 with job_logging(snakemake) as log:
     from ssl_challenge.evaluation.detection_track import evaluate_voc07_detection

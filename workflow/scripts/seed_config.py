@@ -1,9 +1,7 @@
 """The configuration of one seed's run of the seeds study: the workflow's config with every training seed set."""
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from ssl_challenge.jobs import job_logging  # noqa: E402
+from ssl_challenge.jobs import job_logging
 
 with job_logging(snakemake) as log:
     import yaml

@@ -1,9 +1,5 @@
 """The seeds study's tables (mean +- std over the seeds) and the claims judged against run-to-run noise."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from ssl_challenge.jobs import job_logging  # noqa: E402
+from ssl_challenge.jobs import job_logging
 
 with job_logging(snakemake) as log:
     from ssl_challenge.seeds_study import write_seeds_study

@@ -1,9 +1,5 @@
 """The challenge's submission files of one model (results/submission/<model>/) and their manifest."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from ssl_challenge.jobs import job_logging  # noqa: E402
+from ssl_challenge.jobs import job_logging
 
 with job_logging(snakemake) as log:
     from ssl_challenge.submission_build import build_submission, config_digest

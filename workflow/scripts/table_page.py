@@ -1,9 +1,5 @@
 """A table of the results (and its per-cell provenance, when it has one) as an HTML page for the report."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from ssl_challenge.jobs import job_logging  # noqa: E402
+from ssl_challenge.jobs import job_logging
 
 with job_logging(snakemake) as log:
     from ssl_challenge.report_pages import write_table_page

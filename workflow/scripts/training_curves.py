@@ -1,9 +1,5 @@
 """One model's training curves (loss, label changes, small clusters, NMI, cluster sizes) for the report."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))
-from ssl_challenge.jobs import job_logging  # noqa: E402
+from ssl_challenge.jobs import job_logging
 
 with job_logging(snakemake) as log:
     from ssl_challenge.training_curves import plot_training_curves

@@ -24,6 +24,12 @@ report: venv data
 	$(BIN)/snakemake --profile profiles/local report_items
 	$(BIN)/snakemake --report results/report.html report_items
 
+# The seeds study (rules/seeds.smk, outside all_tracks): the whole experiment once per seed of seeds_study.seeds,
+# then the tables as mean +- std and results/tables/claims.md. Hours on 2 cores: run it on purpose.
+seeds_study: venv data
+	$(BIN)/snakemake --profile profiles/local seeds_study
+	@cat results/tables/claims.md
+
 # pytest's exit code 5 (no test collected) is a failure of the suite, not a pass.
 test: venv data
 	$(BIN)/pytest $(PYTEST_ARGS) ; status=$$? ; \

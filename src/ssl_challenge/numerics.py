@@ -7,7 +7,12 @@ What makes torch results depend on the thread count or the CPU (measured with to
   the CPU's instruction set (``ONEDNN_MAX_CPU_ISA=AVX2`` changes forward and backward). Deterministic mode turns
   oneDNN off (``torch.backends.mkldnn.enabled = False``): convolutions then run as im2col + MKL GEMM.
 - MKL GEMM splits long inner products over threads and picks its kernels by CPU. ``MKL_CBWR=AVX2,STRICT``
-  (Intel's conditional numerical reproducibility, strict mode) fixes both for GEMM.
+  (Intel's conditional numerical reproducibility, strict mode) fixes both for GEMM on Intel processors. On
+  others MKL ignores that branch (its verbose mode says ``CNR:AUTO,STRICT``) and its GEMM depended on the thread
+  count (measured on a 2-core AMD EPYC with AVX-512: a linear layer's 4 x 16 weight gradient summed over 64 rows
+  differed between 1 and 2 threads): there deterministic mode runs MKL's GEMM on one thread
+  (:func:`keep_mkl_gemm_reproducible`); torch's own threads still split the work around it. Results then agree
+  between thread counts on such a CPU, not with an Intel CPU's.
 - LAPACK ``eigh`` (PCA, the SVM's basis) differs with the thread count even under ``MKL_CBWR``: callers run it on
   one thread (:func:`single_thread`).
 - ATen's BatchNorm over ``[B, C]`` rows and over channels-last maps splits its statistics over threads:
@@ -28,6 +33,7 @@ import contextlib
 import os
 import platform
 import sys
+from pathlib import Path
 from typing import Iterator
 
 DETERMINISTIC_VARIABLE = "SSL_CHALLENGE_DETERMINISTIC"
@@ -74,7 +80,37 @@ def configure_torch(threads: int, deterministic: bool | None = None) -> dict:
     if deterministic is None:
         deterministic = deterministic_requested()
     torch.backends.mkldnn.enabled = not deterministic
+    keep_mkl_gemm_reproducible()
     return numerics_record()
+
+
+def keep_mkl_gemm_reproducible() -> None:
+    """After ``torch.set_num_threads``: in deterministic mode on a CPU that is not Intel's (where MKL ignores
+    ``MKL_CBWR``'s branch), MKL's GEMM back on one thread in the calling thread. On Intel CPUs strict CNR already
+    makes GEMM thread-count independent: nothing changes there."""
+    import torch
+
+    if deterministic_requested() and not torch.backends.mkldnn.enabled and cpu_field("vendor_id") not in (
+            "GenuineIntel", ""):
+        mkl_gemm_on_one_thread()
+
+
+def mkl_gemm_on_one_thread() -> bool:
+    """MKL's own threading off in the calling thread (``MKL_Set_Num_Threads_Local(1)``, which wins over the count
+    that ``torch.set_num_threads`` gives MKL): a GEMM then sums in the same order whatever the thread count, also
+    where MKL ignores ``MKL_CBWR``'s branch (module docstring). torch's threads still split the work around the
+    GEMMs (im2col convolution runs one GEMM per image). Returns False where torch's MKL does not export the call."""
+    import ctypes
+
+    import torch
+
+    torch.get_num_threads()  # torch sets MKL's count once per thread, lazily: let it happen before, not after
+    try:
+        library = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+        library.MKL_Set_Num_Threads_Local(ctypes.c_int(1))  # the C interface (by value)
+    except (OSError, AttributeError):
+        return False
+    return True
 
 
 @contextlib.contextmanager
@@ -87,18 +123,24 @@ def single_thread() -> Iterator[None]:
     try:
         yield
     finally:
-        torch.set_num_threads(previous)
+        torch.set_num_threads(previous)  # which gives MKL that count again in this thread
+        keep_mkl_gemm_reproducible()
 
 
-def cpu_model() -> str:
+def cpu_field(name: str) -> str:
+    """A field of /proc/cpuinfo's first processor (``model name``, ``vendor_id``); "" where there is none."""
     try:
         with open("/proc/cpuinfo") as handle:
             for line in handle:
-                if line.startswith("model name"):
+                if line.split(":", 1)[0].strip() == name:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return ""
+
+
+def cpu_model() -> str:
+    return cpu_field("model name") or platform.processor() or platform.machine()
 
 
 def numerics_record() -> dict:

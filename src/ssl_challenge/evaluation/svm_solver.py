@@ -267,10 +267,16 @@ class torch_threads:
     def __enter__(self):
         import torch
 
+        from ..numerics import keep_mkl_gemm_reproducible
+
         self.previous = torch.get_num_threads()
         torch.set_num_threads(self.n)
+        keep_mkl_gemm_reproducible()
 
     def __exit__(self, *exc):
         import torch
 
+        from ..numerics import keep_mkl_gemm_reproducible
+
         torch.set_num_threads(self.previous)
+        keep_mkl_gemm_reproducible()

@@ -30,6 +30,7 @@ This module does not import torch at import time.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import platform
 import sys
@@ -90,9 +91,14 @@ def keep_mkl_gemm_reproducible() -> None:
     makes GEMM thread-count independent: nothing changes there."""
     import torch
 
-    if deterministic_requested() and not torch.backends.mkldnn.enabled and cpu_field("vendor_id") not in (
-            "GenuineIntel", ""):
+    if deterministic_requested() and not torch.backends.mkldnn.enabled and not mkl_honours_cnr_branch():
         mkl_gemm_on_one_thread()
+
+
+@functools.lru_cache(maxsize=None)
+def mkl_honours_cnr_branch() -> bool:
+    """Whether MKL takes ``MKL_CBWR``'s AVX2 branch here: on Intel's CPUs (and where the vendor is unknown)."""
+    return cpu_field("vendor_id") in ("GenuineIntel", "")
 
 
 def mkl_gemm_on_one_thread() -> bool:
@@ -114,17 +120,24 @@ def mkl_gemm_on_one_thread() -> bool:
 
 
 @contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Run a block (an eigendecomposition) with one torch thread, restoring the count afterwards."""
+def torch_threads(n: int) -> Iterator[None]:
+    """Run a block with ``n`` torch intra-op threads (BLAS included), restoring the previous count afterwards;
+    each change of the count keeps MKL's GEMM reproducible (:func:`keep_mkl_gemm_reproducible`)."""
     import torch
 
     previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(max(1, int(n)))  # which also gives MKL that count in this thread
+    keep_mkl_gemm_reproducible()
     try:
         yield
     finally:
-        torch.set_num_threads(previous)  # which gives MKL that count again in this thread
+        torch.set_num_threads(previous)
         keep_mkl_gemm_reproducible()
+
+
+def single_thread() -> contextlib.AbstractContextManager[None]:
+    """Run a block (an eigendecomposition) with one torch thread, restoring the count afterwards."""
+    return torch_threads(1)
 
 
 def cpu_field(name: str) -> str:

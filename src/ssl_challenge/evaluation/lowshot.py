@@ -21,10 +21,10 @@ import numpy as np
 
 from ..finite import require_finite
 from ..io import read_json_object, write_json_atomic
-from ..numerics import numerics_record
+from ..numerics import numerics_record, torch_threads
 from .svm import SOLVERS, test_average_precision, training_targets
 from .svm_solver import (CLASS_WEIGHT, fit_liblinear, l2_normalise_rows, scores_from_dual, solve_squared_hinge,
-                         spectral_basis, torch_threads, with_bias)
+                         spectral_basis, with_bias)
 
 LEGACY_NEGATIVES_PER_POSITIVE = 19  # samples files written before the ratio was recorded drew 19k
 SAMPLES_FORMAT = 1

@@ -17,11 +17,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..finite import require_finite
-from ..numerics import numerics_record
+from ..numerics import numerics_record, torch_threads
 from .ap import average_precision, non_interpolated_average_precision
 from .folds import stratified_folds
 from .svm_solver import (CLASS_WEIGHT, fit_liblinear, l2_normalise_rows, scores_from_dual, solve_squared_hinge,
-                         spectral_basis, torch_threads, with_bias)
+                         spectral_basis, with_bias)
 
 SOLVERS = ("auto", "liblinear", "newton")
 NUM_FOLDS = 3

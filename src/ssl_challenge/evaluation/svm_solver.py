@@ -256,27 +256,3 @@ def scores_from_dual(x_bias: "torch.Tensor", dual_coefficients: "torch.Tensor", 
     ``w = sum_i alpha_i y_i [x_i, 1]`` with ``alpha_i = 2 C s_i max(0, 1 - y_i f_i)``."""
     weight_vectors = x_bias.T @ (dual_coefficients * targets)
     return test_bias @ weight_vectors
-
-
-class torch_threads:
-    """Run a block with ``n`` torch intra-op threads (BLAS), restoring the previous number afterwards."""
-
-    def __init__(self, n: int):
-        self.n = max(1, int(n))
-
-    def __enter__(self):
-        import torch
-
-        from ..numerics import keep_mkl_gemm_reproducible
-
-        self.previous = torch.get_num_threads()
-        torch.set_num_threads(self.n)
-        keep_mkl_gemm_reproducible()
-
-    def __exit__(self, *exc):
-        import torch
-
-        from ..numerics import keep_mkl_gemm_reproducible
-
-        torch.set_num_threads(self.previous)
-        keep_mkl_gemm_reproducible()

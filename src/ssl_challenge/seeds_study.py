@@ -118,7 +118,12 @@ def aggregate(frames: Sequence[pd.DataFrame], keys: Sequence[str]) -> pd.DataFra
 
 
 def measured(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame[frame["section"] == "measured"].drop(columns="section") if "section" in frame else frame
+    """The measured section of a table that has a ``section`` column, without the columns that only the published
+    section fills (the ablation's published figures have columns of their own)."""
+    if "section" not in frame:
+        return frame
+    rows = frame[frame["section"] == "measured"].drop(columns="section")
+    return rows.dropna(axis="columns", how="all")
 
 
 # ------------------------------------------------------------------------------------------- claims

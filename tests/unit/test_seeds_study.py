@@ -89,7 +89,9 @@ def test_write_seeds_study(tmp_path):
                       "voc07_svm": [40 + shift, 78.4]}).to_csv(path, index=False)
         paths["leaderboards"].append(path)
         path = tmp_path / f"ablation{seed}.csv"
-        ablation(50, 40, 52 + shift, 43, 55, 51, 42).assign(section="measured").to_csv(path, index=False)
+        published = pd.DataFrame({"stage": ["after CODC"], "2 models: DC": [75.79], "section": ["published"]})
+        pd.concat([ablation(50, 40, 52 + shift, 43, 55, 51, 42).assign(section="measured"), published]).to_csv(
+            path, index=False)
         paths["ablations"].append(path)
     outputs = {key: str(tmp_path / name) for key, name in [
         ("leaderboard_csv", "l.csv"), ("leaderboard_md", "l.md"), ("ablation_csv", "a.csv"),
@@ -97,6 +99,9 @@ def test_write_seeds_study(tmp_path):
     write_seeds_study([0, 1], paths["leaderboards"], paths["ablations"], [], outputs, logging.getLogger("t"))
     assert pd.read_csv(outputs["leaderboard_csv"]).to_dict("records") == [
         {"model": "dc", "voc07_svm": "40.50 +- 0.71 (n=2)"}]  # the published rows are not averaged
+    # only the measured section's columns: the published figures' own columns are neither averaged nor shown empty
+    assert list(pd.read_csv(outputs["ablation_csv"]).columns) == ["stage", "e: dc", "e: rot"]
+    assert "2 models" not in (tmp_path / "a.md").read_text()
     claims = (tmp_path / "claims.md").read_text()
     assert "| CODC improves every member | e: dc after - before CODC | +2.50 | 0.71 |" in claims
     assert "Seeds [0, 1]" in claims

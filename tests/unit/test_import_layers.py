@@ -32,7 +32,7 @@ LAYERS = [
     ("methods", ["methods"]),
     # config_checks validates the workflow's config across keys with the plan (planning), so it sits beside it
     ("orchestration", ["pretraining", "features", "pseudo_labels", "concat", "evaluation", "planning",
-                       "config_checks", "detection"]),
+                       "config_checks", "detection", "seed_configs"]),
     ("reporting", ["tables", "tables_provenance", "submission_build", "score", "report_pages", "training_curves",
                    "seeds_study"]),
 ]

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from ssl_challenge.seed_configs import seeded_config
 from ssl_challenge.seeds_study import (FAILS, HOLDS, WITHIN_NOISE, ablation_claims, aggregate, claims_table,
-                                       seeded_config, speed_claim, spread, verdict, write_seeds_study)
+                                       speed_claim, spread, verdict, write_seeds_study)
 
 
 def test_spread_by_hand():
@@ -79,6 +81,16 @@ def test_seeded_config_changes_only_the_training_seeds():
     data = seeded_config(real, 1, "/cluster/seed1")["data"]  # each seed runs in its own directory
     assert data == {"imagenet_root": "/cluster/seed1/data/imagenet", "voc07_root": "/abs/VOCdevkit",
                     "places205_root": "", "embedded": {"fashion_mnist_dir": "/cluster/seed1/fmnist"}}
+
+
+def test_seed_runs_do_not_depend_on_the_study_statistics():
+    """A seed's run is stale when its config's code changes, not when the study's aggregation does: the
+    ``seed_config`` jobs' code digest (the script and what it imports) leaves ``seeds_study.py`` out."""
+    from ssl_challenge import provenance
+
+    root = Path(__file__).resolve().parents[2]
+    closure = {path.name for path in provenance.import_closure([root / "workflow" / "scripts" / "seed_config.py"])}
+    assert "seed_configs.py" in closure and "seeds_study.py" not in closure
 
 
 def test_write_seeds_study(tmp_path):

@@ -7,7 +7,7 @@ with job_logging(snakemake) as log:
     import yaml
 
     from ssl_challenge.io import write_text_atomic
-    from ssl_challenge.seeds_study import seeded_config
+    from ssl_challenge.seed_configs import seeded_config
 
     seeded = seeded_config(snakemake.params.config, int(snakemake.wildcards.seed), str(Path.cwd()))
     write_text_atomic(snakemake.output.config, yaml.safe_dump(seeded, sort_keys=False))

@@ -30,7 +30,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ssl_challenge.data.images import FileImages, open_rgb, resize_shorter_side, steps_after_crop
+from ssl_challenge.data.decoding import open_rgb, resize_shorter_side
+from ssl_challenge.data.file_images import FileImages
+from ssl_challenge.data.images import steps_after_crop
 from ssl_challenge.data.loading import BatchRequest, load_batches
 from ssl_challenge.data.probe_images import centre_box
 from ssl_challenge.data.transforms import AugmentationConfig, ColorJitterConfig, resized_crop_box

@@ -108,7 +108,8 @@ def extract_split_features(
     ``data_workers`` a split is decoded once into memory (threads) and then run through the model; with more,
     ``data_workers`` processes decode it batch by batch (``data.images.FeatureImages``): the same pixels, the same
     features, without holding the split in memory."""
-    from .data.images import FeatureImages, load_image_tensor
+    from .data.decoding import load_image_tensor
+    from .data.images import FeatureImages
     from .data.splits import split_images
     from .devices import select_device
     from .models.backbones import load_backbone

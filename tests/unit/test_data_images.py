@@ -11,21 +11,11 @@ from PIL import Image, ImageFile
 
 from layouts_fixture import make_tiny_imagenet, write_tiny_jpeg
 from ssl_challenge.data.imagenet import list_imagenet_images
-from ssl_challenge.data.images import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    CorruptImageError,
-    FileImages,
-    PreloadedImages,
-    build_image_source,
-    decode_for_features,
-    draw_sample_seeds,
-    image_size,
-    load_image_tensor,
-    normalise,
-    open_rgb,
-    resize_shorter_side,
-)
+from ssl_challenge.data.decoding import (CorruptImageError, decode_for_features, image_size, load_image_tensor,
+                                         open_rgb, resize_shorter_side)
+from ssl_challenge.data.file_images import FileImages
+from ssl_challenge.data.images import (IMAGENET_MEAN, IMAGENET_STD, PreloadedImages, build_image_source,
+                                       draw_sample_seeds, normalise)
 
 torch.set_num_threads(1)
 

@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 
 from ssl_challenge.config import ConfigError
-from ssl_challenge.data.images import FileImages, PreloadedImages
+from ssl_challenge.data.file_images import FileImages
+from ssl_challenge.data.images import PreloadedImages
 from ssl_challenge.data.loading import (BatchRequest, check_workers, index_batches,
                                         load_batches, make_batch, sample_seed)
 from ssl_challenge.data.probe_images import ProbeImages

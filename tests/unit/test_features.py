@@ -148,7 +148,8 @@ def test_extraction_is_bit_identical_to_the_loop_before_the_dataloader(backbone_
 def test_streamed_decoding_with_workers_gives_the_features_of_the_preloaded_split(backbone_and_plan, tmp_path):
     from PIL import Image
 
-    from ssl_challenge.data.images import FeatureImages, load_image_tensor
+    from ssl_challenge.data.decoding import load_image_tensor
+    from ssl_challenge.data.images import FeatureImages
 
     backbone, plan = backbone_and_plan
     generator = np.random.default_rng(0)

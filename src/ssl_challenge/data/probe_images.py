@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .images import (IMAGENET_MEAN, IMAGENET_STD, CorruptImageError, check_indices, draw_sample_seeds, normalise,
-                     open_rgb, resize_shorter_side, run_jobs)
+from .decoding import CorruptImageError, open_rgb, resize_shorter_side
+from .images import IMAGENET_MEAN, IMAGENET_STD, check_indices, draw_sample_seeds, normalise, run_jobs
 
 DRAWS_PER_SAMPLE = 3  # vertical and horizontal crop position in [0, 1), flip coin
 

@@ -102,7 +102,7 @@ def resized_crop_box(width: int, height: int, draw) -> tuple[int, int, int, int]
     """(left, top, crop_width, crop_height) of one RandomResizedCrop draw (the first four numbers of a row of
     :func:`draw_resized_crop_parameters`). A crop that does not fit is clamped to the image instead of
     torchvision's ten rejection tries, to keep a fixed number of draws per sample (the preloaded source's
-    batched crop; images decoded from files get torchvision's own, ``data.images.FileImages``)."""
+    batched crop; images decoded from files get torchvision's own, ``data.file_images.FileImages``)."""
     area_fraction, log_ratio, x_position, y_position = (float(value) for value in draw[:4])
     area = area_fraction * width * height
     crop_width = min(width, max(1, round(math.sqrt(area * math.exp(log_ratio)))))

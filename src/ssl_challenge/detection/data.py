@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..data import layouts
-from ..data.images import open_rgb
+from ..data.decoding import open_rgb
 from ..data.voc07 import read_split_annotations
 from ..io import read_json_object
 

@@ -34,7 +34,8 @@ def evaluate_imagenet_linear(model_path: str, probe_config: dict, features_confi
     from ..features import pooling_target
     from ..models.backbones import load_backbone
     from ..models.pooling import pooling_plan
-    from .linear_probe import LinearProbeConfig, ProbeCheckpointing, train_linear_probe_online
+    from .linear_probe import LinearProbeConfig
+    from .online_probe import ProbeCheckpointing, train_linear_probe_online
     from .places205_track import probe_state_dir
 
     configure_torch(threads)

@@ -18,13 +18,13 @@ def places205_probe_online(inputs, probe_config, features_config, places205_root
                            checkpointing=None, workers: int = 0) -> dict:
     """The reference probe: frozen trunk over the images; training Resize, CenterCrop, RandomCrop and flip,
     validation Resize and CenterCrop (``data.probe_images``), at features.resize_shorter / features.image_size.
-    Resumable from ``checkpointing`` (``linear_probe.ProbeCheckpointing``)."""
+    Resumable from ``checkpointing`` (``online_probe.ProbeCheckpointing``)."""
     from ..data.probe_images import ProbeImages
     from ..data.splits import split_images
     from ..features import pooling_target
     from ..models.backbones import load_backbone
     from ..models.pooling import pooling_plan
-    from .linear_probe import ProbeCheckpointing, train_linear_probe_online
+    from .online_probe import ProbeCheckpointing, train_linear_probe_online
 
     device = select_device()
     backbone, _ = load_backbone(inputs["model"], device)
@@ -61,7 +61,8 @@ def evaluate_places205_linear(inputs: dict, probe_config: dict, features_config:
                               checkpoint_every: int = 500) -> None:
     """The probe of one model. Online, its checkpoint and per-epoch records live in ``<output>.state/`` until
     the outputs are written (a killed job's rerun continues there: ``resources.probe_checkpoint_every``)."""
-    from .linear_probe import LinearProbeConfig, ProbeCheckpointing
+    from .linear_probe import LinearProbeConfig
+    from .online_probe import ProbeCheckpointing
 
     configure_torch(threads)
     options = {key: probe_config[key] for key in ("epochs", "milestones", "lr", "batch_size")}

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from ssl_challenge.config import ConfigError
-from ssl_challenge.engine.train import NonFiniteValues, TrainingDiverged, feature_extractor
+from ssl_challenge.engine.run_control import NonFiniteValues, TrainingDiverged
+from ssl_challenge.engine.train import feature_extractor
 from ssl_challenge.pretraining import train as pretrain  # builds the method, then runs engine.train.pretrain
 from ssl_challenge.finite import non_finite_tensors
 from ssl_challenge.io import CorruptFileError, ModelFileError

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from ssl_challenge.clustering.labels import save_labels
 from ssl_challenge.config import ConfigError
-from ssl_challenge.engine.train import derived_seed, feature_extractor
+from ssl_challenge.engine.run_control import derived_seed
+from ssl_challenge.engine.train import feature_extractor
 from ssl_challenge.pretraining import train as pretrain  # builds the method, then runs engine.train.pretrain
 from ssl_challenge.methods import build_method
 from ssl_challenge.methods.base import EpochContext

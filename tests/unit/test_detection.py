@@ -160,7 +160,7 @@ def test_sigusr1_writes_a_checkpoint_and_the_rerun_finishes_identically(voc_root
     import os
     import signal
 
-    from ssl_challenge.engine.train import Preempted
+    from ssl_challenge.engine.run_control import Preempted
 
     dataset = DetectionSet(voc_root, "trainval", CLASSES)
     straight = small_detector()

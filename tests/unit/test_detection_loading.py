@@ -17,7 +17,7 @@ from layouts_fixture import make_tiny_voc07
 from ssl_challenge.config import ConfigError
 from ssl_challenge.detection.data import DetectionRequest, DetectionSet, load_detection_batch
 from ssl_challenge.detection.train import detect, train_detector, training_requests
-from ssl_challenge.engine.train import Preempted
+from ssl_challenge.engine.run_control import Preempted
 from test_detection import CLASSES, CPU, SOLVER, small_detector
 
 

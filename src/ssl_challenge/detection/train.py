@@ -6,7 +6,7 @@ linear warm-up and step decay, biases at twice the learning rate and without wei
 torchvision's RPN and RoI samplers) is derived from (seed, epoch) or (seed, iteration), so a run killed and
 resumed from its checkpoint ends with the same weights as an uninterrupted one. A checkpoint (the engine's
 format and restore helper) is written every ``checkpoint_every`` iterations and when SIGTERM or SIGUSR1
-arrives; the job then raises :class:`..engine.train.Preempted`.
+arrives; the job then raises :class:`..engine.run_control.Preempted`.
 
 Images reach both loops through ``data.loading.load_batches``: with ``workers`` > 0 DataLoader worker processes
 decode and flip the next batches ahead (pinned memory on CUDA). A batch is asked for by what determines it
@@ -30,7 +30,7 @@ from tqdm import tqdm
 from ..data.loading import check_workers, load_batches
 from ..engine.checkpoint import RunPosition, restore_checkpoint, save_checkpoint
 from ..engine.schedule import learning_rate_factor
-from ..engine.train import NonFiniteValues, checkpoint_or_stop, derived_seed, stop_requests, truncate_metrics
+from ..engine.run_control import NonFiniteValues, checkpoint_or_stop, derived_seed, stop_requests, truncate_metrics
 from ..finite import non_finite_tensors
 from ..io import append_jsonl
 from .data import DetectionRequest, DetectionSet, continuous_to_voc, flip_boxes, load_detection_batch

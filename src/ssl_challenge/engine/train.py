@@ -2,9 +2,9 @@
 
 Resumable by construction: a checkpoint (see ``checkpoint.py``) is written every ``checkpoint_every`` iterations,
 at the end of every epoch, and when SIGTERM or SIGUSR1 arrives (SLURM's warning before a time limit or a
-preemption); the job then exits with :class:`Preempted` so that the scheduler's retry continues the run. Every
-random draw is derived from (seed, epoch, iteration, rank), so an interrupted and resumed run ends with weights
-identical to an uninterrupted one.
+preemption); the job then exits with :class:`.run_control.Preempted` so that the scheduler's retry continues the
+run. Every random draw is derived from (seed, epoch, iteration, rank), so an interrupted and resumed run ends with
+weights identical to an uninterrupted one.
 
 The loop receives a built method (``pretraining.build_pretraining_method``; the engine never imports the
 methods). On several processes (torchrun) it wraps the method in ``DistributedDataParallel`` (gradients averaged
@@ -14,22 +14,20 @@ one process the method runs unwrapped, exactly as before. ``precision: bf16`` ru
 :func:`check_run_settings` refuses, before anything trains, a batch the processes cannot share or a precision
 the device lacks.
 
-A run that diverges stops at once: a NaN or infinite loss or gradient raises :class:`TrainingDiverged` before the
-optimiser applies it, naming the model, epoch, iteration and last finite loss; no model file is written, and a
-checkpoint is never written from a state holding NaN or infinity.
+A run that diverges stops at once: a NaN or infinite loss or gradient raises
+:class:`.run_control.TrainingDiverged` before the optimiser applies it, naming the model, epoch, iteration and
+last finite loss; no model file is written, and a checkpoint is never written from a state holding NaN or
+infinity.
 """
 from __future__ import annotations
 
 import contextlib
 import math
-import signal
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -38,11 +36,13 @@ from ..data.images import PreloadedImages
 from ..data.loading import BatchRequest, check_workers, load_batches
 from ..finite import non_finite_tensors
 from ..data.transforms import AugmentationConfig
-from ..io import append_jsonl, read_jsonl, torch_save_atomic, write_text_atomic
+from ..io import append_jsonl, torch_save_atomic, write_text_atomic
 from ..numerics import deterministic_requested, numerics_record
 from .. import run_files
 from . import distributed
 from .checkpoint import RunPosition, restore_checkpoint, save_checkpoint
+from .run_control import (NonFiniteValues, Preempted, checkpoint_or_stop, derived_seed, divergence_reported,
+                          stop_requests, truncate_metrics)
 from .context import EpochContext
 from .inference import frozen_outputs
 from .schedule import learning_rate_factor
@@ -132,88 +132,12 @@ def seed_initialisation(seed: int) -> None:
     torch.manual_seed(derived_seed(seed, 0xB1D))
 
 
-class Preempted(RuntimeError):
-    """Raised after the checkpoint is written when SIGTERM/SIGUSR1 asked the job to stop."""
-
-
-def checkpoint_or_stop(run: RunPosition, every: int, stop: dict, checkpoint: Callable[[], None], progress,
-                       stop_after_iterations: int | None) -> bool:
-    """After an iteration that is not the last: write the checkpoint every ``every`` iterations and when a signal
-    came (``stop``, from :func:`stop_requests`), then raise :class:`Preempted` on the signal; True when
-    ``stop_after_iterations`` (tests: a simulated kill after a checkpoint) ends the run here. Pretraining and the
-    detector share it."""
-    if run.iteration % every == 0 or stop["signal"]:
-        checkpoint()
-    if stop["signal"]:
-        progress.close()
-        raise Preempted(f"{stop['signal']} received: checkpoint written at iteration {run.iteration}")
-    if stop_after_iterations is not None and run.iteration >= stop_after_iterations:
-        checkpoint()
-        progress.close()
-        return True
-    return False
-
-
-class TrainingDiverged(FloatingPointError):
-    """The loss, the gradients, the extracted features or the weights became NaN or infinite."""
-
-
-class NonFiniteValues(FloatingPointError):
-    """Raised inside the loop where a non-finite value is found; :func:`pretrain` turns it into
-    :class:`TrainingDiverged` with the model, the position and the last finite loss."""
-
-    def __init__(self, what: str):
-        super().__init__(what)
-        self.what = what
-
-
-def derived_seed(*parts: int) -> int:
-    """A 63-bit seed mixed from non-negative integers (stable across processes and Python versions)."""
-    return int(np.random.SeedSequence([int(part) for part in parts]).generate_state(2, np.uint64)[0] >> 1)
-
-
 def digest_of(config: PretrainConfig, num_samples: int) -> str:
     import hashlib
     import json
 
     text = json.dumps({"config": asdict(config), "num_samples": num_samples}, sort_keys=True, default=list)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-@contextmanager
-def stop_requests() -> Iterator[dict]:
-    """Turn SIGTERM/SIGUSR1 into a flag the loop checks after each iteration (handlers restored on exit)."""
-    flag = {"signal": None}
-
-    def request_stop(signum, _frame):
-        flag["signal"] = signal.Signals(signum).name
-
-    previous = {}
-    for signum in (signal.SIGTERM, signal.SIGUSR1):
-        try:
-            previous[signum] = signal.signal(signum, request_stop)
-        except ValueError:  # not the main thread: no handlers, the run is simply not preemptible
-            pass
-    try:
-        yield flag
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-@contextmanager
-def divergence_reported(name: str, run: RunPosition) -> Iterator[None]:
-    """Turn :class:`NonFiniteValues` raised inside into :class:`TrainingDiverged` naming the model, the position
-    (read from ``run`` when it happens) and the last finite loss."""
-    try:
-        yield
-    except NonFiniteValues as error:
-        last = "none since the start" if run.last_loss is None else format(run.last_loss, ".6g")
-        raise TrainingDiverged(
-            f"{name}: training diverged at epoch {run.epoch + 1}, iteration {run.iteration + 1}: {error.what}; "
-            f"last finite loss: {last}. No model file was written and no checkpoint holds the diverged state. "
-            "Lower the learning rate (optimizer.lr) or lengthen the warm-up (schedule.warmup_epochs), then rerun"
-        ) from None
 
 
 def build_optimizer(method: torch.nn.Module, config: OptimizerConfig) -> torch.optim.SGD:
@@ -328,13 +252,6 @@ def backbone_file(method: torch.nn.Module, config: PretrainConfig, run: RunPosit
         "train_seconds": run.train_seconds,
         "numerics": numerics_record(),
     }
-
-
-def truncate_metrics(path: Path, iteration: int) -> None:
-    """On resume, drop metric records written after the checkpoint (they will be written again)."""
-    if path.exists():
-        kept = [r for r in read_jsonl(path) if r.get("iteration", 0) <= iteration]
-        write_text_atomic(path, "".join(__import__("json").dumps(r) + "\n" for r in kept))
 
 
 def pretrain(

@@ -15,8 +15,8 @@ Two ways to feed the heads:
   preprocessing, resized without a crop). The per-channel BatchNorm still applies: the cached features are the
   flattened pooled maps, and their channel layout comes from the file's pooling plan (:func:`channel_blocks_of`).
 - :func:`.online_probe.train_linear_probe_online`: images go through the frozen trunk (eval mode, no gradients)
-  every epoch. The reference pipelines are those of ``data.probe_images.ProbeImages``: training Resize 256, CenterCrop 256,
-  RandomCrop 224 and flip; validation Resize 256, CenterCrop 224.
+  every epoch. The reference pipelines are those of ``data.probe_images.ProbeImages``: training Resize 256,
+  CenterCrop 256, RandomCrop 224 and flip; validation Resize 256, CenterCrop 224.
 
 Both report the top-1 (%) per layer on the validation set after the last epoch, the best layer (the track
 score) and one record per epoch for a JSON-lines log.

@@ -83,7 +83,7 @@ def train_linear_probe_online(
     any iteration and rerun ends with the same heads and metrics as an uninterrupted one. Returns the same dict
     as :func:`train_linear_probe_on_features`, or None when ``checkpointing.stop_after_iterations`` stopped it.
     """
-    from ..engine.train import derived_seed, stop_requests
+    from ..engine.run_control import derived_seed, stop_requests
     from ..features import as_image_source
 
     device = torch.device(device)

@@ -1,0 +1,129 @@
+"""What deterministic CPU numerics cost a training step (``resources.deterministic``; see the README's
+"Reproducibility" section and ``ssl_challenge/numerics.py``).
+
+Deterministic mode pins the numerical libraries when they load (MKL's code path, ATen's vector width, OpenBLAS's
+kernels) and turns oneDNN off, so the two modes cannot share a process: each measurement is a fresh worker
+process, the two modes alternating round after round on the same cores (this machine is noisy: compare the
+ratios of one run). A step is one SGD step of a backbone with a 4-way linear head on its last stage (ROT's shape):
+forward, cross-entropy, backward, update; the worker reports the median step time and, with ``--profile``, the
+share of the step spent in convolutions (forward, backward) and BatchNorm.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/numerics_cost.py            # embedded backbone (~1 min)
+    PYTHONPATH=src .venv/bin/python benchmarks/numerics_cost.py --resnet50 # and ResNet-50 at 224 px (~4 min)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+MODES = {"deterministic": True, "fast": False}
+# (backbone config, image size, batch): the embedded default's ROT batch (128 images x 4 rotations, 32 px), and a
+# small ResNet-50 batch at the full-scale crop (its CPU step is seconds)
+SHAPES = {
+    "small_resnet": ({"name": "small_resnet"}, 32, 512),
+    "resnet50": ({"name": "resnet50"}, 224, 16),
+}
+OP_CLASSES = {  # profiler op name -> class (self CPU time)
+    "convolution forward": ("aten::mkldnn_convolution", "aten::_nnpack_spatial_convolution",
+                            "aten::_slow_conv2d_forward", "aten::thnn_conv2d"),
+    "convolution backward": ("aten::convolution_backward",),
+    "batch norm": ("aten::native_batch_norm", "aten::native_batch_norm_backward",
+                   "aten::_batch_norm_impl_index", "aten::_native_batch_norm_legit"),
+}
+
+
+def worker(shape: str, deterministic: bool, threads: int, steps: int, profile: bool) -> dict:
+    from ssl_challenge.numerics import configure_torch, pin_environment
+
+    pin_environment(threads, deterministic)  # before torch loads: the pins are read once
+    import torch
+
+    from ssl_challenge.models.backbones import build_backbone
+
+    record = configure_torch(threads, deterministic)
+    backbone_config, size, batch = SHAPES[shape]
+    torch.manual_seed(0)
+    backbone = build_backbone(dict(backbone_config))
+    head = torch.nn.Linear(backbone.out_dim, 4)
+    optimizer = torch.optim.SGD(list(backbone.parameters()) + list(head.parameters()), lr=0.01, momentum=0.9)
+    images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(batch) % 4
+
+    def step() -> float:
+        start = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(head(backbone.pooled(images)), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return time.perf_counter() - start
+
+    step()  # warm-up: first-call allocations and kernel selection
+    times = [step() for _ in range(steps)]
+    result = {"median_s": statistics.median(times), "oneDNN": torch.backends.mkldnn.enabled,
+              "environment": record["environment"]}
+    if profile:
+        from torch.profiler import profile as torch_profile
+
+        with torch_profile() as profiler:
+            step()
+        totals = {name: 0.0 for name in OP_CLASSES}
+        everything = 0.0
+        for event in profiler.key_averages():
+            everything += event.self_cpu_time_total
+            for name, ops in OP_CLASSES.items():
+                if event.key in ops:
+                    totals[name] += event.self_cpu_time_total
+        result["shares"] = {name: value / everything for name, value in totals.items()} if everything else {}
+    return result
+
+
+def run_worker(shape: str, mode: str, threads: int, steps: int, profile: bool) -> dict:
+    environment = {key: value for key, value in os.environ.items()  # the worker sets its own pins
+                   if key not in ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "OPENBLAS_CORETYPE", "OMP_NUM_THREADS",
+                                  "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "SSL_CHALLENGE_DETERMINISTIC")}
+    command = [sys.executable, __file__, "--worker", shape, mode, str(threads), str(steps)] + (["--profile"] if
+                                                                                            profile else [])
+    output = subprocess.run(command, env=environment, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--resnet50", action="store_true", help="also ResNet-50 at 224 px (batch 16)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1], help="torch threads per worker")
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of the two modes")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per worker (after one warm-up)")
+    parser.add_argument("--worker", nargs=4, metavar=("SHAPE", "MODE", "THREADS", "STEPS"), help=argparse.SUPPRESS)
+    parser.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.worker:
+        shape, mode, threads, steps = arguments.worker
+        print(json.dumps(worker(shape, MODES[mode], int(threads), int(steps), arguments.profile)))
+        return
+
+    shapes = ["small_resnet"] + (["resnet50"] if arguments.resnet50 else [])
+    print(f"{'backbone':<13} {'threads':>7} {'deterministic s/step':>21} {'fast s/step':>12} {'ratio':>6}   "
+          "shares of the deterministic / fast step: conv forward, conv backward, batch norm")
+    for shape in shapes:
+        steps = arguments.steps if shape == "small_resnet" else max(2, arguments.steps // 2)
+        for threads in arguments.threads:
+            times = {mode: [] for mode in MODES}
+            shares = {}
+            for round_index in range(arguments.rounds):
+                for mode in MODES:
+                    result = run_worker(shape, mode, threads, steps, profile=round_index == 0)
+                    times[mode].append(result["median_s"])
+                    shares.setdefault(mode, result.get("shares"))
+            deterministic, fast = (statistics.median(times[mode]) for mode in MODES)
+            share_text = " / ".join(", ".join(f"{value:.0%}" for value in shares[mode].values()) for mode in MODES)
+            print(f"{shape:<13} {threads:>7} {deterministic:>21.3f} {fast:>12.3f} {deterministic / fast:>5.2f}x   "
+                  f"{share_text}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -83,9 +83,10 @@ def worker(shape: str, deterministic: bool, threads: int, steps: int, profile: b
 
 
 def run_worker(shape: str, mode: str, threads: int, steps: int, profile: bool) -> dict:
-    environment = {key: value for key, value in os.environ.items()  # the worker sets its own pins
-                   if key not in ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "OPENBLAS_CORETYPE", "OMP_NUM_THREADS",
-                                  "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "SSL_CHALLENGE_DETERMINISTIC")}
+    from ssl_challenge.numerics import DETERMINISTIC_ENVIRONMENT, DETERMINISTIC_VARIABLE, THREAD_VARIABLES
+
+    pinned = {*DETERMINISTIC_ENVIRONMENT, *THREAD_VARIABLES, DETERMINISTIC_VARIABLE}
+    environment = {key: value for key, value in os.environ.items() if key not in pinned}  # the worker pins its own
     command = [sys.executable, __file__, "--worker", shape, mode, str(threads), str(steps)] + (["--profile"] if
                                                                                             profile else [])
     output = subprocess.run(command, env=environment, check=True, capture_output=True, text=True).stdout

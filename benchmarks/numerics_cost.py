@@ -4,9 +4,9 @@
 Deterministic mode pins the numerical libraries when they load (MKL's code path, ATen's vector width, OpenBLAS's
 kernels) and turns oneDNN off, so the two modes cannot share a process: each measurement is a fresh worker
 process, the two modes alternating round after round on the same cores (this machine is noisy: compare the
-ratios of one run). A step is one SGD step of a backbone with a 4-way linear head on its last stage (ROT's shape):
-forward, cross-entropy, backward, update; the worker reports the median step time and, with ``--profile``, the
-share of the step spent in convolutions (forward, backward) and BatchNorm.
+ratios of one run). A step is gpu_check.py's pure step, here on the CPU: SGD on the backbone with a 4-way linear
+head on its pooled last stage (forward, cross-entropy, backward, update); the worker reports the median step time
+and, in each mode's first round, the share of its steps spent in convolutions (forward, backward) and BatchNorm.
 
     PYTHONPATH=src .venv/bin/python benchmarks/numerics_cost.py            # embedded backbone (~1 min)
     PYTHONPATH=src .venv/bin/python benchmarks/numerics_cost.py --resnet50 # and ResNet-50 at 224 px (~4 min)
@@ -19,7 +19,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 MODES = {"deterministic": True, "fast": False}
 # (backbone config, image size, batch): the embedded default's ROT batch (128 images x 4 rotations, 32 px), and a
@@ -38,48 +37,33 @@ OP_CLASSES = {  # profiler op name -> class (self CPU time)
 
 
 def worker(shape: str, deterministic: bool, threads: int, steps: int, profile: bool) -> dict:
+    """Median seconds of gpu_check's pure training step (backbone + linear head, SGD) in this numerics mode and,
+    with ``profile``, the shares of the op classes over all its steps."""
     from ssl_challenge.numerics import configure_torch, pin_environment
 
     pin_environment(threads, deterministic)  # before torch loads: the pins are read once
     import torch
 
-    from ssl_challenge.models.backbones import build_backbone
+    from gpu_check import pure_step_seconds  # imports torch: only after the pins
 
-    record = configure_torch(threads, deterministic)
+    configure_torch(threads, deterministic)
     backbone_config, size, batch = SHAPES[shape]
-    torch.manual_seed(0)
-    backbone = build_backbone(dict(backbone_config))
-    head = torch.nn.Linear(backbone.out_dim, 4)
-    optimizer = torch.optim.SGD(list(backbone.parameters()) + list(head.parameters()), lr=0.01, momentum=0.9)
-    images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
-    labels = torch.arange(batch) % 4
+    sizes = {"backbone": dict(backbone_config), "clusters": 4, "image": size, "warmup": 1, "steps": steps}
+    if not profile:
+        return {"median_s": pure_step_seconds(batch, sizes, torch.device("cpu"), "fp32")}
+    from torch.profiler import profile as torch_profile
 
-    def step() -> float:
-        start = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(head(backbone.pooled(images)), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return time.perf_counter() - start
-
-    step()  # warm-up: first-call allocations and kernel selection
-    times = [step() for _ in range(steps)]
-    result = {"median_s": statistics.median(times), "oneDNN": torch.backends.mkldnn.enabled,
-              "environment": record["environment"]}
-    if profile:
-        from torch.profiler import profile as torch_profile
-
-        with torch_profile() as profiler:
-            step()
-        totals = {name: 0.0 for name in OP_CLASSES}
-        everything = 0.0
-        for event in profiler.key_averages():
-            everything += event.self_cpu_time_total
-            for name, ops in OP_CLASSES.items():
-                if event.key in ops:
-                    totals[name] += event.self_cpu_time_total
-        result["shares"] = {name: value / everything for name, value in totals.items()} if everything else {}
-    return result
+    with torch_profile() as profiler:
+        median = pure_step_seconds(batch, sizes, torch.device("cpu"), "fp32")
+    totals = {name: 0.0 for name in OP_CLASSES}
+    everything = 0.0
+    for event in profiler.key_averages():
+        everything += event.self_cpu_time_total
+        for name, ops in OP_CLASSES.items():
+            if event.key in ops:
+                totals[name] += event.self_cpu_time_total
+    shares = {name: value / everything for name, value in totals.items()} if everything else {}
+    return {"median_s": median, "shares": shares}
 
 
 def run_worker(shape: str, mode: str, threads: int, steps: int, profile: bool) -> dict:

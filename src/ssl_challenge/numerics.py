@@ -1,11 +1,14 @@
-"""Bit-reproducible CPU numerics: the same inputs give the same bytes whatever the thread count, and on any x86 CPU
-with AVX2 (measured: AVX-512 and forced-AVX2 code paths agree; see the README's "Reproducibility" section).
+"""Bit-reproducible CPU numerics: the same inputs give the same bytes whatever the thread count (measured: AVX-512
+and forced-AVX2 code paths also agree on one machine; across CPU models see the README's "Reproducibility").
 
 What makes torch results depend on the thread count or the CPU (measured with torch 2.14.1 on a 2-core Xeon):
 
-- oneDNN convolutions: the weight gradient's reduction is split over the threads, and every kernel is chosen by
-  the CPU's instruction set (``ONEDNN_MAX_CPU_ISA=AVX2`` changes forward and backward). Deterministic mode turns
-  oneDNN off (``torch.backends.mkldnn.enabled = False``): convolutions then run as im2col + MKL GEMM.
+- oneDNN convolutions: the weight gradient's reduction (and, measured, the input gradient's) is split over the
+  threads, and every kernel is chosen by the CPU's instruction set (``ONEDNN_MAX_CPU_ISA=AVX2`` changes forward
+  and backward). Deterministic mode turns oneDNN off globally (``torch.backends.mkldnn.enabled = False``), pins
+  its kernels to AVX2 and sends every CPU ``conv2d`` through :mod:`ssl_challenge.chunked_conv`: fixed chunks of
+  32 images, each through oneDNN on one thread, their weight gradients added in chunk order. (Until 2026-12-01
+  convolutions ran without oneDNN, as im2col + GEMM: deterministic too, at twice the cost of a training step.)
 - MKL GEMM splits long inner products over threads and picks its kernels by CPU. ``MKL_CBWR=AVX2,STRICT``
   (Intel's conditional numerical reproducibility, strict mode) fixes both for GEMM on Intel processors. On
   others MKL ignores that branch (its verbose mode says ``CNR:AUTO,STRICT``) and its GEMM depended on the thread
@@ -23,7 +26,8 @@ What makes torch results depend on the thread count or the CPU (measured with to
 
 Deterministic mode is the ``resources.deterministic`` config key (default true). ``job_logging`` exports it as
 ``SSL_CHALLENGE_DETERMINISTIC`` with the environment pins below, before torch is imported, so torchrun workers
-inherit it too. The cost: CPU training without oneDNN takes ~2.4x the CPU time (small_resnet, 32 px).
+inherit it too. The cost: a CPU training step of the embedded network takes ~1.4x the time of oneDNN's own
+threaded path (benchmarks/README.md, ``numerics_cost.py``).
 
 This module does not import torch at import time.
 """
@@ -45,10 +49,10 @@ DETERMINISTIC_ENVIRONMENT = {
     "MKL_CBWR": "AVX2,STRICT",
     "ATEN_CPU_CAPABILITY": "avx2",
     "OPENBLAS_CORETYPE": "Haswell",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
 }
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-RECORDED_VARIABLES = THREAD_VARIABLES + tuple(DETERMINISTIC_ENVIRONMENT) + ("ONEDNN_MAX_CPU_ISA",
-                                                                            "MKL_ENABLE_INSTRUCTIONS")
+RECORDED_VARIABLES = THREAD_VARIABLES + tuple(DETERMINISTIC_ENVIRONMENT) + ("MKL_ENABLE_INSTRUCTIONS",)
 
 
 def pin_environment(threads: int, deterministic: bool) -> None:
@@ -82,6 +86,10 @@ def configure_torch(threads: int, deterministic: bool | None = None) -> dict:
         deterministic = deterministic_requested()
     torch.backends.mkldnn.enabled = not deterministic
     keep_mkl_gemm_reproducible()
+    if deterministic:
+        from . import chunked_conv
+
+        chunked_conv.install()
     return numerics_record()
 
 

@@ -21,8 +21,8 @@ PACKAGE = SRC / "ssl_challenge"
 
 # Bottom to top. A module may import its own layer and the layers below it.
 LAYERS = [
-    ("foundation", ["ssl_challenge", "io", "finite", "numerics", "config", "devices", "jobs", "provenance",
-                    "run_files"]),
+    ("foundation", ["ssl_challenge", "io", "finite", "numerics", "chunked_conv", "config", "devices", "jobs",
+                    "provenance", "run_files"]),
     ("building blocks", ["data", "models", "clustering", "evaluation.ap", "evaluation.svm_solver",
                          "evaluation.detection_ap",
                          "evaluation.folds", "evaluation.svm", "evaluation.lowshot",  # the VOC07 protocols

@@ -2,11 +2,12 @@
 "Reproducibility" section and ``ssl_challenge/numerics.py``).
 
 Deterministic mode pins the numerical libraries when they load (MKL's code path, ATen's vector width, OpenBLAS's
-kernels) and turns oneDNN off, so the two modes cannot share a process: each measurement is a fresh worker
-process, the two modes alternating round after round on the same cores (this machine is noisy: compare the
-ratios of one run). A step is gpu_check.py's pure step, here on the CPU: SGD on the backbone with a 4-way linear
-head on its pooled last stage (forward, cross-entropy, backward, update); the worker reports the median step time
-and, in each mode's first round, the share of its steps spent in convolutions (forward, backward) and BatchNorm.
+and oneDNN's kernels) and runs convolutions in fixed chunks (``ssl_challenge/chunked_conv.py``), so the two modes
+cannot share a process: each measurement is a fresh worker process, the two modes alternating round after round
+on the same cores (this machine is noisy: compare the ratios of one run). A step is gpu_check.py's pure step,
+here on the CPU: SGD on the backbone with a 4-way linear head on its pooled last stage (forward, cross-entropy,
+backward, update); the worker reports the median step time and, in each mode's first round, the share of its
+steps spent in convolutions (forward, backward) and BatchNorm.
 
     PYTHONPATH=src .venv/bin/python benchmarks/numerics_cost.py            # embedded backbone (~1 min)
     PYTHONPATH=src .venv/bin/python benchmarks/numerics_cost.py --resnet50 # and ResNet-50 at 224 px (~4 min)
@@ -28,9 +29,11 @@ SHAPES = {
     "resnet50": ({"name": "resnet50"}, 224, 16),
 }
 OP_CLASSES = {  # profiler op name -> class (self CPU time)
+    # (deterministic mode's chunked convolutions: with 2+ threads their chunks run on a pool's threads, which the
+    # profiler does not record; the calling thread's wait is then the self time of the Function's own events)
     "convolution forward": ("aten::mkldnn_convolution", "aten::_nnpack_spatial_convolution",
-                            "aten::_slow_conv2d_forward", "aten::thnn_conv2d"),
-    "convolution backward": ("aten::convolution_backward",),
+                            "aten::_slow_conv2d_forward", "aten::thnn_conv2d", "_ChunkedConv2d"),
+    "convolution backward": ("aten::convolution_backward", "_ChunkedConv2dBackward"),
     "batch norm": ("aten::native_batch_norm", "aten::native_batch_norm_backward",
                    "aten::_batch_norm_impl_index", "aten::_native_batch_norm_legit"),
 }

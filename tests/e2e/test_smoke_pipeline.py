@@ -33,7 +33,7 @@ def test_smoke_run_fills_the_leaderboard(smoke_run):
     times = pd.read_csv(workdir / "results" / "tables" / "stage_times.csv")
     assert {"pretrain", "features", "voc07_svm", "voc07_lowshot", "places205_linear"} <= set(times["stage"])
     # A hang guard, not a speed target (those live in benchmarks/): about 200 s idle on 2 cores with deterministic
-    # CPU numerics, whose training steps take about 2.4x the CPU time of oneDNN's (README, "Reproducibility"), and
+    # CPU numerics when their training steps took about 2.4x the CPU time of oneDNN's (README, "Reproducibility"), and
     # about 500 s while three other pipelines shared the 2 cores (a load of 8).
     assert elapsed < 1200, f"smoke run took {elapsed:.0f} s"
 

@@ -29,6 +29,16 @@ def onednn_off():
     torch.set_num_threads(previous_threads)
 
 
+@pytest.fixture
+def chunk_calls(monkeypatch):
+    """The number of chunks of each call of ``run_chunks`` (the chunked path taken), in order."""
+    calls = []
+    original = chunked_conv.run_chunks
+    monkeypatch.setattr(chunked_conv, "run_chunks", lambda function, chunks: calls.append(len(chunks)) or
+                        original(function, chunks))
+    return calls
+
+
 def case_tensors(batch, channels_in, channels_out, size, stride, padding, dilation, groups, bias, seed=0):
     generator = torch.Generator().manual_seed(seed)
     kernel = 1 if channels_in == 16 else 3
@@ -89,10 +99,8 @@ def test_the_weight_gradient_adds_fixed_chunks_in_order(onednn_off):
         assert torch.equal(forward_and_gradients(images, weight, None, geometry, chunked_conv.conv2d)[2], whole)
 
 
-def test_torchs_own_function_where_the_chunked_path_does_not_apply(onednn_off, monkeypatch):
-    calls = []
-    monkeypatch.setattr(chunked_conv, "run_chunks", lambda function, chunks: calls.append(len(chunks)) or
-                        [function(chunk) for chunk in chunks])
+def test_torchs_own_function_where_the_chunked_path_does_not_apply(onednn_off, chunk_calls):
+    calls = chunk_calls
     images, weight, _, geometry = case_tensors(*CASES[0])
     chunked_conv.conv2d(images, weight, None, **geometry)
     assert calls == [3]  # 70 images: chunks of 32, 32 and 6
@@ -104,11 +112,8 @@ def test_torchs_own_function_where_the_chunked_path_does_not_apply(onednn_off, m
     assert torch.equal(fast, chunked_conv._torch_conv2d(images, weight, None, **geometry))
 
 
-def test_deterministic_mode_routes_every_conv2d_module_through_the_chunks(onednn_off, monkeypatch):
-    calls = []
-    original = chunked_conv.run_chunks
-    monkeypatch.setattr(chunked_conv, "run_chunks", lambda function, chunks: calls.append(len(chunks)) or
-                        original(function, chunks))
+def test_deterministic_mode_routes_every_conv2d_module_through_the_chunks(onednn_off, chunk_calls):
+    calls = chunk_calls
     configure_torch(1, deterministic=True)
     assert F.conv2d is chunked_conv.conv2d and not torch.backends.mkldnn.enabled
     network = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1))
@@ -119,11 +124,8 @@ def test_deterministic_mode_routes_every_conv2d_module_through_the_chunks(onednn
     assert calls == [2, 2, 2, 2]
 
 
-def test_autocast_inference_mode_and_the_autograd_graph(onednn_off, monkeypatch):
-    calls = []
-    original = chunked_conv.run_chunks
-    monkeypatch.setattr(chunked_conv, "run_chunks", lambda function, chunks: calls.append(len(chunks)) or
-                        original(function, chunks))
+def test_autocast_inference_mode_and_the_autograd_graph(onednn_off, chunk_calls):
+    calls = chunk_calls
     images, weight, _, geometry = case_tensors(*CASES[0])
     with torch_threads(2):
         weight.requires_grad_()

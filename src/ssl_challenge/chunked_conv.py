@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .numerics import keep_mkl_gemm_reproducible, torch_threads
+from .numerics import torch_threads
 
 # Images per oneDNN call. A result depends on it (the order in which the weight gradient's partial sums are added),
 # so it is a constant, never derived from the thread count. 32 is as fast as 64 on one thread (0.380 against
@@ -134,12 +134,11 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     with _pools_lock:
         if key not in _pools:
             pool = ThreadPoolExecutor(threads, thread_name_prefix="chunked-conv", initializer=_one_torch_thread)
-            # Start every thread now (each waits for the others), then give torch's process-wide count (which
-            # threads started later begin with) back its value: a thread's own count stays 1.
-            ready = threading.Barrier(threads)
-            list(pool.map(lambda _: ready.wait(), range(threads)))
-            torch.set_num_threads(threads)
-            keep_mkl_gemm_reproducible()
+            # Start every thread now (each waits for the others); torch_threads then gives torch's process-wide
+            # count (which threads started later begin with) back its value: a pool thread's own count stays 1.
+            with torch_threads(threads):
+                ready = threading.Barrier(threads)
+                list(pool.map(lambda _: ready.wait(), range(threads)))
             _pools[key] = pool
         return _pools[key]
 

@@ -1,6 +1,11 @@
 """Stage outputs, channel bookkeeping and the config builder of the multi-stage backbones."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torchvision.models import resnet50 as torchvision_resnet50
@@ -53,6 +58,44 @@ def test_small_resnet_trains_and_channels_last_input_changes_no_value():
     for stage in backbone.stage_functions():
         manual = stage(manual)
     torch.testing.assert_close(backbone(images)["feat5"], manual)
+
+
+@pytest.mark.parametrize("zero_init_residual", [False, True])
+def test_small_resnet_blocks_are_torchvisions_basic_block(monkeypatch, zero_init_residual):
+    """The small ResNet's own BasicBlock gives torchvision's parameters, outputs and gradients, bit for bit."""
+    from torchvision.models.resnet import BasicBlock as TorchvisionBasicBlock
+
+    from ssl_challenge.models import backbones
+
+    def forward_backward():
+        torch.manual_seed(3)
+        backbone = build_backbone({"name": "small_resnet", "zero_init_residual": zero_init_residual})
+        images = torch.randn(6, 3, 32, 32, requires_grad=True)
+        outputs = backbone(images)
+        sum((output * output).mean() for output in outputs.values()).backward()
+        return backbone.state_dict(), outputs, [p.grad for p in backbone.parameters()] + [images.grad]
+
+    own = forward_backward()
+    monkeypatch.setattr(backbones, "BasicBlock", TorchvisionBasicBlock)
+    reference = forward_backward()
+    assert list(own[0]) == list(reference[0])  # the same state dict keys, in the same order
+    assert all(torch.equal(own[0][key], reference[0][key]) for key in own[0])
+    assert all(torch.equal(own[1][layer], reference[1][layer]) for layer in LAYER_NAMES)
+    assert all(torch.equal(a, b) for a, b in zip(own[2], reference[2]))
+    if zero_init_residual:  # each block's last BatchNorm starts at zero (torchvision's isinstance check, ours)
+        last_norms = [value for key, value in own[0].items() if key.endswith(".bn2.weight")]
+        assert len(last_norms) == 4 and not any(weight.any() for weight in last_norms)
+
+
+def test_the_embedded_network_does_not_import_torchvision():
+    """Importing torchvision (and torch._dynamo with it) took about 1 s of each job; the small ResNet needs neither."""
+    code = ("import sys, torch\n"
+            "from ssl_challenge.models.backbones import build_backbone\n"
+            "build_backbone({'name': 'small_resnet'})(torch.zeros(1, 3, 32, 32))\n"
+            "print(sorted(name for name in ('torchvision', 'torch._dynamo') if name in sys.modules))\n")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_cpu_channels_last_only_for_channel_counts_that_torch_handles():

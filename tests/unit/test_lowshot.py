@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from ssl_challenge.evaluation.lowshot import (draw_lowshot_samples, evaluate_lowshot, evaluate_lowshot_with_scores,
-                                              load_lowshot_samples, merge_lowshot_results, merge_lowshot_scores,
-                                              published_sample_path, read_published_lowshot_samples,
-                                              save_lowshot_samples)
-from ssl_challenge.evaluation.svm import protocol_costs
+from ssl_challenge.evaluation.lowshot import (_sample_scores_newton, draw_lowshot_samples, evaluate_lowshot,
+                                              evaluate_lowshot_with_scores, load_lowshot_samples, merge_lowshot_results,
+                                              merge_lowshot_scores, published_sample_path,
+                                              read_published_lowshot_samples, save_lowshot_samples)
+from ssl_challenge.evaluation.svm import protocol_costs, training_targets
+from ssl_challenge.evaluation.svm_solver import (l2_normalise_rows, scores_from_dual, solve_squared_hinge,
+                                                 spectral_basis, with_bias)
 
 torch.set_num_threads(1)
 CLASSES = ["cat", "dog", "bus"]
@@ -132,6 +134,29 @@ def test_evaluation_cost_choice_track_score_and_solver_agreement():
     np.testing.assert_allclose(np.asarray(fast["map_per_cost"]["2"]), np.asarray(base["map_per_cost"]["2"]),
                                atol=0.05)
     assert abs(fast["track_score"] - base["track_score"]) <= 0.05
+
+
+def test_each_samples_own_basis_solves_the_problems_of_the_trainval_basis():
+    """The Newton solver works in the basis of one sample's rows: its test scores are those of each SVM solved
+    alone in the basis of all trainval rows (the same primal, up to the solver's 1e-8 gradient tolerance)."""
+    labels = label_matrix()
+    train_x, test_x, _ = features_for(labels, dim=600)  # more dims than rows: the Gram-matrix branch
+    draw = draw_lowshot_samples(labels, [2], 1, seed=5)["samples"]["2"][0]
+    costs = [0.01, 1.0, 100.0]
+    x_bias, test_bias = (with_bias(l2_normalise_rows(x), "cpu") for x in (train_x, test_x))
+    targets = torch.from_numpy(training_targets(labels).astype(np.float64))
+    scores, _ = _sample_scores_newton(x_bias, targets, test_bias, draw, costs)
+    trainval_basis = spectral_basis(x_bias)
+    assert trainval_basis.shape[1] == len(labels)  # 400 rows, against about 20 in the sample
+    for c in range(len(CLASSES)):
+        rows = torch.tensor(sorted(draw["positives"][c] + draw["negatives"][c]))
+        assert len(rows) < 40
+        for j, cost in enumerate(costs):
+            column = targets[rows, c : c + 1]
+            weights = torch.where(column > 0, 2.0, 1.0).double() * cost
+            solution = solve_squared_hinge(trainval_basis[rows], column, weights)
+            expected = scores_from_dual(x_bias[rows], solution.dual_coefficients, column, test_bias)[:, 0]
+            np.testing.assert_allclose(scores[:, c, j], expected.numpy(), rtol=1e-6, atol=1e-9)
 
 
 def test_evaluation_rejects_samples_of_other_labels():

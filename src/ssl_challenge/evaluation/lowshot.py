@@ -212,11 +212,13 @@ def _check_against_labels(samples: dict, train_y: np.ndarray, classes: Sequence[
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
-def _sample_scores_newton(x_bias, basis, gram, train_targets, test_bias, draw, costs):
-    """Test decision values [M, C, costs] of one sample's SVMs (every class, every cost)."""
+def _sample_scores_newton(x_bias, train_targets, test_bias, draw, costs):
+    """Test decision values [M, C, costs] of one sample's SVMs (every class, every cost). The basis is that of the
+    sample's own rows, not of every trainval row: the same problems, with a smaller Gram eigendecomposition (on the
+    embedded default 96 to 1057 rows for k = 1 to 16 instead of 1600: over a layer's five k, 35% of the work)."""
     import torch
 
-    num_classes, device = train_targets.shape[1], basis.device
+    num_classes, device = train_targets.shape[1], x_bias.device
     rows = sorted(set().union(*draw["positives"], *draw["negatives"]))
     rows_tensor = torch.tensor(rows, device=device)
     position = {row: index for index, row in enumerate(rows)}
@@ -228,8 +230,8 @@ def _sample_scores_newton(x_bias, basis, gram, train_targets, test_bias, draw, c
     cost_tensor = torch.tensor(costs, dtype=torch.float64, device=device)
     weights = (class_weight[:, :, None] * cost_tensor).reshape(len(rows), -1)
     column_targets = targets[:, :, None].expand(-1, -1, len(costs)).reshape(len(rows), -1)
-    sub_gram = gram[rows_tensor][:, rows_tensor] if gram is not None else None
-    solution = solve_squared_hinge(basis[rows_tensor], column_targets, weights, gram=sub_gram)
+    basis, gram = spectral_basis(x_bias[rows_tensor], return_gram=True)
+    solution = solve_squared_hinge(basis, column_targets, weights, gram=gram)
     scores = scores_from_dual(x_bias[rows_tensor], solution.dual_coefficients, column_targets, test_bias)
     scores = scores.reshape(-1, num_classes, len(costs))
     return scores.cpu().numpy(), solution.stats
@@ -293,14 +295,12 @@ def evaluate_lowshot_with_scores(train_x: np.ndarray, train_y: np.ndarray, test_
 
             device = torch.device(device or "cpu")
             x_bias, test_bias = with_bias(train_x, device), with_bias(test_x, device)
-            basis, gram = spectral_basis(x_bias, return_gram=True)
             targets = torch.from_numpy(train_targets.astype(np.float64)).to(device)
         for k in samples["k_values"]:
             map_per_cost[str(k)] = []
             for draw in samples["samples"][str(k)]:
                 if solver == "newton":
-                    scores, sample_stats = _sample_scores_newton(x_bias, basis, gram, targets, test_bias, draw,
-                                                                 costs)
+                    scores, sample_stats = _sample_scores_newton(x_bias, targets, test_bias, draw, costs)
                 else:
                     scores, sample_stats = _sample_scores_liblinear(train_x, train_targets, test_x, draw, costs)
                 for key, value in sample_stats.items():

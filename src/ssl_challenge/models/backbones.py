@@ -25,8 +25,6 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import resnet50 as torchvision_resnet50
-from torchvision.models.resnet import BasicBlock
 
 from ..config import ConfigError, from_dict
 from ..finite import non_finite_tensors
@@ -134,6 +132,8 @@ class ResNet50Backbone(MultiStageBackbone):
 
     def __init__(self, options: ResNet50Options = ResNet50Options()):
         super().__init__()
+        from torchvision.models import resnet50 as torchvision_resnet50  # here: importing torchvision takes ~1 s
+
         network = torchvision_resnet50(weights=None, zero_init_residual=options.zero_init_residual)
         # torchvision's attribute names, so that its state dicts (minus fc.*) load strictly.
         if options.sobel:  # the stem takes the two Sobel channels (initialised as torchvision does its conv1)
@@ -157,6 +157,28 @@ class ResNet50Backbone(MultiStageBackbone):
 
 
 # ------------------------------------------------------------------------------------------------ small ResNet
+class BasicBlock(nn.Module):
+    """torchvision's ResNet BasicBlock (two 3x3 convolutions, the first with the stride, and the shortcut), with its
+    attribute names, creation order and operations, so that its parameters, state dict and outputs are the same.
+    Written here because importing torchvision (and with it torch._dynamo) took about 1 s of every job that builds
+    an embedded network, where ResNet-50 and the detector are the only users of torchvision."""
+
+    def __init__(self, in_width: int, width: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_width, width, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(width, width, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        out += x if self.downsample is None else self.downsample(x)
+        return self.relu(out)
+
+
 @dataclass(frozen=True)
 class SmallResNetOptions:
     widths: tuple[int, ...] = (8, 16, 32, 64)  # the fastest reasonable on 2 CPU cores

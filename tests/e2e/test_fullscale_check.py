@@ -4,6 +4,7 @@ the CPU: what `make fullscale_check` runs, in a scratch copy."""
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,7 +32,10 @@ FULL_SCALE_RULES = {"pretrain", "snapshot_model", "pseudo_labels", "codc_labels"
 
 
 @pytest.fixture(scope="module")
-def fullscale_run(tmp_path_factory):
+def fullscale_run(tmp_path_factory, request):
+    """The miniature's finished run, deleted after this module's tests unless one failed: its ResNet-50 models and
+    checkpoints take about 5 GB."""
+    failures = request.session.testsfailed
     workdir = copy_workflow(tmp_path_factory.mktemp("fullscale") / "workflow")
     fashion_mnist = yaml.safe_load((workdir / "config" / "config.yaml").read_text())["data"]["embedded"][
         "fashion_mnist_dir"]
@@ -41,7 +45,9 @@ def fullscale_run(tmp_path_factory):
     result = run_snakemake(workdir, "--cores", "2", *FULLSCALE, timeout=3600)
     elapsed = time.monotonic() - started
     print(f"\nfull-scale miniature: {len(planned)} jobs in {elapsed:.0f} s")
-    return workdir / RUN_DIR, planned, result.stdout + result.stderr
+    yield workdir / RUN_DIR, planned, result.stdout + result.stderr
+    if request.session.testsfailed == failures:
+        shutil.rmtree(workdir.parent, ignore_errors=True)
 
 
 def test_every_rule_of_the_full_scale_dag_ran(fullscale_run):

@@ -33,11 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # svm_protocol's synth
 
 from ssl_challenge.clustering.kmeans import kmeans  # noqa: E402
 from ssl_challenge.clustering.pca import pca_whiten_normalise  # noqa: E402
-from ssl_challenge.config import from_dict  # noqa: E402
+from ssl_challenge.core.config import from_dict  # noqa: E402
 from ssl_challenge.data.images import PreloadedImages  # noqa: E402
 from ssl_challenge.engine.checkpoint import RunPosition  # noqa: E402
 from ssl_challenge.engine.train import PretrainConfig, build_optimizer, check_run_settings, train_step  # noqa: E402
-from ssl_challenge.pretraining import build_pretraining_method  # noqa: E402
+from ssl_challenge.stages.pretraining import build_pretraining_method  # noqa: E402
 
 FULL = {"samples": 1_281_167, "clusters": 10_000, "image": 224, "stored": 256, "backbone": {"name": "resnet50"},
         "batches": {"rot": 16, "dc": 64, "odc": 64}, "steps": 20, "warmup": 5, "kmeans_points": 1_281_167,

@@ -30,7 +30,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 NETWORK = ("from ssl_challenge.models.backbones import build_backbone\n"
            "build_backbone({'name': 'small_resnet'})(torch.zeros(2, 3, 32, 32))\n")
-END = "from ssl_challenge.jobs import end_process\nend_process()\n"
+END = "from ssl_challenge.core.jobs import end_process\nend_process()\n"
 PROCESSES = {  # name -> code of one process
     "import torch, normal exit": "import torch\n",
     "import torch, end_process": "import torch\n" + END,
@@ -41,7 +41,7 @@ PROCESSES = {  # name -> code of one process
 JOB_SCRIPT = """\
 from types import SimpleNamespace
 
-from ssl_challenge.jobs import job_logging
+from ssl_challenge.core.jobs import job_logging
 
 job = snakemake
 if not snakemake.params.fast:  # a stand-in that job_logging does not take for Snakemake's object

@@ -1,8 +1,8 @@
 """What deterministic CPU numerics cost a training step (``resources.deterministic``; see the README's
-"Reproducibility" section and ``ssl_challenge/numerics.py``).
+"Reproducibility" section and ``ssl_challenge/core/numerics.py``).
 
 Deterministic mode pins the numerical libraries when they load (MKL's code path, ATen's vector width, OpenBLAS's
-and oneDNN's kernels) and runs convolutions in fixed chunks (``ssl_challenge/chunked_conv.py``), so the two modes
+and oneDNN's kernels) and runs convolutions in fixed chunks (``ssl_challenge/core/chunked_conv.py``), so the two modes
 cannot share a process: each measurement is a fresh worker process, the two modes alternating round after round
 on the same cores (this machine is noisy: compare the ratios of one run). A step is gpu_check.py's pure step,
 here on the CPU: SGD on the backbone with a 4-way linear head on its pooled last stage (forward, cross-entropy,
@@ -42,7 +42,7 @@ OP_CLASSES = {  # profiler op name -> class (self CPU time)
 def worker(shape: str, deterministic: bool, threads: int, steps: int, profile: bool) -> dict:
     """Median seconds of gpu_check's pure training step (backbone + linear head, SGD) in this numerics mode and,
     with ``profile``, the shares of the op classes over all its steps."""
-    from ssl_challenge.numerics import configure_torch, pin_environment
+    from ssl_challenge.core.numerics import configure_torch, pin_environment
 
     pin_environment(threads, deterministic)  # before torch loads: the pins are read once
     import torch
@@ -70,7 +70,7 @@ def worker(shape: str, deterministic: bool, threads: int, steps: int, profile: b
 
 
 def run_worker(shape: str, mode: str, threads: int, steps: int, profile: bool) -> dict:
-    from ssl_challenge.numerics import DETERMINISTIC_ENVIRONMENT, DETERMINISTIC_VARIABLE, THREAD_VARIABLES
+    from ssl_challenge.core.numerics import DETERMINISTIC_ENVIRONMENT, DETERMINISTIC_VARIABLE, THREAD_VARIABLES
 
     pinned = {*DETERMINISTIC_ENVIRONMENT, *THREAD_VARIABLES, DETERMINISTIC_VARIABLE}
     environment = {key: value for key, value in os.environ.items() if key not in pinned}  # the worker pins its own

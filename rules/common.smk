@@ -2,8 +2,9 @@
 # planning.py (unit-tested); checks across config keys are config_checks.py. Torch-free: the DAG builds in a second.
 from pathlib import Path
 
-from ssl_challenge import planning, provenance, run_files  # torch-free
-from ssl_challenge.config_checks import check_data_sources
+from ssl_challenge.plan import planning
+from ssl_challenge.core import provenance, run_files  # torch-free
+from ssl_challenge.plan.config_checks import check_data_sources
 
 RESULTS = "results"
 DATASET_SPLITS = planning.dataset_splits()  # features: one job per model and data set (all its splits)

@@ -62,7 +62,7 @@ def test_changed_pretraining_data_retrains_on_the_new_data(smoke_copy, tmp_path)
 
 
 def test_editing_the_svm_track_reruns_the_svm_jobs_only(smoke_copy):
-    insert_after(smoke_copy / "src/ssl_challenge/evaluation/svm_track.py", "costs = protocol_costs(",
+    insert_after(smoke_copy / "src/ssl_challenge/stages/svm_track.py", "costs = protocol_costs(",
                  'log.info("the edited svm track ran")')
     jobs = planned_jobs(run_snakemake(smoke_copy, "-n", "all_tracks", *SMOKE_CONFIG).stdout)
     svm_jobs = [job for job in jobs if job.rule == "svm_full"]

@@ -21,7 +21,7 @@ DETECTION_MODELS = {"random", "rot", "dc", "odc", "cls", "codc2@r1.dc", "codc2@r
 
 def score(workdir: Path, *args: str) -> dict:
     env = dict(os.environ, PYTHONPATH=str(workdir / "src"))
-    result = subprocess.run([sys.executable, "-m", "ssl_challenge.score", *args], cwd=workdir, env=env,
+    result = subprocess.run([sys.executable, "-m", "ssl_challenge.reporting.score", *args], cwd=workdir, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)

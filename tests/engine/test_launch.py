@@ -5,7 +5,7 @@ import pytest
 
 from ssl_challenge.engine.launch import LaunchError, first_hostname, main, srun_argv, torchrun_argv
 
-WORKER = ["-m", "ssl_challenge.pretraining", "/runs/abc/request.json"]
+WORKER = ["-m", "ssl_challenge.stages.pretraining", "/runs/abc/request.json"]
 
 
 @pytest.mark.parametrize("nodelist, first", [
@@ -75,5 +75,5 @@ def test_the_engine_loads_without_the_methods_and_the_orchestration():
     loaded = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"},
                             capture_output=True, text=True, check=True).stdout
     assert "ssl_challenge.engine.train" in loaded
-    for upper in ("ssl_challenge.methods", "ssl_challenge.pretraining", "ssl_challenge.models"):
+    for upper in ("ssl_challenge.methods", "ssl_challenge.stages.pretraining", "ssl_challenge.models"):
         assert f"'{upper}" not in loaded, upper

@@ -3,13 +3,13 @@ train on the CPU when deterministic numerics are off."""
 import pytest
 import torch
 
-from ssl_challenge.config import ConfigError, from_dict
+from ssl_challenge.core.config import ConfigError, from_dict
 from ssl_challenge.engine import distributed
 from ssl_challenge.engine.train import PretrainConfig, check_run_settings
 from ssl_challenge.models.backbones import read_model_file
-from ssl_challenge import pretraining
-from ssl_challenge.pretraining import build_pretraining_method, run_pretraining
-from ssl_challenge.pretraining import train as pretrain
+from ssl_challenge.stages import pretraining
+from ssl_challenge.stages.pretraining import build_pretraining_method, run_pretraining
+from ssl_challenge.stages.pretraining import train as pretrain
 
 from .worker import tiny_config, tiny_images
 

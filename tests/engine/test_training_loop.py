@@ -12,7 +12,7 @@ import torch
 
 from ssl_challenge.engine.schedule import learning_rate_factor
 from ssl_challenge.engine.run_control import Preempted
-from ssl_challenge.pretraining import train as pretrain  # builds the method, then runs engine.train.pretrain
+from ssl_challenge.stages.pretraining import train as pretrain  # builds the method, then runs engine.train.pretrain
 from ssl_challenge.methods import build_method
 from ssl_challenge.methods.rotation import rotate_four_ways
 from ssl_challenge.models.backbones import build_backbone

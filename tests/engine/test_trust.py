@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
-from ssl_challenge.config import ConfigError
+from ssl_challenge.core.config import ConfigError
 from ssl_challenge.engine.run_control import NonFiniteValues, TrainingDiverged
 from ssl_challenge.engine.train import feature_extractor
-from ssl_challenge.pretraining import train as pretrain  # builds the method, then runs engine.train.pretrain
-from ssl_challenge.finite import non_finite_tensors
-from ssl_challenge.io import CorruptFileError, ModelFileError
+from ssl_challenge.stages.pretraining import train as pretrain  # builds the method, then runs engine.train.pretrain
+from ssl_challenge.core.finite import non_finite_tensors
+from ssl_challenge.core.io import CorruptFileError, ModelFileError
 from ssl_challenge.methods.rotation import RotationPrediction
 from ssl_challenge.models.backbones import read_model_file
 

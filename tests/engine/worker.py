@@ -5,7 +5,7 @@ import torch
 
 from ssl_challenge.data.images import PreloadedImages
 from ssl_challenge.engine import distributed
-from ssl_challenge.pretraining import train as pretrain  # builds the method, then runs engine.train.pretrain
+from ssl_challenge.stages.pretraining import train as pretrain  # builds the method, then runs engine.train.pretrain
 
 
 def tiny_images(count: int = 96) -> PreloadedImages:

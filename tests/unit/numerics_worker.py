@@ -6,7 +6,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ssl_challenge.numerics import pin_environment
+from ssl_challenge.core.numerics import pin_environment
 
 threads, deterministic = int(sys.argv[1]), "fast" not in sys.argv[2:]
 pin_environment(threads, deterministic)  # before torch is imported, as job_logging does
@@ -16,10 +16,10 @@ import torch  # noqa: E402
 
 from ssl_challenge.clustering.kmeans import kmeans  # noqa: E402
 from ssl_challenge.clustering.pca import pca_whiten_normalise  # noqa: E402
-from ssl_challenge.pretraining import train as pretrain  # noqa: E402  (builds the method, then runs the loop)
+from ssl_challenge.stages.pretraining import train as pretrain  # noqa: E402  (builds the method, then runs the loop)
 from ssl_challenge.evaluation.linear_probe import LinearProbeConfig, train_linear_probe_on_features  # noqa: E402
 from ssl_challenge.models.necks import BatchNorm1d  # noqa: E402
-from ssl_challenge.numerics import configure_torch  # noqa: E402
+from ssl_challenge.core.numerics import configure_torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
 from worker import clustered_images, tiny_config, tiny_images  # noqa: E402

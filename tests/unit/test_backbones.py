@@ -11,7 +11,7 @@ import torch
 from torchvision.models import resnet50 as torchvision_resnet50
 
 from conftest import Payload
-from ssl_challenge.io import ModelFileError
+from ssl_challenge.core.io import ModelFileError
 from ssl_challenge.models.backbones import LAYER_NAMES, build_backbone, load_backbone, read_model_file
 
 torch.set_num_threads(1)
@@ -160,7 +160,7 @@ def small_backbone():
 
 
 def test_every_reader_of_model_files_refuses_a_planted_payload(tmp_path, small_backbone):
-    from ssl_challenge.tables.dc_vs_odc import dc_vs_odc_from_spec
+    from ssl_challenge.reporting.dc_vs_odc import dc_vs_odc_from_spec
     from ssl_challenge.methods.codc import load_initial_weights
 
     marker = tmp_path / "marker"

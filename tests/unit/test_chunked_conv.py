@@ -1,12 +1,12 @@
-"""Deterministic-mode convolutions (ssl_challenge.chunked_conv): torch's values and gradients, the same bytes with
+"""Deterministic-mode convolutions (ssl_challenge.core.chunked_conv): torch's values and gradients, the same bytes with
 1 and 2 threads, fixed chunks, and torch's own function wherever the chunked path does not apply."""
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_challenge import chunked_conv
-from ssl_challenge.numerics import configure_torch, torch_threads
+from ssl_challenge.core import chunked_conv
+from ssl_challenge.core.numerics import configure_torch, torch_threads
 
 # (batch, in, out, size, stride, padding, dilation, groups, bias): a batch that is not a multiple of the chunk
 # size, strided, asymmetric padding, dilated, grouped, 1x1, with and without bias.

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from ssl_challenge.clustering.labels import save_labels
-from ssl_challenge.config import ConfigError
-from ssl_challenge.pretraining import train as pretrain  # builds the method, then runs engine.train.pretrain
+from ssl_challenge.core.config import ConfigError
+from ssl_challenge.stages.pretraining import train as pretrain  # builds the method, then runs engine.train.pretrain
 from ssl_challenge.methods import build_method
 from ssl_challenge.methods.cls import mix_batch, mixup_cross_entropy
 from ssl_challenge.models.backbones import build_backbone

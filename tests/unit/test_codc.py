@@ -9,14 +9,14 @@ import torch
 import torch.nn.functional as F
 
 from ssl_challenge.clustering.labels import save_labels
-from ssl_challenge.config import ConfigError
+from ssl_challenge.core.config import ConfigError
 from ssl_challenge.engine.run_control import derived_seed
 from ssl_challenge.engine.train import feature_extractor
-from ssl_challenge.pretraining import train as pretrain  # builds the method, then runs engine.train.pretrain
+from ssl_challenge.stages.pretraining import train as pretrain  # builds the method, then runs engine.train.pretrain
 from ssl_challenge.methods import build_method
 from ssl_challenge.methods.base import EpochContext
 from ssl_challenge.models.backbones import build_backbone
-from ssl_challenge.pseudo_labels import cluster_concatenated, pooled_features
+from ssl_challenge.stages.pseudo_labels import cluster_concatenated, pooled_features
 
 from engine.worker import tiny_config, tiny_images  # tests/ is on sys.path (conftest.py's folder)
 

@@ -7,7 +7,7 @@ import logging
 import pandas as pd
 import pytest
 
-from ssl_challenge.tables.codc_ablation import (codc_ablation_table, published_codc_ablation, write_codc_ablation,
+from ssl_challenge.reporting.codc_ablation import (codc_ablation_table, published_codc_ablation, write_codc_ablation,
                                                 write_codc_ablation_from_results)
 
 

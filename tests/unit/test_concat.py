@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ssl_challenge.concat import concatenate_blocks, concatenate_feature_files
+from ssl_challenge.stages.concat import concatenate_blocks, concatenate_feature_files
 from ssl_challenge.evaluation.svm_solver import l2_normalise_rows
-from ssl_challenge.feature_files import load_features, save_features
+from ssl_challenge.data.feature_files import load_features, save_features
 
 
 def test_rows_are_divided_by_norm_plus_epsilon():

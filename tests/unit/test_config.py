@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from ssl_challenge.config import ConfigError, from_dict
+from ssl_challenge.core.config import ConfigError, from_dict
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from ssl_challenge.config import ConfigError
-from ssl_challenge.config_checks import validate_config
+from ssl_challenge.core.config import ConfigError
+from ssl_challenge.plan.config_checks import validate_config
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"

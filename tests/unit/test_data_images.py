@@ -332,7 +332,7 @@ def test_an_image_corrupt_only_past_its_header_sends_its_sample_on_with_a_box_fo
 def test_pretraining_continues_over_corrupt_images_when_asked(tree_with_corrupt_images, tmp_path):
     """A whole (tiny) pretraining run from files: fails naming the file by default, completes with the switch
     on, and two runs give identical weights."""
-    from ssl_challenge.pretraining import train as pretrain  # builds the method, then runs the loop
+    from ssl_challenge.stages.pretraining import train as pretrain  # builds the method, then runs the loop
 
     paths, _ = tree_with_corrupt_images
     config = {"method": "rot", "backbone": {"name": "small_resnet", "widths": [4, 4, 4, 4]}, "epochs": 2,

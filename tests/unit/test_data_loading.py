@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ssl_challenge.config import ConfigError
+from ssl_challenge.core.config import ConfigError
 from ssl_challenge.data.file_images import FileImages
 from ssl_challenge.data.images import PreloadedImages
 from ssl_challenge.data.loading import (BatchRequest, check_workers, index_batches,
@@ -92,7 +92,7 @@ def test_bad_worker_settings_name_their_config_key():
 
 def test_training_refuses_a_batch_that_the_processes_cannot_share_before_it_starts(tmp_path, monkeypatch):
     from ssl_challenge.engine import distributed
-    from ssl_challenge.pretraining import train as pretrain
+    from ssl_challenge.stages.pretraining import train as pretrain
 
     monkeypatch.setattr(distributed, "world_size", lambda: 4)
     images = PreloadedImages(torch.zeros(8, 3, 8, 8, dtype=torch.uint8))
@@ -107,7 +107,7 @@ def test_training_refuses_a_batch_that_the_processes_cannot_share_before_it_star
 
 
 def test_pretraining_with_2_workers_gives_the_weights_of_0_workers(tmp_path):
-    from ssl_challenge.pretraining import train as pretrain
+    from ssl_challenge.stages.pretraining import train as pretrain
     from ssl_challenge.models.backbones import read_model_file
 
     images = PreloadedImages(torch.randint(0, 256, (32, 3, 12, 12), dtype=torch.uint8,

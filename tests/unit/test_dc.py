@@ -8,7 +8,7 @@ from torch import nn
 
 from ssl_challenge.clustering.kmeans import kmeans, mixed_seed
 from ssl_challenge.clustering.pca import pca_whiten_normalise
-from ssl_challenge.config import ConfigError
+from ssl_challenge.core.config import ConfigError
 from ssl_challenge.methods import dc
 from ssl_challenge.methods.base import EpochContext, PretrainingMethod
 
@@ -146,7 +146,7 @@ def loop_config(method: str, options: dict) -> dict:
 def assert_resume_is_exact(tmp_path, method: str, options: dict, stop_at: int):
     """A run stopped after ``stop_at`` iterations and resumed ends with the weights and the method state
     (labels, memory, heads) of an uninterrupted run."""
-    from ssl_challenge.pretraining import train as pretrain  # builds the method, then runs the loop
+    from ssl_challenge.stages.pretraining import train as pretrain  # builds the method, then runs the loop
 
     config = loop_config(method, options)
     quiet = lambda _message: None  # noqa: E731

@@ -7,7 +7,7 @@ import logging
 import pytest
 import torch
 
-from ssl_challenge.tables.dc_vs_odc import (benchmark_seconds, dc_vs_odc_table, plot_time_to_accuracy,
+from ssl_challenge.reporting.dc_vs_odc import (benchmark_seconds, dc_vs_odc_table, plot_time_to_accuracy,
                                             seconds_to_reach, write_dc_vs_odc)
 
 

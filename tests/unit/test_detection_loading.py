@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from layouts_fixture import make_tiny_voc07
-from ssl_challenge.config import ConfigError
+from ssl_challenge.core.config import ConfigError
 from ssl_challenge.detection.data import DetectionRequest, DetectionSet, load_detection_batch
 from ssl_challenge.detection.train import detect, train_detector, training_requests
 from ssl_challenge.engine.run_control import Preempted

@@ -10,11 +10,11 @@ import torch
 from torchvision.models import resnet50
 
 from conftest import Payload
-from ssl_challenge.config import ConfigError
-from ssl_challenge.io import ModelFileError
+from ssl_challenge.core.config import ConfigError
+from ssl_challenge.core.io import ModelFileError
 from ssl_challenge.models.backbones import build_backbone, load_backbone
 from ssl_challenge.models.external import ExternalCheckpointError, match_backbone, trunk_state_dict
-from ssl_challenge.pretraining import convert_external
+from ssl_challenge.stages.pretraining import convert_external
 
 torch.set_num_threads(1)
 LOG = logging.getLogger("test_external")

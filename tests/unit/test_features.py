@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from ssl_challenge import features as features_module
-from ssl_challenge.features import (IMAGENET_MEAN_STD, extract_features, load_features, normalise_uint8,
+from ssl_challenge.stages import features as features_module
+from ssl_challenge.stages.features import (IMAGENET_MEAN_STD, extract_features, load_features, normalise_uint8,
                                     save_features)
 from ssl_challenge.models.backbones import build_backbone
 from ssl_challenge.models.pooling import pool_features, pooling_plan
@@ -84,7 +84,7 @@ def test_save_and_load_round_trip(tmp_path):
     save_features(path, features, metadata)
     assert sorted(p.name for p in path.parent.iterdir()) == ["voc07_test.npz"]  # no temporary left behind
     loaded, loaded_metadata = load_features(path)
-    numerics = loaded_metadata.pop("numerics")  # what decides bit-reproducibility (ssl_challenge.numerics)
+    numerics = loaded_metadata.pop("numerics")  # what decides bit-reproducibility (ssl_challenge.core.numerics)
     assert {"deterministic", "numpy", "torch", "torch_threads", "cpu"} <= set(numerics)
     assert loaded_metadata == {**metadata, "layers": ["feat4", "feat5"], "num_images": 3}
     np.testing.assert_array_equal(loaded["feat4"], features["feat4"])

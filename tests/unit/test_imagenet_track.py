@@ -9,7 +9,7 @@ import torch
 
 from layouts_fixture import make_tiny_imagenet
 from ssl_challenge.data.imagenet import list_imagenet_labelled
-from ssl_challenge.evaluation.imagenet_track import evaluate_imagenet_linear
+from ssl_challenge.stages.imagenet_track import evaluate_imagenet_linear
 from ssl_challenge.models.backbones import build_backbone
 
 torch.set_num_threads(1)

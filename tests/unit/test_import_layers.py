@@ -1,9 +1,11 @@
-"""Layers point down: no module of ``ssl_challenge`` imports one of a higher layer (docs/architecture.md).
+"""Layers point down, and the folder is the layer (docs/architecture.md).
 
-Every module is parsed with ``ast`` (imports inside functions count too) and placed in a layer by its longest
-matching name prefix in ``LAYERS``; an import of a higher layer fails the test, naming both modules. A module that
-no prefix matches fails as well, so that a new module is given its place on purpose. The second test imports each
-lower layer in a fresh interpreter and checks that no module of a higher layer came with it.
+A module's layer is the folder it lives in: ``ssl_challenge/<folder>/...``. ``LAYERS`` orders the folders from
+the bottom up; a module may import its own folder and the folders below it. Every module is parsed with ``ast``
+(imports inside functions count too); an import of a higher folder fails the test, naming both modules. A new
+folder fails until it is given its place in ``LAYERS``, and a module at the top of the package (other than
+``__init__.py`` and ``__main__.py``) fails too. Circles between modules fail even within a folder. The last tests
+import each lower layer in a fresh interpreter and check that no module of a higher layer came with it.
 """
 from __future__ import annotations
 
@@ -19,27 +21,10 @@ import pytest
 SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SRC / "ssl_challenge"
 
-# Bottom to top. A module may import its own layer and the layers below it.
-LAYERS = [
-    ("foundation", ["ssl_challenge", "io", "finite", "numerics", "chunked_conv", "config", "devices", "jobs",
-                    "provenance", "run_files"]),
-    ("building blocks", ["data", "models", "clustering", "evaluation.ap", "evaluation.svm_solver",
-                         "evaluation.detection_ap",
-                         "evaluation.folds", "evaluation.svm", "evaluation.lowshot",  # the VOC07 protocols
-                         "feature_files",
-                         "submission"]),  # the challenge's file formats: writers, readers and scorers
-    ("engine", ["engine"]),  # receives a built method: never imports methods or orchestration
-    ("methods", ["methods"]),
-    # config_checks validates the workflow's config across keys with the plan (planning), so it sits beside it
-    ("orchestration", ["pretraining", "features", "pseudo_labels", "concat", "evaluation", "planning",
-                       "config_checks", "detection", "seed_configs"]),
-    ("reporting", ["tables", "tables_provenance", "submission_build", "score", "report_pages", "training_curves",
-                   "seeds_study"]),
-]
-
-# Known upward imports, each with the reason it is tolerated (none today); an entry that no longer occurs fails
-# test_allow_list_is_current.
-KNOWN_VIOLATIONS: set[tuple[str, str]] = set()
+# The package's folders, bottom to top. The package's own __init__ is below them all.
+LAYERS = ["core", "data", "models", "clustering", "evaluation", "engine", "methods", "detection", "plan", "stages",
+          "reporting"]
+TOP_LEVEL_FILES = {"__init__.py", "__main__.py"}
 
 
 def module_name(path: Path) -> str:
@@ -84,12 +69,18 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def layer_of(module: str) -> int:
-    matches = [(len(prefix), index) for index, (_, prefixes) in enumerate(LAYERS) for prefix in prefixes
-               if module == prefix or module.startswith(prefix + ".")]
-    if not matches:
-        raise AssertionError(f"module ssl_challenge.{module} has no layer: add it (or its package) to LAYERS in "
-                             f"{Path(__file__).name} and to docs/architecture.md")
-    return max(matches)[1]
+    """-1 for the package itself, else the index in ``LAYERS`` of the module's top folder."""
+    if module in ("ssl_challenge", "__main__"):
+        return -1
+    folder = module.split(".")[0]
+    if folder not in LAYERS:
+        raise AssertionError(f"ssl_challenge.{module} is not in a layer folder: folders are {LAYERS} "
+                             f"(a new folder goes into LAYERS in {Path(__file__).name} and docs/architecture.md)")
+    return LAYERS.index(folder)
+
+
+def layer_name(module: str) -> str:
+    return "package" if layer_of(module) < 0 else LAYERS[layer_of(module)]
 
 
 def all_modules() -> dict[str, Path]:
@@ -101,42 +92,92 @@ def upward_imports() -> set[tuple[str, str]]:
             if layer_of(target) > layer_of(module)}
 
 
-def test_every_module_has_a_layer():
+def test_the_folders_are_the_layers():
+    folders = sorted(path.name for path in PACKAGE.iterdir() if path.is_dir() and path.name != "__pycache__")
+    assert sorted(LAYERS) == folders, f"folders of the package {folders} against LAYERS {LAYERS}"
+    loose = sorted(path.name for path in PACKAGE.glob("*.py") if path.name not in TOP_LEVEL_FILES)
+    assert loose == [], f"modules at the top of the package (move each into its layer's folder): {loose}"
     for module in all_modules():
         layer_of(module)
 
 
 def test_no_module_imports_a_higher_layer():
-    problems = [f"ssl_challenge.{module} ({LAYERS[layer_of(module)][0]}) imports ssl_challenge.{target} "
-                f"({LAYERS[layer_of(target)][0]})" for module, target in sorted(upward_imports() - KNOWN_VIOLATIONS)]
+    problems = [f"ssl_challenge.{module} ({layer_name(module)}) imports ssl_challenge.{target} "
+                f"({layer_name(target)})" for module, target in sorted(upward_imports())]
     assert not problems, "imports that point up:\n" + "\n".join(problems)
 
 
-def test_allow_list_is_current():
-    fixed = sorted(KNOWN_VIOLATIONS - upward_imports())
-    assert not fixed, f"no longer imported, remove from KNOWN_VIOLATIONS: {fixed}"
+def import_circles() -> list[list[str]]:
+    """Strongly connected groups of more than one module in the import graph (Tarjan)."""
+    graph = {module: sorted(target for target in imported_modules(path) if target != module and not is_package(target))
+             for module, path in all_modules().items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in graph.get(node, []):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                circles.append(sorted(group))
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    return circles
+
+
+def test_no_import_circles():
+    assert import_circles() == []
+
+
+def test_circles_are_found(tmp_path, monkeypatch):
+    package = tmp_path / "ssl_challenge"
+    (package / "core").mkdir(parents=True)
+    for name in ("__init__.py", "core/__init__.py"):
+        (package / name).write_text("")
+    (package / "core" / "a.py").write_text("from . import b\n")
+    (package / "core" / "b.py").write_text("def later():\n    from .a import thing\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", package)
+    assert import_circles() == [["core.a", "core.b"]]
 
 
 def test_the_parser_sees_relative_absolute_and_function_level_imports(tmp_path, monkeypatch):
     package = tmp_path / "ssl_challenge"
-    (package / "methods").mkdir(parents=True)
-    for name in ("__init__.py", "io.py", "features.py", "methods/__init__.py", "methods/base.py"):
+    for folder in ("methods", "core", "stages"):
+        (package / folder).mkdir(parents=True)
+    for name in ("__init__.py", "core/__init__.py", "core/io.py", "stages/__init__.py", "stages/features.py",
+                 "methods/__init__.py", "methods/base.py"):
         (package / name).write_text("")
     (package / "methods" / "dc.py").write_text(
-        "from . import base\nfrom ..io import atomic_path\nimport ssl_challenge.features\n"
+        "from . import base\nfrom ..core.io import atomic_path\nimport ssl_challenge.stages.features\n"
         "def later():\n    from ssl_challenge.methods import build_method\n")
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", package)
-    assert imported_modules(package / "methods" / "dc.py") == {"methods.base", "io", "features", "methods"}
+    assert imported_modules(package / "methods" / "dc.py") == {"methods.base", "core.io", "stages.features",
+                                                               "methods"}
 
 
 LOWER_LAYERS = range(len(LAYERS) - 1)
 
 
-@pytest.mark.parametrize("layer", LOWER_LAYERS, ids=[LAYERS[index][0] for index in LOWER_LAYERS])
+@pytest.mark.parametrize("layer", LOWER_LAYERS, ids=LAYERS[:-1])
 def test_a_lower_layer_imports_without_the_upper_ones(layer):
-    known = {module for module, _ in KNOWN_VIOLATIONS}
-    modules = [module for module in all_modules() if layer_of(module) == layer and module not in known]
-    names = [module if module == "ssl_challenge" else f"ssl_challenge.{module}" for module in modules]
+    modules = [module for module in all_modules() if layer_of(module) == layer]
+    names = [f"ssl_challenge.{module}" for module in modules]
     code = ("import importlib, json, sys\n"
             f"for name in {names!r}:\n    importlib.import_module(name)\n"
             "print(json.dumps(sorted(name for name in sys.modules if name.startswith('ssl_challenge'))))")
@@ -145,9 +186,8 @@ def test_a_lower_layer_imports_without_the_upper_ones(layer):
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = [name.removeprefix("ssl_challenge").lstrip(".") or "ssl_challenge"
               for name in json.loads(result.stdout.splitlines()[-1])]
-    # a parent package (evaluation/__init__.py for evaluation.ap) is always loaded; its own imports are checked above
-    upper = sorted(name for name in loaded if layer_of(name) > layer and not is_package(name))
-    assert not upper, f"importing the {LAYERS[layer][0]} layer ({modules}) loaded higher modules {upper}"
+    upper = sorted(name for name in loaded if layer_of(name) > layer)
+    assert not upper, f"importing the {LAYERS[layer]} layer loaded higher modules {upper}"
 
 
 def test_workflow_scripts_import_the_installed_package():

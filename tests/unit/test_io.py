@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Payload
-from ssl_challenge.io import (CorruptFileError, ModelFileError, append_jsonl, atomic_path, load_torch_file,
+from ssl_challenge.core.io import (CorruptFileError, ModelFileError, append_jsonl, atomic_path, load_torch_file,
                               read_jsonl, write_json_atomic)
 
 
@@ -46,7 +46,7 @@ def test_outputs_keep_the_users_umask(tmp_path, umask):
     import numpy as np
     import torch
 
-    from ssl_challenge.io import torch_save_atomic
+    from ssl_challenge.core.io import torch_save_atomic
 
     previous = os.umask(umask)
     try:
@@ -64,7 +64,7 @@ def test_outputs_keep_the_users_umask(tmp_path, umask):
 FULL_DISK_SCRIPT = """
 import resource, signal, sys
 import torch
-from ssl_challenge.io import OutputWriteError, torch_save_atomic, write_json_atomic
+from ssl_challenge.core.io import OutputWriteError, torch_save_atomic, write_json_atomic
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG, as on a full disk
 resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ssl_challenge import jobs
+from ssl_challenge.core import jobs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -65,7 +65,7 @@ JOB_SCRIPT = """\
 import atexit
 from pathlib import Path
 
-from ssl_challenge.jobs import job_logging
+from ssl_challenge.core.jobs import job_logging
 
 atexit.register(lambda: Path(snakemake.params.marker).write_text("teardown ran"))
 with job_logging(snakemake) as log:

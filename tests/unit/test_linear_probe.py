@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from ssl_challenge.config import ConfigError, from_dict
+from ssl_challenge.core.config import ConfigError, from_dict
 from ssl_challenge.evaluation.linear_probe import (LinearProbeConfig, PerChannelBatchNorm, build_probe_heads,
                                                     channel_blocks_of, probe_parameter_groups,
                                                     train_linear_probe_on_features)
-from ssl_challenge.evaluation.online_probe import train_linear_probe_online
-from ssl_challenge.features import normalise_uint8
+from ssl_challenge.stages.online_probe import train_linear_probe_online
+from ssl_challenge.stages.features import normalise_uint8
 from ssl_challenge.models.backbones import build_backbone
 from ssl_challenge.models.pooling import pooling_plan
 
@@ -247,7 +247,7 @@ def without_numerics(result):
 def test_online_probe_killed_mid_epoch_and_rerun_gives_the_uninterrupted_result(tmp_path):
     import json
 
-    from ssl_challenge.evaluation.online_probe import ProbeCheckpointing, ProbeStopped
+    from ssl_challenge.stages.online_probe import ProbeCheckpointing, ProbeStopped
 
     uninterrupted = online_probe(SeededBrightnessSource(48, seed=0), ProbeCheckpointing(str(tmp_path / "whole")))
     records = [json.loads(line) for line in (tmp_path / "whole" / "epochs.jsonl").read_text().splitlines()]
@@ -267,7 +267,7 @@ def test_online_probe_killed_mid_epoch_and_rerun_gives_the_uninterrupted_result(
 
 
 def test_online_probe_refuses_the_checkpoint_of_another_probe(tmp_path):
-    from ssl_challenge.evaluation.online_probe import ProbeCheckpointing
+    from ssl_challenge.stages.online_probe import ProbeCheckpointing
 
     online_probe(SeededBrightnessSource(48, seed=0), ProbeCheckpointing(str(tmp_path), stop_after_iterations=2))
     torch.manual_seed(1)  # another trunk

@@ -13,8 +13,8 @@ import pytest
 
 from ssl_challenge.data.voc07 import read_voc07_labels
 from ssl_challenge.evaluation.lowshot import draw_lowshot_samples, load_lowshot_samples, published_sample_path
-from ssl_challenge.evaluation.lowshot_track import draw_voc07_lowshot_samples
-from ssl_challenge.provenance import published_samples_param
+from ssl_challenge.stages.lowshot_track import draw_voc07_lowshot_samples
+from ssl_challenge.core.provenance import published_samples_param
 
 CLASSES = ["cat", "dog", "bird"]
 LOG = logging.getLogger("test")

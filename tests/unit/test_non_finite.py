@@ -7,15 +7,15 @@ import pytest
 import torch
 
 from ssl_challenge.clustering.labels import read_labels_file
-from ssl_challenge.concat import concatenate_feature_files
+from ssl_challenge.stages.concat import concatenate_feature_files
 from ssl_challenge.data.images import PreloadedImages
 from ssl_challenge.evaluation.linear_probe import LinearProbeConfig, train_linear_probe_on_features
 from ssl_challenge.evaluation.lowshot import draw_lowshot_samples, evaluate_lowshot
 from ssl_challenge.evaluation.svm import train_and_test_full_svm
-from ssl_challenge.feature_files import load_features, save_features
-from ssl_challenge.finite import NonFiniteError, count_non_finite
+from ssl_challenge.data.feature_files import load_features, save_features
+from ssl_challenge.core.finite import NonFiniteError, count_non_finite
 from ssl_challenge.models.backbones import build_backbone
-from ssl_challenge.pseudo_labels import labels_from_models
+from ssl_challenge.stages.pseudo_labels import labels_from_models
 
 CLASSES = ["cat", "dog"]
 
@@ -31,7 +31,7 @@ def with_value(array, value, at=(3, 1)):
 
 
 def test_count_non_finite_in_blocks(monkeypatch):
-    monkeypatch.setattr("ssl_challenge.finite.CHUNK_ELEMENTS", 8)  # several blocks of 2 rows
+    monkeypatch.setattr("ssl_challenge.core.finite.CHUNK_ELEMENTS", 8)  # several blocks of 2 rows
     array = features(rows=9)
     array[0, 0], array[4, 3], array[8, 2] = np.nan, np.inf, -np.inf
     assert count_non_finite(array) == 3

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from ssl_challenge import numerics
-from ssl_challenge.jobs import job_logging
+from ssl_challenge.core import numerics
+from ssl_challenge.core.jobs import job_logging
 from ssl_challenge.models.necks import BatchNorm1d
 
 WORKER = Path(__file__).with_name("numerics_worker.py")

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_challenge.config import ConfigError
+from ssl_challenge.core.config import ConfigError
 from ssl_challenge.methods import odc
 from ssl_challenge.methods.base import EpochContext, PretrainingMethod
 from ssl_challenge.methods.online_clustering import (OnlineClustering, OnlineClusteringOptions, add_per_cluster,

@@ -1,4 +1,4 @@
-"""The workflow's planning (src/ssl_challenge/planning.py) and the checks between config keys (config_checks.py),
+"""The workflow's planning (src/ssl_challenge/plan/planning.py) and the checks between config keys (config_checks.py),
 on small config dicts with hand-written expected names: no Snakemake, no dry run."""
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from ssl_challenge import planning
-from ssl_challenge.config import ConfigError
-from ssl_challenge.config_checks import check_data_sources, validate_config
-from ssl_challenge.planning import ModelName, format_model_name, parse_model_name
+from ssl_challenge.plan import planning
+from ssl_challenge.core.config import ConfigError
+from ssl_challenge.plan.config_checks import check_data_sources, validate_config
+from ssl_challenge.plan.planning import ModelName, format_model_name, parse_model_name
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -302,7 +302,7 @@ def test_data_roots_and_the_dataset_of_each_split():
 
 
 def test_planning_imports_neither_torch_nor_numpy():
-    code = "import sys, ssl_challenge.planning, ssl_challenge.config_checks; print(sorted({m.split('.')[0] " \
+    code = "import sys, ssl_challenge.plan.planning, ssl_challenge.plan.config_checks; print(sorted({m.split('.')[0] " \
            "for m in sys.modules} & {'torch', 'numpy'}))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                             env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"})

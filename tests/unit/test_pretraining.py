@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from layouts_fixture import make_tiny_imagenet, write_tiny_jpeg
-from ssl_challenge import provenance
-from ssl_challenge.config import from_dict
+from ssl_challenge.core import provenance
+from ssl_challenge.core.config import from_dict
 from ssl_challenge.data.imagenet import pretraining_images
 from ssl_challenge.engine.train import PretrainConfig
-from ssl_challenge.pretraining import train as pretrain  # builds the method, then runs engine.train.pretrain
-from ssl_challenge.pretraining import config_digest, pretrain_model, run_identity
+from ssl_challenge.stages.pretraining import train as pretrain  # builds the method, then runs engine.train.pretrain
+from ssl_challenge.stages.pretraining import config_digest, pretrain_model, run_identity
 
 PRETRAIN_DATA = {"image_size": 16, "resize_shorter": 16, "preload": True, "crop_padding": 2}
 MODEL = {"method": "rot", "backbone": {"name": "small_resnet"}, "epochs": 2, "batch_size": 8,
@@ -115,7 +115,7 @@ def test_the_run_folder_follows_the_data_content_not_file_times(data):
 def test_the_identity_names_the_code_of_the_method_it_trains(data):
     root, manifest = data
     identity = run_identity(MODEL, PRETRAIN_DATA, str(root), [str(manifest)])
-    pretraining_file = provenance.PACKAGE_DIR / "pretraining.py"
+    pretraining_file = provenance.PACKAGE_DIR / "stages" / "pretraining.py"
     assert identity["code"] == provenance.code_digest([pretraining_file] + provenance.method_files(["rot"]))
     other = run_identity({**MODEL, "method": "random", "epochs": 0}, PRETRAIN_DATA, str(root), [str(manifest)])
     assert other["code"] != identity["code"]
@@ -146,7 +146,7 @@ def test_torchrun_output_goes_to_the_rule_log_and_a_failure_raises(tmp_path):
     import subprocess
     import sys
 
-    from ssl_challenge.pretraining import run_logged
+    from ssl_challenge.stages.pretraining import run_logged
 
     log_file = tmp_path / "rule.log"
     log = logging.getLogger("test_run_logged")

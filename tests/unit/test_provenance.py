@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ssl_challenge import provenance
+from ssl_challenge.core import provenance
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "workflow" / "scripts"
@@ -104,14 +104,14 @@ def real_closure(script: str, methods=()) -> set[str]:
 
 def test_real_rules_closures_are_precise():
     svm = real_closure("svm_full.py")
-    assert {"evaluation/svm_track.py", "evaluation/svm.py", "evaluation/svm_solver.py", "evaluation/ap.py",
-            "feature_files.py", "jobs.py", "__init__.py", "evaluation/__init__.py"} <= svm
-    assert "features.py" not in svm  # reading feature files does not depend on the extraction code
+    assert {"stages/svm_track.py", "evaluation/svm.py", "evaluation/svm_solver.py", "evaluation/ap.py",
+            "data/feature_files.py", "core/jobs.py", "__init__.py", "evaluation/__init__.py"} <= svm
+    assert "stages/features.py" not in svm  # reading feature files does not depend on the extraction code
     assert not {path for path in svm if path.startswith(("methods/", "engine/"))}
-    assert "evaluation/lowshot_track.py" not in svm and "evaluation/linear_probe.py" not in svm
+    assert "stages/lowshot_track.py" not in svm and "evaluation/linear_probe.py" not in svm
     rot = real_closure("pretrain.py", ["rot"])
-    assert {"methods/rotation.py", "engine/train.py", "pretraining.py", "data/images.py"} <= rot
-    assert "methods/odc.py" not in rot and "evaluation/svm_track.py" not in rot
+    assert {"methods/rotation.py", "engine/train.py", "stages/pretraining.py", "data/images.py"} <= rot
+    assert "methods/odc.py" not in rot and "stages/svm_track.py" not in rot
     assert not {path for path in rot if path.startswith("clustering/")}  # k-means is DC's and ODC's, not ROT's
     assert {"methods/shared_kmeans.py", "clustering/kmeans.py"} <= real_closure("pretrain.py", ["dc"])
     codc = real_closure("pretrain.py", provenance.training_methods(
@@ -122,7 +122,7 @@ def test_real_rules_closures_are_precise():
 
 
 def test_method_registry_is_read_without_importing_torch():
-    code = ("import sys; from ssl_challenge import provenance; "
+    code = ("import sys; from ssl_challenge.core import provenance; "
             "print(provenance.method_modules()['rot'], 'torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             env={"PYTHONPATH": str(REPO / "src")})

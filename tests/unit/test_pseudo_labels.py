@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ssl_challenge.clustering.labels import load_labels, read_labels_file, save_labels
-from ssl_challenge.pseudo_labels import cluster_concatenated, labels_from_models, pooled_features
+from ssl_challenge.stages.pseudo_labels import cluster_concatenated, labels_from_models, pooled_features
 
 
 def same_partition(first: np.ndarray, second: np.ndarray) -> bool:

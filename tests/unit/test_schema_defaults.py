@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ssl_challenge import planning
+from ssl_challenge.plan import planning
 from ssl_challenge.data.transforms import AugmentationConfig, ColorJitterConfig
 from ssl_challenge.engine.train import OptimizerConfig, PretrainConfig, ScheduleConfig
 from ssl_challenge.evaluation.linear_probe import LinearProbeConfig

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ssl_challenge.seed_configs import seeded_config
-from ssl_challenge.seeds_study import (FAILS, HOLDS, WITHIN_NOISE, ablation_claims, aggregate, claims_table,
+from ssl_challenge.plan.seed_configs import seeded_config
+from ssl_challenge.reporting.seeds_study import (FAILS, HOLDS, WITHIN_NOISE, ablation_claims, aggregate, claims_table,
                                        speed_claim, spread, verdict, write_seeds_study)
 
 
@@ -86,7 +86,7 @@ def test_seeded_config_changes_only_the_training_seeds():
 def test_seed_runs_do_not_depend_on_the_study_statistics():
     """A seed's run is stale when its config's code changes, not when the study's aggregation does: the
     ``seed_config`` jobs' code digest (the script and what it imports) leaves ``seeds_study.py`` out."""
-    from ssl_challenge import provenance
+    from ssl_challenge.core import provenance
 
     root = Path(__file__).resolve().parents[2]
     closure = {path.name for path in provenance.import_closure([root / "workflow" / "scripts" / "seed_config.py"])}

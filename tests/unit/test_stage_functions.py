@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from layouts_fixture import make_tiny_places205, make_tiny_voc07
-from ssl_challenge.evaluation.places205_track import evaluate_places205_linear
-from ssl_challenge.features import extract_split_features, load_features, voc07_split_with_features
+from ssl_challenge.stages.places205_track import evaluate_places205_linear
+from ssl_challenge.stages.features import extract_split_features, load_features, voc07_split_with_features
 from ssl_challenge.models.backbones import build_backbone
 
 LOG = logging.getLogger("test")

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from layouts_fixture import make_tiny_places205, make_tiny_voc07
-from ssl_challenge import score, submission
+from ssl_challenge.reporting import score
+from ssl_challenge.evaluation import submission_formats as submission
 from ssl_challenge.data.voc07 import read_voc07_labels
 from ssl_challenge.evaluation import svm
 
@@ -265,8 +266,8 @@ def test_module_runs_without_torch(voc_root, tmp_path):
     path = tmp_path / "p.json"
     submission.write_voc07_classification(path, test_ids, CLASSES, random_scores(len(test_ids), 3))
     code = ("import sys, runpy; sys.argv = sys.argv[1:]; "
-            "runpy.run_module('ssl_challenge.score', run_name='__main__', alter_sys=True)")
-    check = ("import sys, ssl_challenge.score, ssl_challenge.evaluation.detection_ap, ssl_challenge.data.voc07; "
+            "runpy.run_module('ssl_challenge.reporting.score', run_name='__main__', alter_sys=True)")
+    check = ("import sys, ssl_challenge.reporting.score, ssl_challenge.evaluation.detection_ap, ssl_challenge.data.voc07; "
              "assert 'torch' not in sys.modules, 'torch imported'")
     env = dict(os.environ, PYTHONPATH=str(SRC))
     subprocess.run([sys.executable, "-c", check], check=True, env=env)

@@ -5,7 +5,7 @@ import logging
 
 import pandas as pd
 
-from ssl_challenge.tables.leaderboard import PUBLISHED_ROWS, write_leaderboard
+from ssl_challenge.reporting.leaderboard import PUBLISHED_ROWS, write_leaderboard
 
 
 def write(path, obj):

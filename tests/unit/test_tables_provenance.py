@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ssl_challenge.report_pages import table_page
-from ssl_challenge.tables_provenance import (ablation_cells, file_sha256, json_digest, leaderboard_cells,
+from ssl_challenge.reporting.report_pages import table_page
+from ssl_challenge.reporting.cell_provenance import (ablation_cells, file_sha256, json_digest, leaderboard_cells,
                                              training_run, write_sidecar)
 
 CONFIG = {"evaluation": {"voc07_svm": {"costs": [1.0]}, "places205_linear": {"epochs": 2}},

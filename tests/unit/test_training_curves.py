@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from ssl_challenge.training_curves import curves, plot_training_curves
+from ssl_challenge.reporting.training_curves import curves, plot_training_curves
 
 ODC_RECORDS = [
     {"kind": "iteration", "epoch": 0, "iteration": 4, "loss": 2.0, "label_change_ratio": 0.5, "small_clusters": 0.0},

@@ -10,7 +10,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from layouts_fixture import make_tiny_imagenet
-from ssl_challenge.config import ConfigError, from_dict
+from ssl_challenge.core.config import ConfigError, from_dict
 from ssl_challenge.data.file_images import FileImages
 from ssl_challenge.data.images import PreloadedImages, build_image_source, draw_sample_seeds, random_crop_and_flip
 from ssl_challenge.data.transforms import (
@@ -192,7 +192,7 @@ def test_file_images_apply_the_pipeline_and_the_padded_crop(tmp_path):
 
 
 def test_training_with_the_reference_pipeline_and_sobel_resumes_exactly(tmp_path):
-    from ssl_challenge.pretraining import train as pretrain  # builds the method, then runs the loop
+    from ssl_challenge.stages.pretraining import train as pretrain  # builds the method, then runs the loop
     from ssl_challenge.models.backbones import load_backbone
 
     pixels = torch.randint(0, 256, (48, 3, 16, 16), dtype=torch.uint8, generator=generator(0))

@@ -1,8 +1,8 @@
 """Track 4: the frozen-backbone detector of one model, trained on VOC07 trainval and scored on VOC07 test."""
-from ssl_challenge.jobs import job_logging
+from ssl_challenge.core.jobs import job_logging
 
 with job_logging(snakemake) as log:
-    from ssl_challenge.evaluation.detection_track import evaluate_voc07_detection
+    from ssl_challenge.stages.detection_track import evaluate_voc07_detection
 
     evaluate_voc07_detection(
         model_path=snakemake.input.model,

@@ -1,8 +1,8 @@
 """Extract the multi-layer features of one model on the splits of one data set."""
-from ssl_challenge.jobs import job_logging
+from ssl_challenge.core.jobs import job_logging
 
 with job_logging(snakemake) as log:
-    from ssl_challenge.features import extract_split_features
+    from ssl_challenge.stages.features import extract_split_features
 
     extract_split_features(
         model_path=snakemake.input.model,

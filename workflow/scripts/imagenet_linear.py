@@ -1,8 +1,8 @@
 """The legacy ImageNet linear classification track (the Places205 probe on ImageNet train/val) of one model."""
-from ssl_challenge.jobs import job_logging
+from ssl_challenge.core.jobs import job_logging
 
 with job_logging(snakemake) as log:
-    from ssl_challenge.evaluation.imagenet_track import evaluate_imagenet_linear
+    from ssl_challenge.stages.imagenet_track import evaluate_imagenet_linear
 
     evaluate_imagenet_linear(
         model_path=snakemake.input.model,

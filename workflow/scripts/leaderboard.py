@@ -1,8 +1,8 @@
 """Leaderboard tables (CSV, Markdown, LaTeX), stage wall times and the low-shot plot."""
-from ssl_challenge.jobs import job_logging
+from ssl_challenge.core.jobs import job_logging
 
 with job_logging(snakemake) as log:
-    from ssl_challenge.tables.leaderboard import write_leaderboard
+    from ssl_challenge.reporting.leaderboard import write_leaderboard
 
     write_leaderboard(
         evaluations=snakemake.params.evaluations,
@@ -12,7 +12,7 @@ with job_logging(snakemake) as log:
         lowshot_plot=snakemake.output.lowshot_plot,
         log=log,
     )
-    from ssl_challenge.tables_provenance import leaderboard_cells, write_sidecar
+    from ssl_challenge.reporting.cell_provenance import leaderboard_cells, write_sidecar
 
     write_sidecar(snakemake.output.provenance, "leaderboard", leaderboard_cells(
         snakemake.output.tables[0], snakemake.params.evaluations, snakemake.params.concatenations, snakemake.config))

@@ -1,8 +1,8 @@
 """Track 3: the Places205 linear probe (one BatchNorm + fc head per layer) of one model."""
-from ssl_challenge.jobs import job_logging
+from ssl_challenge.core.jobs import job_logging
 
 with job_logging(snakemake) as log:
-    from ssl_challenge.evaluation.places205_track import evaluate_places205_linear
+    from ssl_challenge.stages.places205_track import evaluate_places205_linear
 
     evaluate_places205_linear(
         inputs=dict(snakemake.input.items()),

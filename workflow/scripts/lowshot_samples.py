@@ -1,9 +1,9 @@
 """Draw (or read the published) low-shot samples of one k and save them, so that every model is evaluated on the
 same ones."""
-from ssl_challenge.jobs import job_logging
+from ssl_challenge.core.jobs import job_logging
 
 with job_logging(snakemake) as log:
-    from ssl_challenge.evaluation.lowshot_track import draw_voc07_lowshot_samples
+    from ssl_challenge.stages.lowshot_track import draw_voc07_lowshot_samples
 
     draw_voc07_lowshot_samples(
         draw_options=snakemake.params.draw,

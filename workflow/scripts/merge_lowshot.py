@@ -1,8 +1,8 @@
 """Track 2: one layer's low-shot result and test scores, merged from its per-k files (no torch: seconds)."""
-from ssl_challenge.jobs import job_logging
+from ssl_challenge.core.jobs import job_logging
 
 with job_logging(snakemake) as log:
-    from ssl_challenge.evaluation.lowshot_track import merge_voc07_lowshot
+    from ssl_challenge.stages.lowshot_track import merge_voc07_lowshot
 
     merge_voc07_lowshot(
         results=snakemake.input.results,

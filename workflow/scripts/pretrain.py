@@ -1,9 +1,9 @@
 """Pretrain one model, or one CODC member for one round; a killed or preempted job resumes from its checkpoint
 when the rule runs again."""
-from ssl_challenge.jobs import job_logging
+from ssl_challenge.core.jobs import job_logging
 
 with job_logging(snakemake) as log:
-    from ssl_challenge.pretraining import pretrain_model
+    from ssl_challenge.stages.pretraining import pretrain_model
 
     pretrain_model(
         model_config=snakemake.params.model,

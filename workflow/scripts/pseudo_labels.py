@@ -1,8 +1,8 @@
 """k-means pseudo-labels of the pretraining images from some models' concatenated features (CLS, CODC rounds)."""
-from ssl_challenge.jobs import job_logging
+from ssl_challenge.core.jobs import job_logging
 
 with job_logging(snakemake) as log:
-    from ssl_challenge.pseudo_labels import make_pseudo_labels
+    from ssl_challenge.stages.pseudo_labels import make_pseudo_labels
 
     options = snakemake.params.labels
     make_pseudo_labels(

@@ -1,8 +1,8 @@
 """The challenge's submission files of one model (results/submission/<model>/) and their manifest."""
-from ssl_challenge.jobs import job_logging
+from ssl_challenge.core.jobs import job_logging
 
 with job_logging(snakemake) as log:
-    from ssl_challenge.submission_build import build_submission, config_digest
+    from ssl_challenge.reporting.submission_build import build_submission, config_digest
 
     build_submission(
         model=snakemake.wildcards.model,

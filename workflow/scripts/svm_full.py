@@ -1,8 +1,8 @@
 """Track 1: the VOC07 full linear SVM protocol on one layer of one model."""
-from ssl_challenge.jobs import job_logging
+from ssl_challenge.core.jobs import job_logging
 
 with job_logging(snakemake) as log:
-    from ssl_challenge.evaluation.svm_track import evaluate_voc07_svm
+    from ssl_challenge.stages.svm_track import evaluate_voc07_svm
 
     evaluate_voc07_svm(
         trainval_features=snakemake.input.trainval,

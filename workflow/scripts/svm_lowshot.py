@@ -1,8 +1,8 @@
 """Track 2: the VOC07 low-shot SVM on one layer of one model for one k, on that k's recorded samples."""
-from ssl_challenge.jobs import job_logging
+from ssl_challenge.core.jobs import job_logging
 
 with job_logging(snakemake) as log:
-    from ssl_challenge.evaluation.lowshot_track import evaluate_voc07_lowshot
+    from ssl_challenge.stages.lowshot_track import evaluate_voc07_lowshot
 
     evaluate_voc07_lowshot(
         trainval_features=snakemake.input.trainval,

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io import atomic_path
+from ..core.io import atomic_path
 
 LABELS_KEY, METADATA_KEY = "labels", "metadata"
 

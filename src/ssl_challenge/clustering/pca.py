@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..numerics import single_thread
+from ..core.numerics import single_thread
 
 CHUNK_ROWS = 65536
 # Eigenvalues are floored at this fraction of the largest, so directions without variance (fewer points than
@@ -70,7 +70,7 @@ def fit_pca(features: torch.Tensor, dims: int, device: torch.device | None = Non
         second_moment += chunk.T @ chunk
     mean = total / count
     covariance = second_moment / count - torch.outer(mean, mean)
-    with single_thread():  # LAPACK's eigh gives other bits with other thread counts (see ssl_challenge.numerics)
+    with single_thread():  # LAPACK's eigh gives other bits with other thread counts (see ssl_challenge.core.numerics)
         eigenvalues, eigenvectors = torch.linalg.eigh(covariance)  # ascending
     eigenvalues = eigenvalues.flip(0)[:dims].clamp_min(0.0)
     components = eigenvectors.flip(1)[:, :dims].T.contiguous()  # [dims, D]

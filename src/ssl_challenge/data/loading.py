@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..config import ConfigError
+from ..core.config import ConfigError
 
 PREFETCH_BATCHES = 2  # per worker: DataLoader's prefetch_factor
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..io import write_json_atomic, write_text_atomic
+from ..core.io import write_json_atomic, write_text_atomic
 from . import layouts
 from .embedded import (
     FASHION_MNIST_CLASSES,

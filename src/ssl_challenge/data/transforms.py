@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..config import ConfigError
+from ..core.config import ConfigError
 
 CROPS = ("auto", "padded", "random_resized")
 RATIO_RANGE = (3 / 4, 4 / 3)  # RandomResizedCrop's aspect ratios

@@ -18,7 +18,7 @@ import torch
 from ..data import layouts
 from ..data.decoding import open_rgb
 from ..data.voc07 import read_split_annotations
-from ..io import read_json_object
+from ..core.io import read_json_object
 
 
 def voc_to_continuous(boxes: np.ndarray) -> np.ndarray:

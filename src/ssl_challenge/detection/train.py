@@ -31,8 +31,8 @@ from ..data.loading import check_workers, load_batches
 from ..engine.checkpoint import RunPosition, restore_checkpoint, save_checkpoint
 from ..engine.schedule import learning_rate_factor
 from ..engine.run_control import NonFiniteValues, checkpoint_or_stop, derived_seed, stop_requests, truncate_metrics
-from ..finite import non_finite_tensors
-from ..io import append_jsonl
+from ..core.finite import non_finite_tensors
+from ..core.io import append_jsonl
 from .data import DetectionRequest, DetectionSet, continuous_to_voc, flip_boxes, load_detection_batch
 from .model import FrozenBackboneDetector
 

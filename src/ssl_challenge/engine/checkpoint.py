@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..io import ModelFileError, load_torch_file, torch_save_atomic
+from ..core.io import ModelFileError, load_torch_file, torch_save_atomic
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..io import read_jsonl, write_text_atomic
+from ..core.io import read_jsonl, write_text_atomic
 from .checkpoint import RunPosition
 
 

@@ -31,14 +31,14 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from ..config import ConfigError, from_dict
+from ..core.config import ConfigError, from_dict
 from ..data.images import PreloadedImages
 from ..data.loading import BatchRequest, check_workers, load_batches
-from ..finite import non_finite_tensors
+from ..core.finite import non_finite_tensors
 from ..data.transforms import AugmentationConfig
-from ..io import append_jsonl, torch_save_atomic, write_text_atomic
-from ..numerics import deterministic_requested, numerics_record
-from .. import run_files
+from ..core.io import append_jsonl, torch_save_atomic, write_text_atomic
+from ..core.numerics import deterministic_requested, numerics_record
+from ..core import run_files
 from . import distributed
 from .checkpoint import RunPosition, restore_checkpoint, save_checkpoint
 from .run_control import (NonFiniteValues, Preempted, checkpoint_or_stop, derived_seed, divergence_reported,

@@ -10,7 +10,7 @@ parameters each one gets exactly the gradient it would get alone.
 
 Two ways to feed the heads:
 
-- :func:`train_linear_probe_on_features`: features extracted once (``ssl_challenge.features``) and cached. This
+- :func:`train_linear_probe_on_features`: features extracted once (``ssl_challenge.stages.features``) and cached. This
   is the embedded default and a documented deviation from the reference: no augmentation (the SVM features'
   preprocessing, resized without a crop). The per-channel BatchNorm still applies: the cached features are the
   flattened pooled maps, and their channel layout comes from the file's pooling plan (:func:`channel_blocks_of`).
@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..finite import NonFiniteError, require_finite
+from ..core.finite import NonFiniteError, require_finite
 from ..models.necks import BatchNorm1d
-from ..numerics import numerics_record
+from ..core.numerics import numerics_record
 
 NORMALISATION_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm,
                         nn.LayerNorm)

@@ -19,9 +19,9 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..finite import require_finite
-from ..io import read_json_object, write_json_atomic
-from ..numerics import numerics_record, torch_threads
+from ..core.finite import require_finite
+from ..core.io import read_json_object, write_json_atomic
+from ..core.numerics import numerics_record, torch_threads
 from .svm import SOLVERS, test_average_precision, training_targets
 from .svm_solver import (CLASS_WEIGHT, fit_liblinear, l2_normalise_rows, scores_from_dual, solve_squared_hinge,
                          spectral_basis, with_bias)

@@ -16,8 +16,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..finite import require_finite
-from ..numerics import numerics_record, torch_threads
+from ..core.finite import require_finite
+from ..core.numerics import numerics_record, torch_threads
 from .ap import average_precision, non_interpolated_average_precision
 from .folds import stratified_folds
 from .svm_solver import (CLASS_WEIGHT, fit_liblinear, l2_normalise_rows, scores_from_dual, solve_squared_hinge,
@@ -188,7 +188,7 @@ def full_svm_report_and_test_scores(train_x: np.ndarray, train_y: np.ndarray, te
                                     solver: str = "auto", device=None, log: Callable[[str], None] | None = None
                                     ) -> tuple[dict, np.ndarray]:
     """The full VOC07 SVM protocol for one layer; returns (report, test decision values float64 [M, C]), the
-    latter for the challenge's classification submission file (:mod:`ssl_challenge.submission`).
+    latter for the challenge's classification submission file (:mod:`ssl_challenge.evaluation.submission_formats`).
 
     Shapes: ``train_x`` [N, D], ``train_y`` int8 [N, C] with 1 / -1 / 0 (difficult), ``test_x`` [M, D],
     ``test_y`` [M, C]. ``n_jobs`` processes (liblinear) or BLAS threads (newton). ``device`` (newton only): a torch

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..clustering.labels import load_labels, read_labels_file
-from ..config import from_dict
+from ..core.config import from_dict
 from ..models.necks import linear_head
 from .base import PlainOrderMethod
 

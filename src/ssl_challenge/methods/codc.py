@@ -33,7 +33,7 @@ from torch import nn
 
 from ..clustering.kmeans import mixed_seed
 from ..clustering.labels import load_labels
-from ..config import from_dict
+from ..core.config import from_dict
 from ..models.backbones import read_model_file
 from . import CODC_BASE_METHODS as BASE_METHODS
 from .base import EpochContext

@@ -28,7 +28,7 @@ from ..clustering.agreement import cluster_sizes, normalized_mutual_information
 from ..clustering.kmeans import mixed_seed
 from ..clustering.pca import pca_whiten_normalise
 from ..clustering.sampling import uniform_over_clusters
-from ..config import from_dict
+from ..core.config import from_dict
 from ..engine import distributed
 from ..models.necks import linear_head, reset_linear
 from .base import EpochContext

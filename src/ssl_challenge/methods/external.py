@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..config import ConfigError, from_dict
+from ..core.config import ConfigError, from_dict
 from ..models.external import LAYOUTS
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..clustering.kmeans import mixed_seed
-from ..config import from_dict
+from ..core.config import from_dict
 from .base import EpochContext
 from .online_clustering import OnlineClustering, OnlineClusteringOptions, clustering_options
 from .shared_kmeans import kmeans_labels_on_main_process

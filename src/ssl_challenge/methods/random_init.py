@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..config import from_dict
+from ..core.config import from_dict
 from .base import EpochContext
 
 

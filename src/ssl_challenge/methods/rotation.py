@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import from_dict
+from ..core.config import from_dict
 from .base import PlainOrderMethod
 
 

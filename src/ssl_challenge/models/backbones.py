@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ConfigError, from_dict
-from ..finite import non_finite_tensors
-from ..io import ModelFileError, load_torch_file
+from ..core.config import ConfigError, from_dict
+from ..core.finite import non_finite_tensors
+from ..core.io import ModelFileError, load_torch_file
 
 LAYER_NAMES = ("feat1", "feat2", "feat3", "feat4", "feat5")
 
@@ -56,7 +56,7 @@ class MultiStageBackbone(nn.Module):
         sobel = getattr(self, "sobel", None)
         if sobel is not None:
             images = sobel(images)
-        # Only while oneDNN is on (not in deterministic mode, see ssl_challenge.numerics): without it
+        # Only while oneDNN is on (not in deterministic mode, see ssl_challenge.core.numerics): without it
         # channels-last buys nothing, and ATen's channels-last BatchNorm splits its statistics over threads.
         if (self.cpu_channels_last and images.device.type == "cpu" and images.dim() == 4
                 and torch.backends.mkldnn.enabled):

@@ -6,14 +6,14 @@ import hashlib
 import logging
 from typing import Sequence
 
-from ..devices import select_device
-from ..feature_files import voc07_split_with_features
-from ..io import read_json_object, write_json_atomic
-from ..numerics import configure_torch
-from .lowshot import (draw_lowshot_samples, evaluate_lowshot_with_scores, load_lowshot_samples,
+from ..core.devices import select_device
+from ..data.feature_files import voc07_split_with_features
+from ..core.io import read_json_object, write_json_atomic
+from ..core.numerics import configure_torch
+from ..evaluation.lowshot import (draw_lowshot_samples, evaluate_lowshot_with_scores, load_lowshot_samples,
                       merge_lowshot_results, merge_lowshot_scores, read_published_lowshot_samples,
                       save_lowshot_samples)
-from .svm import protocol_costs
+from ..evaluation.svm import protocol_costs
 
 
 def draw_voc07_lowshot_samples(draw_options: dict, k: int, published_folder: str, voc07_root: str,
@@ -69,7 +69,7 @@ def save_lowshot_scores(path: str, voc07_root: str, classes: Sequence[str], samp
 def _write_scores(path: str, arrays: dict) -> None:
     import numpy as np
 
-    from ..io import atomic_path
+    from ..core.io import atomic_path
 
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:

@@ -14,8 +14,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from ..io import atomic_path, write_text_atomic
-from .formats import best_layer, latex_table, markdown_table, paths_by_suffix, read_json
+from ..core.io import atomic_path, write_text_atomic
+from .table_formats import best_layer, latex_table, markdown_table, paths_by_suffix, read_json
 
 STAGE_ROWS = {
     "before": "before CODC",

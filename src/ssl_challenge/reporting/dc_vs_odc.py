@@ -10,8 +10,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from ..io import atomic_path, write_text_atomic
-from .formats import best_layer, latex_table, markdown_table, paths_by_suffix, read_json
+from ..core.io import atomic_path, write_text_atomic
+from .table_formats import best_layer, latex_table, markdown_table, paths_by_suffix, read_json
 
 DC_VS_ODC_COLUMNS = ["model", "method", "backbone", "device", "pretrain_seconds", "epochs", "voc07_svm",
                      "voc07_lowshot"]

@@ -15,11 +15,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .clustering.labels import save_labels
+from ..clustering.labels import save_labels
 from .concat import concatenate_blocks
-from .finite import require_finite
-from .models.backbones import load_backbone
-from .numerics import configure_torch, numerics_record
+from ..core.finite import require_finite
+from ..models.backbones import load_backbone
+from ..core.numerics import configure_torch, numerics_record
 
 
 def cluster_concatenated(blocks: Sequence[np.ndarray], num_clusters: int, pca_dims: int, seed: int,
@@ -29,8 +29,8 @@ def cluster_concatenated(blocks: Sequence[np.ndarray], num_clusters: int, pca_di
     Each block is L2-normalised, the blocks concatenated, PCA-whitened to ``min(pca_dims, N, sum D)`` dimensions
     and L2-normalised, then clustered by k-means (``iterations`` rounds, faiss seeded with ``seed``).
     """
-    from .clustering.kmeans import kmeans
-    from .clustering.pca import pca_whiten_normalise
+    from ..clustering.kmeans import kmeans
+    from ..clustering.pca import pca_whiten_normalise
 
     if num_clusters < 1 or pca_dims < 1:
         raise ValueError(f"cluster_concatenated: num_clusters ({num_clusters}) and pca_dims ({pca_dims}) "
@@ -46,7 +46,7 @@ def pooled_features(backbone: torch.nn.Module, images, batch_size: int, device: 
     """The global-pooled last-stage features ``float32[N, out_dim]`` of every image of ``images`` (an image
     source: ``len`` and ``load_batch(indices, augment=False, generator)``), un-augmented, in index order, with
     the backbone in eval mode (``engine.inference.run_frozen``). These are what the labelling step clusters."""
-    from .engine.inference import frozen_outputs
+    from ..engine.inference import frozen_outputs
 
     return frozen_outputs(backbone, backbone.pooled, images, batch_size, device, workers=workers).numpy()
 
@@ -75,8 +75,8 @@ def make_pseudo_labels(model_paths: Sequence[str], pretrain_data: dict, imagenet
                        batch_size: int = 256, metadata: dict | None = None, data_workers: int = 0) -> None:
     """The labelling stage: k-means labels of the pretraining images from the concatenated features of
     ``model_paths`` (CLS's supervision, or a CODC member's initial labels in a round)."""
-    from .data.imagenet import pretraining_images
-    from .devices import select_device
+    from ..data.imagenet import pretraining_images
+    from ..core.devices import select_device
 
     configure_torch(threads)
     images = pretraining_images(imagenet_root, pretrain_data, threads, log.info)

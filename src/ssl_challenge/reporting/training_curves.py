@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .io import atomic_path, read_jsonl
+from ..core.io import atomic_path, read_jsonl
 
 # (panel title, per-iteration/epoch key, y label); a CODC round logs the online clustering with an online_ prefix.
 CHANGE_KEYS = ("label_change_ratio", "online_label_change_ratio")

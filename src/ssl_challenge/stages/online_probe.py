@@ -15,9 +15,9 @@ from tqdm import tqdm
 
 from ..data.images import ImageSource
 from ..data.loading import BatchRequest, index_batches, load_batches, sample_seed
-from ..finite import NonFiniteError
+from ..core.finite import NonFiniteError
 from ..models.pooling import pool_features
-from .linear_probe import (FeatureBatch, LinearProbeConfig, build_probe_heads, count_classes, evaluate_top1,
+from ..evaluation.linear_probe import (FeatureBatch, LinearProbeConfig, build_probe_heads, count_classes, evaluate_top1,
                            labels_tensor, predict_classes, probe_parameter_groups, summarise, training_batch_starts)
 
 
@@ -84,7 +84,7 @@ def train_linear_probe_online(
     as :func:`train_linear_probe_on_features`, or None when ``checkpointing.stop_after_iterations`` stopped it.
     """
     from ..engine.run_control import derived_seed, stop_requests
-    from ..features import as_image_source
+    from .features import as_image_source
 
     device = torch.device(device)
     layers = list(layers)
@@ -206,7 +206,7 @@ class ProbeState:
 
     def restore(self):
         from ..engine.checkpoint import RunPosition, restore_checkpoint
-        from ..io import read_jsonl
+        from ..core.io import read_jsonl
 
         if self.directory is None or not (self.directory / self.CHECKPOINT).exists():
             if self.directory is not None and (self.directory / self.RECORDS).exists():
@@ -223,7 +223,7 @@ class ProbeState:
         import json
 
         from ..engine.checkpoint import save_checkpoint
-        from ..io import write_text_atomic
+        from ..core.io import write_text_atomic
 
         if record is not None:
             self._records.append(record)

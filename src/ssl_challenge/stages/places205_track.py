@@ -8,10 +8,10 @@ import shutil
 
 import numpy as np
 
-from ..config import from_dict
-from ..devices import select_device
-from ..io import write_json_atomic, write_text_atomic
-from ..numerics import configure_torch
+from ..core.config import from_dict
+from ..core.devices import select_device
+from ..core.io import write_json_atomic, write_text_atomic
+from ..core.numerics import configure_torch
 
 
 def places205_probe_online(inputs, probe_config, features_config, places205_root, config, log,
@@ -21,7 +21,7 @@ def places205_probe_online(inputs, probe_config, features_config, places205_root
     Resumable from ``checkpointing`` (``online_probe.ProbeCheckpointing``)."""
     from ..data.probe_images import ProbeImages
     from ..data.splits import split_images
-    from ..features import pooling_target
+    from .features import pooling_target
     from ..models.backbones import load_backbone
     from ..models.pooling import pooling_plan
     from .online_probe import ProbeCheckpointing, train_linear_probe_online
@@ -43,8 +43,8 @@ def places205_probe_online(inputs, probe_config, features_config, places205_root
 
 def places205_probe_cached(inputs, probe_config, config) -> dict:
     """The embedded default's probe: features extracted once without augmentation (a documented deviation)."""
-    from ..feature_files import load_features
-    from .linear_probe import channel_blocks_of, train_linear_probe_on_features
+    from ..data.feature_files import load_features
+    from ..evaluation.linear_probe import channel_blocks_of, train_linear_probe_on_features
 
     layers = list(probe_config["layers"])
     train, train_meta = load_features(inputs["train"], layers)
@@ -61,7 +61,7 @@ def evaluate_places205_linear(inputs: dict, probe_config: dict, features_config:
                               checkpoint_every: int = 500) -> None:
     """The probe of one model. Online, its checkpoint and per-epoch records live in ``<output>.state/`` until
     the outputs are written (a killed job's rerun continues there: ``resources.probe_checkpoint_every``)."""
-    from .linear_probe import LinearProbeConfig
+    from ..evaluation.linear_probe import LinearProbeConfig
     from .online_probe import ProbeCheckpointing
 
     configure_torch(threads)
@@ -76,7 +76,7 @@ def evaluate_places205_linear(inputs: dict, probe_config: dict, features_config:
     epochs = result.pop("epochs_log", [])
     predictions = result.pop("val_predictions", None)
     if predictions_output:  # the best layer's val predictions, for the challenge's Places205 submission file
-        from ..io import atomic_path
+        from ..core.io import atomic_path
 
         with atomic_path(predictions_output) as tmp:
             with open(tmp, "wb") as handle:

@@ -4,11 +4,11 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
-from ..devices import select_device
-from ..feature_files import voc07_split_with_features
-from ..io import write_json_atomic
-from ..numerics import configure_torch
-from .svm import full_svm_report_and_test_scores, protocol_costs
+from ..core.devices import select_device
+from ..data.feature_files import voc07_split_with_features
+from ..core.io import write_json_atomic
+from ..core.numerics import configure_torch
+from ..evaluation.svm import full_svm_report_and_test_scores, protocol_costs
 
 
 def save_test_scores(path: str, image_ids: Sequence[str], classes: Sequence[str], scores) -> None:
@@ -16,7 +16,7 @@ def save_test_scores(path: str, image_ids: Sequence[str], classes: Sequence[str]
     written from them), atomically."""
     import numpy as np
 
-    from ..io import atomic_path
+    from ..core.io import atomic_path
 
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:

@@ -11,7 +11,7 @@ from typing import Iterator
 
 from .numerics import RECORDED_VARIABLES, pin_environment
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 @contextlib.contextmanager

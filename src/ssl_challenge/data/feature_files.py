@@ -15,9 +15,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .finite import require_finite
-from .io import atomic_path
-from .numerics import numerics_record
+from ..core.finite import require_finite
+from ..core.io import atomic_path
+from ..core.numerics import numerics_record
 
 METADATA_KEY = "metadata"
 
@@ -70,7 +70,7 @@ def load_features(
 
 def voc07_split_with_features(features_path, layer, voc07_root, subset, classes):
     """Features of ``layer`` and the VOC label matrix, checked to be in the same image order."""
-    from .data.voc07 import read_voc07_labels, voc07_class_names
+    from .voc07 import read_voc07_labels, voc07_class_names
 
     classes = list(classes) or voc07_class_names(voc07_root)
     features, metadata = load_features(features_path, [layer])

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data.images import IMAGENET_MEAN, IMAGENET_STD, ImageSource, normalise
-from .feature_files import load_features, save_features, voc07_split_with_features  # noqa: F401 (one owner)
-from .models.pooling import pool_features
-from .numerics import configure_torch
+from ..data.images import IMAGENET_MEAN, IMAGENET_STD, ImageSource, normalise
+from ..data.feature_files import load_features, save_features, voc07_split_with_features  # noqa: F401 (one owner)
+from ..models.pooling import pool_features
+from ..core.numerics import configure_torch
 
 # The normalisation of torchvision's ImageNet models (the reference evaluation pipelines), as (mean, std).
 IMAGENET_MEAN_STD = (IMAGENET_MEAN, IMAGENET_STD)
@@ -68,7 +68,7 @@ def extract_features(
     ``Tensor[N, 3, H, W]`` (normalised here with ``normalise_mean_std``, batch by batch, so only one batch is
     ever in float) or an :class:`ImageSource` that returns normalised batches itself.
     """
-    from .engine.inference import run_frozen
+    from ..engine.inference import run_frozen
 
     layers = list(layers)
     missing = [layer for layer in layers if layer not in plan]
@@ -108,12 +108,12 @@ def extract_split_features(
     ``data_workers`` a split is decoded once into memory (threads) and then run through the model; with more,
     ``data_workers`` processes decode it batch by batch (``data.images.FeatureImages``): the same pixels, the same
     features, without holding the split in memory."""
-    from .data.decoding import load_image_tensor
-    from .data.images import FeatureImages
-    from .data.splits import split_images
-    from .devices import select_device
-    from .models.backbones import load_backbone
-    from .models.pooling import pooling_plan
+    from ..data.decoding import load_image_tensor
+    from ..data.images import FeatureImages
+    from ..data.splits import split_images
+    from ..core.devices import select_device
+    from ..models.backbones import load_backbone
+    from ..models.pooling import pooling_plan
 
     configure_torch(threads)
     device = select_device()

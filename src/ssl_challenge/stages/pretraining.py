@@ -2,7 +2,7 @@
 nodes of a SLURM job), and the body of one pretraining process: it builds the method and hands it to the training
 loop (``engine.train``, which never imports the methods).
 
-Run as ``python -m ssl_challenge.pretraining request.json``, it is the body of one torchrun worker."""
+Run as ``python -m ssl_challenge.stages.pretraining request.json``, it is the body of one torchrun worker."""
 from __future__ import annotations
 
 import hashlib
@@ -14,11 +14,11 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import provenance, run_files
-from .config import ConfigError, from_dict
-from .data.imagenet import image_list_digest
-from .io import atomic_path, file_digest, write_json_atomic
-from .numerics import configure_torch
+from ..core import provenance, run_files
+from ..core.config import ConfigError, from_dict
+from ..data.imagenet import image_list_digest
+from ..core.io import atomic_path, file_digest, write_json_atomic
+from ..core.numerics import configure_torch
 
 
 def config_digest(config: dict) -> str:
@@ -37,8 +37,8 @@ def run_identity(model_config: dict, pretrain_data: dict, imagenet_root: str,
     the code it runs (``provenance``: this module's import closure and the method modules), the image list
     (relative paths and sizes, never the images' bytes), and the content of the files it reads (the data set's
     manifest, pseudo-labels, previous-round weights), and whether the CPU numerics are deterministic (a different
-    result, ``ssl_challenge.numerics``)."""
-    from .numerics import deterministic_requested
+    result, ``ssl_challenge.core.numerics``)."""
+    from ..core.numerics import deterministic_requested
 
     code_entries = [Path(__file__)] + provenance.method_files(provenance.training_methods(model_config))
     return {
@@ -109,12 +109,12 @@ def convert_external(model_config: dict, run_dir: Path, where: str, log: logging
     metrics."""
     from types import SimpleNamespace
 
-    from .engine.checkpoint import RunPosition
-    from .engine.train import backbone_file
-    from .io import load_torch_file, torch_save_atomic, write_text_atomic
-    from .methods.external import parse_options
-    from .models.backbones import build_backbone
-    from .models.external import match_backbone, trunk_state_dict
+    from ..engine.checkpoint import RunPosition
+    from ..engine.train import backbone_file
+    from ..core.io import load_torch_file, torch_save_atomic, write_text_atomic
+    from ..methods.external import parse_options
+    from ..models.backbones import build_backbone
+    from ..models.external import match_backbone, trunk_state_dict
 
     if model_config.get("epochs", 0) != 0:
         raise ConfigError(f"config key {where}.epochs: an external model is not trained here; set it to 0")
@@ -139,7 +139,7 @@ def convert_external(model_config: dict, run_dir: Path, where: str, log: logging
 def launch_torchrun(request: dict, processes: int, log: logging.Logger, nodes: int = 1, gpus: bool = False) -> None:
     """Run the request in ``processes`` torchrun workers (this module's ``main``): on this node, or, with
     ``nodes > 1``, through srun on every node of the SLURM job (``engine.launch``)."""
-    from .engine.launch import srun_argv, torchrun_argv
+    from ..engine.launch import srun_argv, torchrun_argv
 
     if nodes < 1 or processes % nodes:
         raise ConfigError(f"{request['where']}: {processes} processes (resources gpu) do not split over {nodes} "
@@ -148,7 +148,7 @@ def launch_torchrun(request: dict, processes: int, log: logging.Logger, nodes: i
     run_dir.mkdir(parents=True, exist_ok=True)
     request_path = run_dir / "request.json"
     write_json_atomic(request_path, request)
-    worker = ["-m", "ssl_challenge.pretraining", str(request_path)]
+    worker = ["-m", "ssl_challenge.stages.pretraining", str(request_path)]
     if nodes > 1:
         command = srun_argv(nodes, processes // nodes, worker, gpus=gpus)
     else:
@@ -175,9 +175,9 @@ def run_logged(command: Sequence[str], log: logging.Logger) -> None:
 def build_pretraining_method(config, num_samples: int):
     """The method of ``config`` (an ``engine.train.PretrainConfig``) with its backbone, for ``num_samples``
     training images, initialised from the run's seed (the same weights on every process and every rerun)."""
-    from .engine.train import seed_initialisation
-    from .methods import build_method
-    from .models.backbones import build_backbone
+    from ..engine.train import seed_initialisation
+    from ..methods import build_method
+    from ..models.backbones import build_backbone
 
     seed_initialisation(config.seed)
     return build_method(config.method, build_backbone(config.backbone), config.method_options, num_samples)
@@ -186,7 +186,7 @@ def build_pretraining_method(config, num_samples: int):
 def train(config, images, run_dir: str | Path, device, **options) -> Path | None:
     """Build the method of ``config`` (a dict or ``engine.train.PretrainConfig``) for ``images`` and run the
     training loop on it (``engine.train.pretrain``: ``options`` are its keyword arguments)."""
-    from .engine.train import PretrainConfig, pretrain
+    from ..engine.train import PretrainConfig, pretrain
 
     if isinstance(config, dict):
         config = from_dict(PretrainConfig, config, where="model")
@@ -195,9 +195,9 @@ def train(config, images, run_dir: str | Path, device, **options) -> Path | None
 
 def run_pretraining(request: dict, log) -> Path | None:
     """The body of one pretraining process (in-process, or each torchrun worker via ``engine.launch``)."""
-    from .data.imagenet import pretraining_images
-    from .engine import distributed
-    from .engine.train import PretrainConfig, check_run_settings
+    from ..data.imagenet import pretraining_images
+    from ..engine import distributed
+    from ..engine.train import PretrainConfig, check_run_settings
 
     configure_torch(request["threads"])
     device = distributed.init_from_environment()
@@ -213,8 +213,8 @@ def run_pretraining(request: dict, log) -> Path | None:
 
 
 def main(request_path: str) -> None:
-    """The body of one torchrun worker (``python -m ssl_challenge.pretraining request.json``)."""
-    from .engine import distributed
+    """The body of one torchrun worker (``python -m ssl_challenge.stages.pretraining request.json``)."""
+    from ..engine import distributed
 
     with open(request_path) as handle:
         request = json.load(handle)

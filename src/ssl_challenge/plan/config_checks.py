@@ -18,9 +18,9 @@ from typing import Any, Iterator, Sequence
 import yaml
 
 from . import planning
-from .config import ConfigError
-from .data import layouts
-from .methods import CODC_BASE_METHODS
+from ..core.config import ConfigError
+from ..data import layouts
+from ..methods import CODC_BASE_METHODS
 
 VALUE_CHARACTERS = 120  # a value shown in an error is cut to this length
 

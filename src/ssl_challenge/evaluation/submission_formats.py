@@ -34,7 +34,7 @@ from typing import Collection, Mapping, Sequence
 
 import numpy as np
 
-from .io import write_atomic, write_json_atomic, write_text_atomic
+from ..core.io import write_atomic, write_json_atomic, write_text_atomic
 
 LOWSHOT_FILE = "voc07_lowshot_sample{sample}_k{k}.json"
 LOWSHOT_FILE_PATTERN = re.compile(r"voc07_lowshot_sample(\d+)_k(\d+)\.json")
@@ -141,8 +141,8 @@ def score_voc07_classification(path: str | os.PathLike, voc07_root: str | os.Pat
                                classes: Sequence[str] | None = None) -> dict:
     """mAP x100 of a classification file against ``ImageSets/Main/<class>_test.txt``: per class the all-point
     AP of the SVM track, difficult images left out. Returns {"map", "per_class": {class: AP x100}}."""
-    from .data.voc07 import read_voc07_labels, voc07_class_names
-    from .evaluation.svm import test_average_precision
+    from ..data.voc07 import read_voc07_labels, voc07_class_names
+    from .svm import test_average_precision
 
     classes = list(classes) if classes else voc07_class_names(voc07_root)
     image_ids, labels = read_voc07_labels(voc07_root, "test", classes)
@@ -228,7 +228,7 @@ def read_places205_predictions(path: str | os.PathLike, relative_paths: Sequence
 
 def score_places205(path: str | os.PathLike, places205_root: str | os.PathLike) -> dict:
     """Top-1 x100 of a predictions file against ``trainvalsplit_places205/val_places205.csv``."""
-    from .data.places205 import read_places205_list
+    from ..data.places205 import read_places205_list
 
     relative_paths, labels = read_places205_list(places205_root, "val")
     predictions = read_places205_predictions(path, relative_paths)
@@ -326,8 +326,8 @@ def score_voc07_detection(path: str | os.PathLike, voc07_root: str | os.PathLike
                           classes: Sequence[str] | None = None) -> dict:
     """VOC07 detection mAP x100 of a submission zip against the test split's annotations (see
     :func:`.evaluation.detection_ap.detection_mean_average_precision`)."""
-    from .data.voc07 import read_split_annotations, voc07_class_names
-    from .evaluation.detection_ap import detection_mean_average_precision
+    from ..data.voc07 import read_split_annotations, voc07_class_names
+    from .detection_ap import detection_mean_average_precision
 
     classes = list(classes) if classes else voc07_class_names(voc07_root)
     annotations = read_split_annotations(voc07_root, "test")

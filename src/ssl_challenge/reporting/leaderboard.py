@@ -13,8 +13,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from ..io import atomic_path, write_text_atomic
-from .formats import best_layer, latex_table, markdown_table, paths_by_suffix, read_json
+from ..core.io import atomic_path, write_text_atomic
+from .table_formats import best_layer, latex_table, markdown_table, paths_by_suffix, read_json
 
 TRACK_COLUMNS = ["voc07_svm", "voc07_lowshot", "places205_linear"]
 PROBE_TRACKS = ("places205_linear", "imagenet_linear")  # one JSON per model, top-1 per layer

@@ -14,8 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .evaluation.svm_solver import NORM_EPSILON, l2_normalise_rows
-from .feature_files import load_features, save_features
+from ..evaluation.svm_solver import NORM_EPSILON, l2_normalise_rows
+from ..data.feature_files import load_features, save_features
 
 # Metadata copied from the members (and checked to be identical): what the evaluation stages read.
 SHARED_METADATA_KEYS = ("split", "image_ids", "labels")

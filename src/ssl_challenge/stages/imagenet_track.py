@@ -14,10 +14,10 @@ import json
 import logging
 import shutil
 
-from ..config import from_dict
-from ..devices import select_device
-from ..io import write_json_atomic, write_text_atomic
-from ..numerics import configure_torch
+from ..core.config import from_dict
+from ..core.devices import select_device
+from ..core.io import write_json_atomic, write_text_atomic
+from ..core.numerics import configure_torch
 
 PROBE_KEYS = ("epochs", "milestones", "lr", "batch_size")
 
@@ -31,10 +31,10 @@ def evaluate_imagenet_linear(model_path: str, probe_config: dict, features_confi
     ``checkpoint_every`` iterations (``resources.probe_checkpoint_every``) and on SIGTERM/SIGUSR1."""
     from ..data.imagenet import list_imagenet_labelled
     from ..data.probe_images import ProbeImages
-    from ..features import pooling_target
+    from .features import pooling_target
     from ..models.backbones import load_backbone
     from ..models.pooling import pooling_plan
-    from .linear_probe import LinearProbeConfig
+    from ..evaluation.linear_probe import LinearProbeConfig
     from .online_probe import ProbeCheckpointing, train_linear_probe_online
     from .places205_track import probe_state_dir
 

@@ -21,8 +21,9 @@ from typing import Sequence
 
 import numpy as np
 
-from . import provenance, submission
-from .io import atomic_path
+from ..core import provenance
+from ..evaluation import submission_formats as submission
+from ..core.io import atomic_path
 
 CLASSIFICATION_FILE = "voc07_classification.json"
 PLACES205_FILE = "places205_val.json"
@@ -56,8 +57,8 @@ def config_digest(config: dict) -> str:
 def data_digests(roots: dict) -> dict[str, str]:
     """sha256 (16 hex) of what the figures are scored against: VOC07's ImageSets/Main lists and test annotations;
     Places205's val list."""
-    from .data import layouts
-    from .data.voc07 import read_image_set
+    from ..data import layouts
+    from ..data.voc07 import read_image_set
 
     voc = hashlib.sha256()
     for path in sorted(layouts.voc07_image_sets_dir(roots["voc07"]).glob("*.txt")):
@@ -70,7 +71,7 @@ def data_digests(roots: dict) -> dict[str, str]:
 
 def build_submission(model: str, spec: dict, roots: dict, classes: Sequence[str], config_digest: str,
                      manifest_output: str, log: logging.Logger) -> dict:
-    from .data.places205 import read_places205_list
+    from ..data.places205 import read_places205_list
 
     folder = Path(manifest_output).parent
     folder.mkdir(parents=True, exist_ok=True)

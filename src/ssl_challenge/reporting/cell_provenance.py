@@ -24,9 +24,9 @@ from typing import Sequence
 
 import pandas as pd
 
-from . import provenance, run_files
-from .io import write_json_atomic
-from .tables.formats import best_layer, read_json
+from ..core import provenance, run_files
+from ..core.io import write_json_atomic
+from .table_formats import best_layer, read_json
 
 # The script of the rule that writes each track's result files (rules/evaluate.smk).
 TRACK_SCRIPTS = {
@@ -37,7 +37,7 @@ TRACK_SCRIPTS = {
     "voc07_detection": "detection.py",  # rules/detection.smk
 }
 SCORE_KEYS = {"voc07_svm": "map", "voc07_lowshot": "track_score"}
-SCRIPTS_DIR = Path(__file__).resolve().parents[2] / "workflow" / "scripts"
+SCRIPTS_DIR = Path(__file__).resolve().parents[3] / "workflow" / "scripts"
 
 
 def file_sha256(path: str | Path) -> str:
@@ -151,7 +151,7 @@ def ablation_cells(entries: Sequence[Sequence], concatenations: dict, config: di
     rule's param), each traced to its best layer's result file (a concatenation's column is its experiment's first
     member's, as in the table). The model is the folder of the result files
     (``results/eval/<model>/voc07_svm/<layer>.json``)."""
-    from .tables.codc_ablation import STAGE_ROWS
+    from .codc_ablation import STAGE_ROWS
 
     cells = []
     for experiment, member, stage, files in entries:
@@ -168,7 +168,7 @@ def write_sidecar(path: str | Path, table: str, cells: list[dict]) -> None:
     """``<table>.provenance.json`` beside the table, written atomically."""
     write_json_atomic(path, {"table": table, "cells": cells,
                              "about": "each measured figure: its result file and the digests behind it "
-                                      "(ssl_challenge/tables_provenance.py)"})
+                                      "(ssl_challenge/reporting/cell_provenance.py)"})
 
 
 def provenance_frame(cells: list[dict]) -> pd.DataFrame:

@@ -1,9 +1,9 @@
 """Score the challenge's submission files from the command line (see :mod:`.submission` for the formats).
 
-    python -m ssl_challenge.score voc07 preds.json --voc07-root data/VOCdevkit
-    python -m ssl_challenge.score lowshot voc07_lowshot_sample*_k*.json --voc07-root data/VOCdevkit
-    python -m ssl_challenge.score places205 places205_val.json --places205-root data/places205
-    python -m ssl_challenge.score detection detections.zip --voc07-root data/VOCdevkit
+    python -m ssl_challenge.reporting.score voc07 preds.json --voc07-root data/VOCdevkit
+    python -m ssl_challenge.reporting.score lowshot voc07_lowshot_sample*_k*.json --voc07-root data/VOCdevkit
+    python -m ssl_challenge.reporting.score places205 places205_val.json --places205-root data/places205
+    python -m ssl_challenge.reporting.score detection detections.zip --voc07-root data/VOCdevkit
 
 The result is printed as JSON (and written atomically to ``--output`` when given). A malformed file exits with
 status 1 and one line naming the file, line and what was expected.
@@ -15,12 +15,12 @@ import json
 import sys
 from typing import Sequence
 
-from . import submission
-from .io import write_json_atomic
+from ..evaluation import submission_formats as submission
+from ..core.io import write_json_atomic
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ssl_challenge.score", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ssl_challenge.reporting.score", description=__doc__.split("\n\n")[0])
     formats = parser.add_subparsers(dest="format", required=True)
     for name, help_text in (("voc07", "VOC07 classification scores (JSON): mAP"),
                             ("lowshot", "VOC07 low-shot scores, one JSON per sample and k: track score"),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .io import write_text_atomic
+from ..core.io import write_text_atomic
 
 STYLE = ("body{font-family:sans-serif;font-size:13px} table{border-collapse:collapse;margin-bottom:1.5em} "
          "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right} th{background:#eee}")
@@ -26,7 +26,7 @@ def table_page(title: str, table_csv: str | Path, provenance_json: str | Path | 
         rows = rows.drop(columns=["section"], errors="ignore").dropna(axis=1, how="all")
         parts.append(rows.to_html(index=False, na_rep="", float_format=lambda value: f"{value:.2f}"))
     if provenance_json is not None:
-        from .tables_provenance import provenance_frame
+        from .cell_provenance import provenance_frame
 
         cells = json.loads(Path(provenance_json).read_text())["cells"]
         parts.append("<h3>Provenance of each measured figure</h3><p>The result file it was read from (and the "

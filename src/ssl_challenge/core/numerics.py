@@ -6,7 +6,7 @@ What makes torch results depend on the thread count or the CPU (measured with to
 - oneDNN convolutions: the weight gradient's reduction (and, measured, the input gradient's) is split over the
   threads, and every kernel is chosen by the CPU's instruction set (``ONEDNN_MAX_CPU_ISA=AVX2`` changes forward
   and backward). Deterministic mode turns oneDNN off globally (``torch.backends.mkldnn.enabled = False``), pins
-  its kernels to AVX2 and sends every CPU ``conv2d`` through :mod:`ssl_challenge.chunked_conv`: fixed chunks of
+  its kernels to AVX2 and sends every CPU ``conv2d`` through :mod:`ssl_challenge.core.chunked_conv`: fixed chunks of
   32 images, each through oneDNN on one thread, their weight gradients added in chunk order. (Until 2026-12-01
   convolutions ran without oneDNN, as im2col + GEMM: deterministic too, at twice the cost of a training step.)
 - MKL GEMM splits long inner products over threads and picks its kernels by CPU. ``MKL_CBWR=AVX2,STRICT``

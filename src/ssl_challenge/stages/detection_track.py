@@ -13,11 +13,11 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-from .. import provenance, run_files
-from ..config import from_dict
-from ..devices import select_device
-from ..io import file_digest, write_json_atomic, write_text_atomic
-from ..numerics import configure_torch
+from ..core import provenance, run_files
+from ..core.config import from_dict
+from ..core.devices import select_device
+from ..core.io import file_digest, write_json_atomic, write_text_atomic
+from ..core.numerics import configure_torch
 
 DETECTOR_KEYS = ("min_size", "max_size", "anchor_sizes", "aspect_ratios", "roi_pooling", "roi_output_size",
                  "roi_sampling_ratio", "rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train",
@@ -55,8 +55,8 @@ def evaluate_voc07_detection(model_path: str, model_name: str, detection_config:
     from ..detection.model import build_detector
     from ..detection.train import detect, run_digest, train_detector
     from ..models.backbones import load_backbone
-    from ..numerics import deterministic_requested
-    from ..submission import score_voc07_detection, write_detection_zip
+    from ..core.numerics import deterministic_requested
+    from ..evaluation.submission_formats import score_voc07_detection, write_detection_zip
 
     data_workers = check_workers(data_workers)  # before anything is read or trained
     configure_torch(threads)

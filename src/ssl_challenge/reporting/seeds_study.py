@@ -224,7 +224,7 @@ def claims_table(claims: Sequence[Claim]) -> pd.DataFrame:
 
 
 def claims_markdown(table: pd.DataFrame, seeds: Sequence[int]) -> str:
-    from .tables.formats import markdown_table
+    from .table_formats import markdown_table
 
     return "\n".join([
         "# The seed's claims against run-to-run noise", "",
@@ -242,8 +242,8 @@ def write_seeds_study(seeds: Sequence[int], leaderboards: Sequence[str], ablatio
     """Aggregate the seeds' tables into ``outputs`` (keys leaderboard_csv, leaderboard_md, ablation_csv,
     ablation_md, claims_csv, claims_md; the ablation ones say so when the config has no ablation) atomically;
     returns the claims."""
-    from .io import atomic_path, write_text_atomic
-    from .tables.formats import markdown_table
+    from ..core.io import atomic_path, write_text_atomic
+    from .table_formats import markdown_table
 
     def write(frame: pd.DataFrame, csv_key: str, md_key: str, title: str) -> None:
         with atomic_path(outputs[csv_key]) as temporary:

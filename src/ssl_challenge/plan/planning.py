@@ -17,8 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from .data.layouts import EMBEDDED_ROOTS
-from .data.splits import FEATURE_SPLITS
+from ..data.layouts import EMBEDDED_ROOTS
+from ..data.splits import FEATURE_SPLITS
 
 NAME = "[a-z][a-z0-9_]*"  # a configured model, a CODC experiment or a concatenation (the schema's propertyNames)
 CONCAT = "concat"  # the member part of a CODC experiment's concatenation (so no model may be called "concat")

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 _PARSED: dict[tuple[str, str], set[str]] = {}  # (file, source) -> imported names: each version parsed once
 
 

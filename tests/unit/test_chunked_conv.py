@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssl_challenge.core import chunked_conv
-from ssl_challenge.core.numerics import configure_torch, torch_threads
+from ssl_challenge.core.numerics import configure_torch
+from ssl_challenge.core.threads import torch_threads
 
 # (batch, in, out, size, stride, padding, dilation, groups, bias): a batch that is not a multiple of the chunk
 # size, strided, asymmetric padding, dilated, grouped, 1x1, with and without bias.

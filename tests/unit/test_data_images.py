@@ -14,8 +14,8 @@ from ssl_challenge.data.imagenet import list_imagenet_images
 from ssl_challenge.data.decoding import (CorruptImageError, decode_for_features, image_size, load_image_tensor,
                                          open_rgb, resize_shorter_side)
 from ssl_challenge.data.file_images import FileImages
-from ssl_challenge.data.images import (IMAGENET_MEAN, IMAGENET_STD, PreloadedImages, build_image_source,
-                                       draw_sample_seeds, normalise)
+from ssl_challenge.data.images import IMAGENET_MEAN, IMAGENET_STD, PreloadedImages, draw_sample_seeds, normalise
+from ssl_challenge.data.sources import build_image_source
 
 torch.set_num_threads(1)
 

@@ -12,7 +12,8 @@ from torchvision.transforms.v2 import functional as TF
 from layouts_fixture import make_tiny_imagenet
 from ssl_challenge.core.config import ConfigError, from_dict
 from ssl_challenge.data.file_images import FileImages
-from ssl_challenge.data.images import PreloadedImages, build_image_source, draw_sample_seeds, random_crop_and_flip
+from ssl_challenge.data.images import PreloadedImages, draw_sample_seeds, random_crop_and_flip
+from ssl_challenge.data.sources import build_image_source
 from ssl_challenge.data.transforms import (
     EXTRA_DRAWS,
     AugmentationConfig,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..core.numerics import single_thread
+from ..core.threads import single_thread
 
 CHUNK_ROWS = 65536
 # Eigenvalues are floored at this fraction of the largest, so directions without variance (fewer points than

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .numerics import torch_threads
+from .threads import torch_threads
 
 # Images per oneDNN call. A result depends on it (the order in which the weight gradient's partial sums are added),
 # so it is a constant, never derived from the thread count. 32 is as fast as 64 on one thread (0.380 against

@@ -54,7 +54,7 @@ def pretraining_images(imagenet_root: str, pretrain_data: dict, threads: int, lo
     """The pretraining set's image source (ImageNet layout, labels unused); index order is the list order, so
     pseudo-labels computed over it line up with the training samples. ``augmentation``: the model's pipeline
     (``AugmentationConfig``; None for the source's default crop and flip)."""
-    from .images import build_image_source
+    from .sources import build_image_source
 
     paths = list_imagenet_images(imagenet_root, "train")
     log(f"{len(paths)} pretraining images under {imagenet_root}")

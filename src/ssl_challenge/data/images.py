@@ -1,9 +1,9 @@
 """Image sources for pretraining and feature extraction: one interface (:class:`ImageSource`), the ImageNet
-normalisation, and the choice between the two pretraining sources.
+normalisation, the preloaded pretraining source and the feature-extraction source.
 
 :class:`PreloadedImages` keeps every image decoded in one uint8 tensor and augments whole batches with tensor
 indexing (small images: the embedded data set); :class:`~.file_images.FileImages` decodes each batch from the files
-(full-size ImageNet). :class:`FeatureImages` decodes an evaluation split batch by batch. Every random number comes
+(full-size ImageNet); :func:`.sources.build_image_source` chooses between the two. :class:`FeatureImages` decodes an evaluation split batch by batch. Every random number comes
 from the ``generator`` they are given, so that a resumed run that restores the generator state sees exactly the
 same batches. Decoding and its errors live in :mod:`.decoding`.
 """
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .decoding import CorruptImageError, decode_for_features, load_image_tensor
+from .decoding import CorruptImageError, decode_for_features
 from .transforms import (AugmentationConfig, apply_steps_after_crop, draw_resized_crop_parameters,
                          draw_step_parameters, resized_crop_batch)
 
@@ -179,32 +179,3 @@ def random_crop_and_flip(images: torch.Tensor, crop_size: int, padding: int,
         rows.to(device)[:, None, :, None],
         columns.to(device)[:, None, None, :],
     ]
-
-
-# ------------------------------------------------------------------------------------------------ choice
-def build_image_source(paths: Sequence[str | os.PathLike], preload: bool, *, resize_shorter: int,
-                       crop_size: int, crop_padding: int = 0, mean: Sequence[float] = IMAGENET_MEAN,
-                       std: Sequence[float] = IMAGENET_STD, threads: int = 2,
-                       augmentation: AugmentationConfig | None = None, skip_corrupt_images: bool = False,
-                       log: Callable[[str], None] | None = None) -> ImageSource:
-    """Preloaded: every image squared to ``resize_shorter`` once, then crops of ``crop_size`` as tensors.
-    From files: crops of ``crop_size`` decoded per batch. The crop and the steps after it follow
-    ``augmentation`` (default: padded crops when preloaded, torchvision's RandomResizedCrop from files);
-    ``crop_padding`` pads padded crops only. ``skip_corrupt_images``: corrupt images are dropped at load time
-    (preloaded) or their samples replaced by the next readable image (from files), logged to ``log``; otherwise the
-    first one is an error naming it."""
-    from .file_images import FileImages  # here: file_images builds on this module
-
-    augmentation = augmentation or AugmentationConfig()
-    if preload:
-        images = load_image_tensor(paths, resize_shorter=resize_shorter, final_size=resize_shorter, threads=threads,
-                                   dataset="pretraining images", skip_corrupt=skip_corrupt_images, log=log)
-        return PreloadedImages(images, crop_size=crop_size, crop_padding=crop_padding, mean=mean, std=std,
-                               augmentation=augmentation)
-    if crop_padding and augmentation.crop == "auto":
-        raise ValueError(f"config key 'pretrain_data.crop_padding' = {crop_padding} pads only padded crops, and "
-                         "images read from files (pretrain_data.preload: false) get random_resized crops unless "
-                         "the model's augmentation.crop is 'padded'; set one of the two")
-    return FileImages(paths, crop_size=crop_size, resize_shorter=resize_shorter, mean=mean, std=std, threads=threads,
-                      augmentation=augmentation, crop_padding=crop_padding, dataset="pretraining images",
-                      skip_corrupt=skip_corrupt_images, log=log)

@@ -21,7 +21,8 @@ import numpy as np
 
 from ..core.finite import require_finite
 from ..core.io import read_json_object, write_json_atomic
-from ..core.numerics import numerics_record, torch_threads
+from ..core.numerics import numerics_record
+from ..core.threads import torch_threads
 from .svm import SOLVERS, test_average_precision, training_targets
 from .svm_solver import (CLASS_WEIGHT, fit_liblinear, l2_normalise_rows, scores_from_dual, solve_squared_hinge,
                          spectral_basis, with_bias)

@@ -17,7 +17,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..core.finite import require_finite
-from ..core.numerics import numerics_record, torch_threads
+from ..core.numerics import numerics_record
+from ..core.threads import torch_threads
 from .ap import average_precision, non_interpolated_average_precision
 from .folds import stratified_folds
 from .svm_solver import (CLASS_WEIGHT, fit_liblinear, l2_normalise_rows, scores_from_dual, solve_squared_hinge,

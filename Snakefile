@@ -5,7 +5,8 @@ import sys
 from snakemake.utils import min_version
 
 sys.path.insert(0, f"{workflow.basedir}/src")
-from ssl_challenge.plan.config_checks import validate_config  # torch-free; fills defaults as snakemake's validate
+# torch-free; fills defaults as snakemake's validate
+from ssl_challenge.plan.config_checks import validate_config
 
 min_version("9.0")
 

@@ -6,23 +6,23 @@
 rule pseudo_labels:
     input:
         models=lambda wildcards: [
-            model_file(model) for model in planning.cls_label_models(CONFIG, wildcards.model)
+            model_file(model) for model in planning.pseudo_label_models(CONFIG, wildcards.model)
         ],
         data=data_input,
     output:
-        labels=cls_labels_file("{model}"),
+        labels=pseudo_labels_file("{model}"),
     log:
         log_file("labels", "{model}"),
     benchmark:
         benchmark_file("labels", "{model}")
     wildcard_constraints:
-        model=planning.names_regex(planning.models_with_method(CONFIG, "cls")),
+        model=planning.names_regex(planning.models_with_pseudo_labels(CONFIG)),
     conda:
-        "../envs/pipeline.yaml"
+        conda_environment()
     threads: CONFIG["resources"]["torch_threads"]
     params:
-        labels=lambda wildcards: planning.cls_label_options(CONFIG, wildcards.model),
-        label_models=lambda wildcards: planning.cls_label_models(CONFIG, wildcards.model),
+        labels=lambda wildcards: planning.pseudo_label_options(CONFIG, wildcards.model),
+        label_models=lambda wildcards: planning.pseudo_label_models(CONFIG, wildcards.model),
         target=lambda wildcards: wildcards.model,
         pretrain_data=CONFIG["pretrain_data"],
         roots=roots("imagenet"),
@@ -52,7 +52,7 @@ rule codc_labels:
         member=planning.names_regex(planning.configured_models(CONFIG)),
         round="[1-9][0-9]*",
     conda:
-        "../envs/pipeline.yaml"
+        conda_environment()
     threads: CONFIG["resources"]["torch_threads"]
     params:
         labels=lambda wildcards: planning.codc_label_options(
@@ -88,7 +88,7 @@ rule codc_round:
         member=planning.names_regex(planning.configured_models(CONFIG)),
         round="[1-9][0-9]*",
     conda:
-        "../envs/pipeline.yaml"
+        conda_environment()
     threads: CONFIG["resources"]["torch_threads"]
     params:
         model=codc_model_config,
@@ -116,7 +116,7 @@ rule concat_voc07_features:
     wildcard_constraints:
         model=planning.names_regex(planning.concatenations(CONFIG)),
     conda:
-        "../envs/pipeline.yaml"
+        conda_environment()
     params:
         splits=DATASET_SPLITS["voc07"],
         code=code_digest("concat_features.py"),

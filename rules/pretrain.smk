@@ -5,7 +5,7 @@
 rule pretrain:
     input:
         data=data_input,
-        labels=pretrain_extra_inputs,
+        method_inputs=pretrain_method_inputs,  # the files the method declares (CLS labels, a checkpoint)
     output:
         model=model_file("{model}"),
         metrics=training_metrics_file("{model}"),
@@ -17,7 +17,7 @@ rule pretrain:
     wildcard_constraints:
         model=planning.names_regex(planning.configured_models(CONFIG)),
     conda:
-        "../envs/pipeline.yaml"
+        conda_environment()
     threads: CONFIG["resources"]["torch_threads"]
     params:
         model=pretrain_model_config,
@@ -40,7 +40,7 @@ rule snapshot_model:
         model=planning.names_regex(planning.configured_models(CONFIG)),
         epoch="[0-9]+",
     conda:
-        "../envs/pipeline.yaml"
+        conda_environment()
     params:
         source=lambda wildcards: run_files.snapshot_name(wildcards.epoch),
     shell:

@@ -14,7 +14,7 @@ from ssl_challenge.core.config import ConfigError
 from ssl_challenge.core.io import ModelFileError
 from ssl_challenge.models.backbones import build_backbone, load_backbone
 from ssl_challenge.models.external import ExternalCheckpointError, match_backbone, trunk_state_dict
-from ssl_challenge.stages.pretraining import convert_external
+from ssl_challenge.stages.pretraining import convert_checkpoint
 
 torch.set_num_threads(1)
 LOG = logging.getLogger("test_external")
@@ -53,7 +53,7 @@ def external_config(path, layout, backbone="resnet50"):
 def test_each_layout_loads_the_same_weights(tmp_path, reference, layout):
     path = tmp_path / f"{layout}.pth"
     torch.save(in_layout(reference, layout), path)
-    model_file = convert_external(external_config(path, layout), tmp_path, "models.ext", LOG)
+    model_file = convert_checkpoint(external_config(path, layout), tmp_path, "models.ext", LOG)
     backbone, config = load_backbone(model_file, torch.device("cpu"))
     assert config["name"] == "resnet50"
     loaded = backbone.state_dict()
@@ -90,22 +90,22 @@ def test_a_checkpoint_in_another_layout_is_refused(tmp_path, reference):
     path = tmp_path / "vissl.pth"
     torch.save(in_layout(reference, "vissl"), path)
     with pytest.raises(ExternalCheckpointError, match="no key starts with 'backbone.'"):
-        convert_external(external_config(path, "openselfsup"), tmp_path, "models.ext", LOG)
+        convert_checkpoint(external_config(path, "openselfsup"), tmp_path, "models.ext", LOG)
     with pytest.raises(ExternalCheckpointError, match="missing key"):  # VISSL's nesting read as a state dict
-        convert_external(external_config(path, "torchvision"), tmp_path, "models.ext", LOG)
+        convert_checkpoint(external_config(path, "torchvision"), tmp_path, "models.ext", LOG)
     torch.save(in_layout(reference, "torchvision"), path)
     with pytest.raises(ExternalCheckpointError, match="no 'classy_state_dict'"):
-        convert_external(external_config(path, "vissl"), tmp_path, "models.ext", LOG)
+        convert_checkpoint(external_config(path, "vissl"), tmp_path, "models.ext", LOG)
     assert not (tmp_path / "model.pth").exists()
 
 
 def test_options_and_epochs_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="models.ext.method_options.layout"):
-        convert_external(external_config(tmp_path / "w.pth", "timm"), tmp_path, "models.ext", LOG)
+        convert_checkpoint(external_config(tmp_path / "w.pth", "timm"), tmp_path, "models.ext", LOG)
     with pytest.raises(ConfigError, match="models.ext.epochs"):
-        convert_external({**external_config(tmp_path / "w.pth", "vissl"), "epochs": 3}, tmp_path, "models.ext", LOG)
+        convert_checkpoint({**external_config(tmp_path / "w.pth", "vissl"), "epochs": 3}, tmp_path, "models.ext", LOG)
     with pytest.raises(ConfigError, match="unknown key"):
-        convert_external({**external_config(tmp_path / "w.pth", "vissl"),
+        convert_checkpoint({**external_config(tmp_path / "w.pth", "vissl"),
                           "method_options": {"weights": "w.pth", "prefix": "x"}}, tmp_path, "models.ext", LOG)
 
 
@@ -114,5 +114,5 @@ def test_a_checkpoint_that_would_run_code_is_refused_before_it_runs(tmp_path):
     path = tmp_path / "planted.pth"
     torch.save({"state_dict": Payload(marker)}, path)
     with pytest.raises(ModelFileError, match="refused"):
-        convert_external(external_config(path, "openselfsup"), tmp_path, "models.ext", LOG)
+        convert_checkpoint(external_config(path, "openselfsup"), tmp_path, "models.ext", LOG)
     assert not marker.exists()

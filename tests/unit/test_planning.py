@@ -165,7 +165,7 @@ def test_peers_label_each_other_and_the_self_control_labels_itself(config):
 
 def test_a_rounds_training_config_wraps_the_members_method_and_names_its_files(config):
     paths = dict(model_file=lambda name: f"M/{name}", codc_labels_file=lambda e, m, r: f"L/{e}/{r}/{m}",
-                 cls_labels_file=lambda name: f"C/{name}")
+                 labels_file=lambda name: f"C/{name}")
     member = planning.codc_round_config(config, "codc3", "cls", 1, **paths)
     assert member["method"] == "codc" and member["backbone"] == {"name": "small_resnet", "sobel": False}
     assert member["optimizer"]["lr"] == 0.02 and member["epochs"] == 1  # the experiment's, not the model's
@@ -183,9 +183,9 @@ def test_a_rounds_training_config_wraps_the_members_method_and_names_its_files(c
 def test_cls_gets_its_labels_file_and_its_label_options(config):
     assert planning.training_config(config, "cls", lambda name: f"C/{name}")["method_options"]["labels_path"] == "C/cls"
     assert "labels_path" not in planning.training_config(config, "dc", lambda name: "x")["method_options"]
-    assert planning.cls_label_models(config, "cls") == ["codc2@r2.dc", "codc2@r2.rot"]
+    assert planning.pseudo_label_models(config, "cls") == ["codc2@r2.dc", "codc2@r2.rot"]
     # pca_dims not given: ClsOptions' default (test_schema_defaults.py keeps the two equal)
-    assert planning.cls_label_options(config, "cls") == {"num_clusters": 10, "pca_dims": 256, "seed": 5}
+    assert planning.pseudo_label_options(config, "cls") == {"num_clusters": 10, "pca_dims": 256, "seed": 5}
 
 
 # ------------------------------------------------------------------------------------- concatenations and tracks
@@ -330,7 +330,15 @@ def test_planning_imports_neither_torch_nor_numpy():
     (lambda c: c["models"]["cls"]["method_options"].update(label_models=["codc2@r3.dc"]),
      "models.cls.method_options.label_models", "'codc2@r3.dc'"),
     (lambda c: c["models"]["cls"]["method_options"].pop("num_clusters"), "models.cls.method_options",
-     "needs num_clusters and label_models"),
+     "missing required key 'num_clusters'"),
+    (lambda c: c["models"]["cls"]["method_options"].update(label_models=[]), "models.cls.method_options.label_models",
+     "name the models"),
+    (lambda c: c["models"]["odc"]["method_options"].update(num_clusters=1), "models.odc.method_options.num_clusters",
+     "need at least 2 clusters, got 1"),
+    (lambda c: c["models"]["rot"]["method_options"].update(head_std=0.1), "models.rot.method_options",
+     "unknown key(s) ['head_std']"),
+    (lambda c: c["codc"]["codc2"]["online_options"].update(memory_momentum=0.0),
+     "codc.codc2.online_options.memory_momentum", "expected 0 < m <= 1"),
     (lambda c: c.update(features={"layers": ["feat5"]}), "evaluation.voc07_svm.layers", "['feat1', 'feat2'"),
     (lambda c: c.update(evaluation={"imagenet_linear": {"enabled": True}}), "evaluation.imagenet_linear.enabled",
      "embedded"),
@@ -340,6 +348,12 @@ def test_planning_imports_neither_torch_nor_numpy():
 def test_a_reference_to_nothing_is_refused_naming_the_key(edit, key, words):
     message = rejected(edit)
     assert f"config key '{key}'" in message and words in message, message
+
+
+def test_each_entry_gets_its_own_copy_of_a_default():
+    config = small_config()  # dc and rot give no method_options: both get the schema's {}
+    config["models"]["dc"]["method_options"]["num_clusters"] = 4
+    assert config["models"]["rot"]["method_options"] == {}
 
 
 def test_the_fashion_mnist_folder_is_checked_until_the_embedded_set_is_built(tmp_path):

@@ -9,26 +9,15 @@ fixed for the whole run. Each batch is mixed with a permutation of itself (Zhang
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..clustering.labels import load_labels, read_labels_file
-from ..core.config import from_dict
+from ..core.config import ConfigError
 from ..models.necks import linear_head
 from .base import PlainOrderMethod
-
-
-@dataclass(frozen=True)
-class ClsOptions:
-    num_clusters: int  # k of the pseudo-labels (the head's classes); the label file must have been made with it
-    labels_path: str = ""  # the pseudo-label file (.npz); injected by the workflow
-    label_models: tuple[str, ...] = ()  # the models whose features are clustered (read by the workflow)
-    pca_dims: int = 256  # PCA-whitening dimensions before k-means (read by the workflow); reference 256
-    mixup_alpha: float = 1.0  # lam ~ Beta(alpha, alpha); 0 disables mixup (lam = 1)
-    head_init_std: float = 0.01  # normal init of the classifier (bias 0); reference 0.01
+from .cls_options import SPEC, ClsOptions
 
 
 def mixup_cross_entropy(logits: torch.Tensor, targets_a: torch.Tensor, targets_b: torch.Tensor,
@@ -79,13 +68,9 @@ def check_label_models(options: ClsOptions) -> None:
 
 
 def build(backbone: nn.Module, options: dict, num_samples: int) -> MixupClassification:
-    options = from_dict(ClsOptions, options, where="method_options")
-    if options.num_clusters < 2:
-        raise ValueError(f"method_options.num_clusters: need at least 2 clusters, got {options.num_clusters}")
-    if options.mixup_alpha < 0:
-        raise ValueError(f"method_options.mixup_alpha: expected >= 0, got {options.mixup_alpha}")
+    options = SPEC.parse(options)
     if not options.labels_path:
-        raise ValueError("method_options.labels_path: CLS needs a pseudo-label file (the workflow injects it)")
+        raise ConfigError("method_options.labels_path: CLS needs a pseudo-label file (the workflow injects it)")
     labels = load_labels(options.labels_path, num_samples, num_clusters=options.num_clusters)
     check_label_models(options)
     return MixupClassification(backbone, options, torch.from_numpy(labels))

@@ -1,4 +1,4 @@
-"""CODC: one member of a Collaborative Online Deep Clustering round (the project's design, PROTOCOLS.md).
+"""CODC: one member of a Collaborative Online Deep Clustering round (the project's design, docs/protocols.md).
 
 A member is its own pretext method (ROT, DC, ODC or CLS, built with ``methods.build_method`` on the same
 backbone) plus the online-clustering component of ODC (``online_clustering.OnlineClustering``: neck, head,
@@ -24,7 +24,6 @@ features instead. The member does not know which: it only reads the file.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,35 +32,10 @@ from torch import nn
 
 from ..clustering.kmeans import mixed_seed
 from ..clustering.labels import load_labels
-from ..core.config import from_dict
 from ..models.backbones import read_model_file
-from . import CODC_BASE_METHODS as BASE_METHODS
 from .base import EpochContext
-from .online_clustering import OnlineClustering, OnlineClusteringOptions, clustering_options
-
-
-@dataclass(frozen=True)
-class CODCOptions(OnlineClusteringOptions):
-    """The online-clustering options (num_clusters, memory_momentum, min_cluster_size, neck_hidden_dim,
-    neck_out_dim, neck_dropout, init_std, reweight, reweight_power, centroid_update, centroid_update_interval,
-    split_iterations; defaults and reference values in ``online_clustering.py``) plus the member's own."""
-
-    base_method: str = ""  # required: the member's own pretext method, one of BASE_METHODS
-    base_options: dict = field(default_factory=dict)  # that method's method_options
-    labels_path: str = ""  # required: the round's initial labels (.npz of clustering.labels.save_labels); injected
-    initial_weights: str = ""  # the member's previous-round model.pth (backbone); "" starts from scratch
-    loss_weight: float = 1.0  # weight of the online-clustering loss added to the base loss
-    seed: int = 0  # mixed with the run's seed into the memory's random draws (cluster splits)
-
-
-def check_member_options(options: CODCOptions) -> None:
-    if options.base_method not in BASE_METHODS:
-        raise ValueError(f"method_options.base_method: expected one of {BASE_METHODS}, got {options.base_method!r}")
-    if not options.labels_path:
-        raise ValueError("method_options.labels_path: a CODC member needs the round's initial labels "
-                         "(the workflow injects the file)")
-    if options.loss_weight < 0:
-        raise ValueError(f"method_options.loss_weight: expected >= 0, got {options.loss_weight}")
+from .codc_options import SPEC, CODCOptions
+from .online_clustering import OnlineClustering, clustering_options
 
 
 def load_initial_weights(backbone: nn.Module, path: str) -> None:
@@ -122,7 +96,7 @@ class CODCMember(nn.Module):
 
     def epoch_record(self) -> dict:
         """The base's record (DC: cluster sizes, NMI) and the memory's cluster sizes (``online_`` prefix)."""
-        record = dict(self.base.epoch_record()) if hasattr(self.base, "epoch_record") else {}
+        record = dict(self.base.epoch_record())
         record["online_cluster_sizes"] = self.clustering.cluster_sizes.cpu().tolist()
         return record
 
@@ -135,8 +109,7 @@ class CODCMember(nn.Module):
 def build(backbone: nn.Module, options: dict, num_samples: int) -> CODCMember:
     from . import build_method  # the package imports this module on demand: no import cycle at load time
 
-    options = from_dict(CODCOptions, options, where="method_options")
-    check_member_options(options)
+    options = SPEC.parse(options)
     labels = load_labels(options.labels_path, num_samples, num_clusters=options.num_clusters)
     if options.initial_weights:
         load_initial_weights(backbone, options.initial_weights)

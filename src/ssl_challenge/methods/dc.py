@@ -18,7 +18,6 @@ Reference ResNet-50 recipe (ImageNet): k = 10000, PCA 256, 20 k-means iterations
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -28,31 +27,20 @@ from ..clustering.agreement import cluster_sizes, normalized_mutual_information
 from ..clustering.kmeans import mixed_seed
 from ..clustering.pca import pca_whiten_normalise
 from ..clustering.sampling import uniform_over_clusters
-from ..core.config import from_dict
+from ..core.config import ConfigError
 from ..engine import distributed
 from ..models.necks import linear_head, reset_linear
 from .base import EpochContext
+from .dc_options import SPEC, DCOptions
 from .shared_kmeans import kmeans_labels_on_main_process
-
-
-@dataclass(frozen=True)
-class DCOptions:
-    num_clusters: int = 100  # reference 10000 (ImageNet)
-    pca_dims: int = 256  # reference 256; capped at min(N, feature dim)
-    kmeans_iterations: int = 20  # reference 20
-    head_init_std: float = 0.01  # reference 0.01
-    seed: int = 0  # mixed with the run's seed into each epoch's k-means seed
 
 
 class DeepCluster(nn.Module):
     def __init__(self, backbone: nn.Module, num_samples: int, options: DCOptions):
         super().__init__()
-        if not 2 <= options.num_clusters <= num_samples:
-            raise ValueError(f"method_options.num_clusters: expected 2..{num_samples} (the training samples), "
-                             f"got {options.num_clusters}")
-        if options.pca_dims < 1 or options.kmeans_iterations < 1:
-            raise ValueError(f"method_options: pca_dims ({options.pca_dims}) and kmeans_iterations "
-                             f"({options.kmeans_iterations}) must be positive")
+        if options.num_clusters > num_samples:  # the other checks: dc_options.check
+            raise ConfigError(f"method_options.num_clusters: expected 2..{num_samples} (the training samples), "
+                              f"got {options.num_clusters}")
         self.options = options
         self.num_samples = num_samples
         self.backbone = backbone
@@ -117,4 +105,4 @@ def report(message: str) -> None:
 
 
 def build(backbone: nn.Module, options: dict, num_samples: int) -> DeepCluster:
-    return DeepCluster(backbone, num_samples, from_dict(DCOptions, options, where="method_options"))
+    return DeepCluster(backbone, num_samples, SPEC.parse(options))

@@ -13,26 +13,14 @@ The defaults below are the embedded scale (20k images: 100 clusters).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from ..clustering.kmeans import mixed_seed
-from ..core.config import from_dict
 from .base import EpochContext
-from .online_clustering import OnlineClustering, OnlineClusteringOptions, clustering_options
+from .odc_options import SPEC, ODCOptions
+from .online_clustering import OnlineClustering, clustering_options
 from .shared_kmeans import kmeans_labels_on_main_process
-
-
-@dataclass(frozen=True)
-class ODCOptions(OnlineClusteringOptions):
-    """The online-clustering options (num_clusters, memory_momentum, min_cluster_size, neck_hidden_dim,
-    neck_out_dim, neck_dropout, init_std, reweight, reweight_power, centroid_update, centroid_update_interval,
-    split_iterations) plus those of the initial clustering."""
-
-    kmeans_iterations: int = 20  # reference 20
-    seed: int = 0  # mixed with the run's seed into the k-means seed and the memory's draws
 
 
 class OnlineDeepClustering(nn.Module):
@@ -77,4 +65,4 @@ class OnlineDeepClustering(nn.Module):
 
 
 def build(backbone: nn.Module, options: dict, num_samples: int) -> OnlineDeepClustering:
-    return OnlineDeepClustering(backbone, num_samples, from_dict(ODCOptions, options, where="method_options"))
+    return OnlineDeepClustering(backbone, num_samples, SPEC.parse(options))

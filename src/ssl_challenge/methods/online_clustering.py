@@ -22,59 +22,28 @@ so their memories stay identical.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..clustering.kmeans import two_means
+from ..core.config import ConfigError
 from ..engine import distributed
 from ..models.necks import ODCNeck, linear_head
+from .online_clustering_options import (CENTROID_UPDATE_MODES, OnlineClusteringOptions,  # noqa: F401 (re-exported)
+                                        check_clustering_options, clustering_options)
 
-CENTROID_UPDATE_MODES = ("incremental", "periodic")
 CHUNK_ROWS = 65536
 
 
-@dataclass(frozen=True)
-class OnlineClusteringOptions:
-    """The component's options (ODC's and CODC's method options include them). Reference values in comments."""
-
-    num_clusters: int = 100  # reference 10000 (ImageNet); about N / 200 at the embedded scale
-    memory_momentum: float = 0.5  # m in f <- normalise((1 - m) f_old + m f_new); reference 0.5
-    min_cluster_size: int = 20  # reference 20; 0 disables the small-cluster handling
-    neck_hidden_dim: int = 512  # reference 512
-    neck_out_dim: int = 256  # reference 256: the memory's feature dimension
-    neck_dropout: float = 0.5  # reference 0.5
-    init_std: float = 0.01  # normal initialisation of the head (the neck is Kaiming, fan_in); reference 0.01
-    reweight: bool = True  # per-class loss weights from the cluster sizes; reference True
-    reweight_power: float = 0.5  # w_c ~ (n_c + 1e-5)^-power; reference 0.5
-    centroid_update: str = "incremental"  # exact every iteration; "periodic": the reference's full refresh
-    centroid_update_interval: int = 10  # iterations between refreshes in "periodic" mode; reference 10
-    split_iterations: int = 20  # 2-means iterations when a cluster is split
-
-
-def clustering_options(options: OnlineClusteringOptions) -> OnlineClusteringOptions:
-    """The component's own options out of a method's options that extend them (``ODCOptions``, ``CODCOptions``)."""
-    names = OnlineClusteringOptions.__dataclass_fields__
-    return OnlineClusteringOptions(**{key: value for key, value in asdict(options).items() if key in names})
-
-
 def check_options(options: OnlineClusteringOptions, num_samples: int, where: str = "method_options") -> None:
-    """Raise ``ValueError`` naming the option when the combination cannot work for ``num_samples`` samples."""
-    if options.num_clusters < 2:
-        raise ValueError(f"{where}.num_clusters: need at least 2 clusters, got {options.num_clusters}")
-    if options.min_cluster_size < 0 or options.num_clusters * max(options.min_cluster_size, 1) > num_samples:
-        raise ValueError(f"{where}: num_clusters ({options.num_clusters}) x min_cluster_size "
-                         f"({options.min_cluster_size}) must not exceed the {num_samples} training samples")
-    if not 0.0 < options.memory_momentum <= 1.0:
-        raise ValueError(f"{where}.memory_momentum: expected 0 < m <= 1, got {options.memory_momentum}")
-    if options.centroid_update not in CENTROID_UPDATE_MODES:
-        raise ValueError(f"{where}.centroid_update: expected one of {CENTROID_UPDATE_MODES}, "
-                         f"got {options.centroid_update!r}")
-    if options.centroid_update_interval < 1:
-        raise ValueError(f"{where}.centroid_update_interval: expected >= 1, got {options.centroid_update_interval}")
+    """Raise ``ConfigError`` naming the option when the options cannot work for ``num_samples`` samples (the
+    checks of ``online_clustering_options``, then the bound that needs the number of samples)."""
+    check_clustering_options(options, where)
+    if options.num_clusters * max(options.min_cluster_size, 1) > num_samples:
+        raise ConfigError(f"{where}: num_clusters ({options.num_clusters}) x min_cluster_size "
+                          f"({options.min_cluster_size}) must not exceed the {num_samples} training samples")
 
 
 # ---------------------------------------------------------------------------------------------- pure functions
@@ -141,7 +110,8 @@ class OnlineClustering(nn.Module):
         check_options(options, num_samples)
         self.options = options
         self.num_samples, self.num_clusters = num_samples, options.num_clusters
-        self.neck = ODCNeck(in_dim, options.neck_hidden_dim, options.neck_out_dim, options.neck_dropout)
+        self.neck = ODCNeck(in_dim, options.neck_hidden_dim, options.neck_out_dim, options.neck_dropout,
+                            bn_momentum=options.neck_bn_momentum, sync_batchnorm=options.neck_sync_bn)
         self.head = linear_head(options.neck_out_dim, options.num_clusters, options.init_std)
         dim, clusters = options.neck_out_dim, options.num_clusters
         self.register_buffer("samples_memory", torch.zeros(num_samples, dim))

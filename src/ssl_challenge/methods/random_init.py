@@ -1,18 +1,11 @@
 """The ``random`` baseline: the backbone at its initialisation, never trained (config ``epochs: 0``)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from ..core.config import from_dict
 from .base import EpochContext
-
-
-@dataclass(frozen=True)
-class RandomOptions:
-    pass
+from .random_init_options import SPEC
 
 
 class RandomInit(nn.Module):
@@ -35,7 +28,10 @@ class RandomInit(nn.Module):
     def after_step(self, indices) -> dict[str, float]:
         return {}
 
+    def epoch_record(self) -> dict:
+        return {}
+
 
 def build(backbone: nn.Module, options: dict, num_samples: int) -> RandomInit:
-    from_dict(RandomOptions, options, where="method_options")
+    SPEC.parse(options)
     return RandomInit(backbone)

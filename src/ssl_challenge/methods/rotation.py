@@ -5,19 +5,12 @@ the rotation. The loss is the cross-entropy over the 4B rotated images.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.config import from_dict
 from .base import PlainOrderMethod
-
-
-@dataclass(frozen=True)
-class RotationOptions:
-    head_init_std: float = 0.01  # normal init of the 4-way head (bias 0)
+from .rotation_options import SPEC, RotationOptions
 
 
 def rotate_four_ways(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,4 +40,4 @@ class RotationPrediction(PlainOrderMethod):
 
 
 def build(backbone: nn.Module, options: dict, num_samples: int) -> RotationPrediction:
-    return RotationPrediction(backbone, from_dict(RotationOptions, options, where="method_options"))
+    return RotationPrediction(backbone, SPEC.parse(options))

@@ -4,11 +4,15 @@
 defaults), but a violation is reported in a few lines: the key path, its value, what is wrong and that key's
 description from the schema, instead of the whole schema. It then checks what a JSON schema cannot say: every
 number is finite (YAML's ``.nan`` and ``.inf`` are numbers to JSON schema), every model's ``snapshot_epochs`` are
-epochs that run, and the keys that name other keys name things that exist (:func:`check_references`).
+epochs that run, every model's method_options are its method's (the method's declaration checks them, the one
+check of a method's options: ``methods.parse_options``), and the keys that name other keys name things that exist
+(:func:`check_references`).
 ``check_data_sources`` then checks the data on disk (rules/common.smk calls it).
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import functools
 import math
 import os
@@ -18,9 +22,10 @@ from typing import Any, Iterator, Sequence
 import yaml
 
 from . import planning
+from .. import methods
 from ..core.config import ConfigError
 from ..data import layouts
-from ..methods import CODC_BASE_METHODS
+from ..methods import codc_options as codc
 
 VALUE_CHARACTERS = 120  # a value shown in an error is cut to this length
 
@@ -60,7 +65,7 @@ def check_schema(config: dict, schema: dict) -> None:
         if isinstance(instance, dict):
             for key, child in properties.items():
                 if "default" in child:
-                    instance.setdefault(key, child["default"])
+                    instance.setdefault(key, copy.deepcopy(child["default"]))  # not one dict shared by all
         yield from check_properties(validator, properties, instance, node)
 
     validator_class = validators.extend(Draft202012Validator, {"properties": fill_defaults_then_check})
@@ -104,8 +109,9 @@ def check_references(config: dict) -> None:
     if planning.CONCAT in config["models"] or planning.CONCAT in config["concatenations"]:
         raise ConfigError(f"config key 'models.{planning.CONCAT}' (or 'concatenations.{planning.CONCAT}'): the name "
                           f"is reserved for CODC concatenations (codc2@r1.{planning.CONCAT}); rename the entry")
+    check_method_options(config)
     check_codc_experiments(config)
-    check_cls_models(config)
+    check_pseudo_label_models(config)
     trained = planning.trained_models(config)
     for name, members in config["concatenations"].items():
         if name in config["models"]:
@@ -136,9 +142,11 @@ def check_codc_experiments(config: dict) -> None:
             if member not in config["models"]:
                 raise ConfigError(f"config key 'codc.{name}.members': {member!r} is not a configured model")
             method = config["models"][member]["method"]
-            if method not in CODC_BASE_METHODS:
+            if method not in methods.pretext_methods():
                 raise ConfigError(f"config key 'codc.{name}.members': {member!r} has method {method!r}; a CODC "
-                                  f"member needs a pretext loss, one of {list(CODC_BASE_METHODS)}")
+                                  f"member needs a pretext loss, one of {methods.pretext_methods()}")
+        with naming_the_key():
+            codc.check_experiment(experiment, f"codc.{name}")
         start = experiment["start_from"]
         if start and (start not in experiments or start == name):
             raise ConfigError(f"config key 'codc.{name}.start_from': {start!r} is not another CODC experiment")
@@ -151,21 +159,38 @@ def check_codc_experiments(config: dict) -> None:
                                   "experiment must start from one that does not start from it")
 
 
-def check_cls_models(config: dict) -> None:
-    """A CLS model clusters the features of models that are trained (configured, or CODC members after a round)."""
+def check_method_options(config: dict) -> None:
+    """Each configured model's method_options are its method's: known keys of the right types, values its
+    declaration accepts (checks that need the number of training images follow when the method is built)."""
+    for name, model in config["models"].items():
+        with naming_the_key():
+            methods.parse_options(model["method"], model["method_options"], f"models.{name}.method_options")
+
+
+def check_pseudo_label_models(config: dict) -> None:
+    """A model's pseudo-labels (CLS) cluster the features of models that are trained (configured, or CODC members
+    after a round)."""
     trained = planning.trained_models(config)
-    for name in planning.models_with_method(config, "cls"):
-        options, where = config["models"][name]["method_options"], f"models.{name}.method_options"
-        if "num_clusters" not in options or not options.get("label_models"):
-            raise ConfigError(f"config key '{where}': a cls model needs num_clusters and label_models")
-        unknown = [model for model in options["label_models"] if model not in trained]
+    for name in planning.models_with_pseudo_labels(config):
+        request = planning.pseudo_labels(config, name)
+        unknown = [model for model in request.models if model not in trained]
         if unknown:
-            raise ConfigError(f"config key '{where}.label_models': {unknown} are neither configured models nor CODC "
-                              f"members after a round (one of {trained})")
+            raise ConfigError(f"config key 'models.{name}.method_options.{request.models_option}': {unknown} are "
+                              f"neither configured models nor CODC members after a round (one of {trained})")
+
+
+@contextlib.contextmanager
+def naming_the_key() -> Iterator[None]:
+    """A method's ConfigError (``models.rot.method_options.x: problem``) as the config checks word theirs."""
+    try:
+        yield
+    except ConfigError as error:
+        key, _, problem = str(error).partition(": ")
+        raise ConfigError(f"config key '{key}': {problem}") from None
 
 
 def check_ablation(config: dict) -> None:
-    """The ablation table's experiments are CODC experiments; each control is one with label_source self."""
+    """The ablation table's experiments are CODC experiments; each control is a control experiment."""
     experiments, ablation = config["codc"], config["ablation"]
     for name in ablation["experiments"]:
         if name not in experiments:
@@ -173,9 +198,9 @@ def check_ablation(config: dict) -> None:
     for name, control in ablation["controls"].items():
         if name not in ablation["experiments"]:
             raise ConfigError(f"config key 'ablation.controls.{name}': {name!r} is not in ablation.experiments")
-        if control not in experiments or experiments[control]["label_source"] != "self":
+        if control not in experiments or not codc.is_control(experiments[control]):
             raise ConfigError(f"config key 'ablation.controls.{name}': {control!r} must be a CODC experiment with "
-                              "label_source: self")
+                              f"{codc.CONTROL}")
 
 
 def check_track_layers(config: dict) -> None:

@@ -17,14 +17,16 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
+from .. import methods
 from ..data.layouts import EMBEDDED_ROOTS
 from ..data.splits import FEATURE_SPLITS
+from ..methods import codc_options as codc
+from ..methods.spec import EXTERNAL_WEIGHTS
 
 NAME = "[a-z][a-z0-9_]*"  # a configured model, a CODC experiment or a concatenation (the schema's propertyNames)
 CONCAT = "concat"  # the member part of a CODC experiment's concatenation (so no model may be called "concat")
 TRACKS = ("voc07_svm", "voc07_lowshot", "places205_linear")  # every leaderboard row gets these
 NAMED_SECTIONS = ("models", "codc", "concatenations")  # entries keep the file's order: the leaderboard's rows
-CLS_DEFAULT_PCA_DIMS = 256  # methods/cls.py ClsOptions.pca_dims (tests/unit/test_schema_defaults.py)
 CODC_TRAINING_KEYS = ("epochs", "batch_size", "optimizer", "schedule", "seed", "checkpoint_every")
 # What a job's result depends on, per job kind (besides its input files and its wildcards): its params.
 SVM_OPTIONS = ("costs", "extra_powers")  # an SVM job (full or low-shot) of one layer; not the list of layers
@@ -32,6 +34,7 @@ LOWSHOT_DRAW_OPTIONS = ("num_samples", "seed")  # one k's low-shot samples; each
 PROBE_FEATURE_OPTIONS = ("image_size", "pooling", "resize_shorter")  # what an online probe takes of `features`
 
 TrackFiles = Callable[[str, str], "list[str]"]  # (model, track) -> its result files (rules/common.smk)
+LabelsFile = Callable[[str], str]  # configured model -> the file of the pseudo-labels it asks for (rules/common.smk)
 
 _MODEL_NAME = re.compile(
     rf"(?P<base>{NAME})(@(e(?P<epoch>[1-9][0-9]*)|r(?P<round>[1-9][0-9]*)\.(?P<member>{NAME})))?"
@@ -121,45 +124,53 @@ def snapshot_models(config: dict, model: str) -> list[str]:
     return [format_model_name(model, epoch=epoch) for epoch in config["models"][model]["snapshot_epochs"]]
 
 
-def method_options(config: dict, model: str, cls_labels_file: Callable[[str], str]) -> dict:
-    """A model's method_options as its training job sees them: CLS gets the path of its pseudo-labels."""
+def method_options(config: dict, model: str, labels_file: LabelsFile) -> dict:
+    """A model's method_options as its training job sees them: a method that asks for pseudo-labels (CLS) gets
+    their file in the option its declaration names."""
     options = dict(config["models"][model]["method_options"])
-    if config["models"][model]["method"] == "cls":
-        options["labels_path"] = cls_labels_file(model)
+    option = methods.pseudo_labels_option(config["models"][model]["method"])
+    if option:
+        options[option] = labels_file(model)
     return options
 
 
-def training_config(config: dict, model: str, cls_labels_file: Callable[[str], str]) -> dict:
+def training_config(config: dict, model: str, labels_file: LabelsFile) -> dict:
     """The training job's config of a configured model."""
-    return {**config["models"][model], "method_options": method_options(config, model, cls_labels_file)}
+    return {**config["models"][model], "method_options": method_options(config, model, labels_file)}
 
 
-def training_inputs(config: dict, model: str, cls_labels_file: Callable[[str], str]) -> list[str]:
-    """Files a configured model's training reads beside the images: a CLS model's pseudo-labels, an external
-    model's checkpoint (a new checkpoint makes the model stale)."""
+def training_inputs(config: dict, model: str, labels_file: LabelsFile) -> list[str]:
+    """Files a configured model's training reads beside the images (the method's declaration says which): the
+    pseudo-labels it asks for (CLS), a checkpoint named by the user (external; a new checkpoint makes the model
+    stale)."""
     method = config["models"][model]["method"]
-    if method == "cls":
-        return [cls_labels_file(model)]
-    if method == "external":
-        weights = config["models"][model].get("method_options", {}).get("weights")
-        if not weights:
-            raise ValueError(f"config key 'models.{model}.method_options.weights': missing; an external model "
-                             "needs the path of its checkpoint")
-        return [weights]
-    return []
+    files = [labels_file(model)] if methods.pseudo_labels_option(method) else []
+    options = config["models"][model].get("method_options", {})
+    where = f"models.{model}.method_options"
+    return files + [entry.file for entry in methods.input_files(method, options, where)
+                    if entry.kind == EXTERNAL_WEIGHTS]
 
 
-def cls_label_models(config: dict, model: str) -> list[str]:
-    """The models whose concatenated features a CLS model's pseudo-labels cluster."""
-    return list(config["models"][model]["method_options"].get("label_models", []))
+def models_with_pseudo_labels(config: dict) -> list[str]:
+    """The configured models whose method asks the workflow for pseudo-labels (CLS)."""
+    return [name for name, model in config["models"].items() if methods.pseudo_labels_option(model["method"])]
 
 
-def cls_label_options(config: dict, model: str) -> dict:
-    """k, PCA dims and seed of a CLS model's pseudo-labels (its method_options and its seed)."""
+def pseudo_labels(config: dict, model: str) -> methods.PseudoLabels:
+    """The pseudo-labels a configured model asks for (its method's declaration reads its method_options)."""
     model_config = config["models"][model]
-    options = model_config["method_options"]
-    return {"num_clusters": options["num_clusters"], "pca_dims": options.get("pca_dims", CLS_DEFAULT_PCA_DIMS),
-            "seed": model_config["seed"]}
+    return methods.pseudo_labels(model_config["method"], model_config["method_options"],
+                                 f"models.{model}.method_options")
+
+
+def pseudo_label_models(config: dict, model: str) -> list[str]:
+    """The models whose concatenated features a model's pseudo-labels cluster."""
+    return list(pseudo_labels(config, model).models)
+
+
+def pseudo_label_options(config: dict, model: str) -> dict:
+    """k, PCA dims and seed of a model's pseudo-labels (its method_options and its seed)."""
+    return pseudo_labels(config, model).job_options(config["models"][model]["seed"])
 
 
 # --------------------------------------------------------------------------------------------------- CODC
@@ -194,23 +205,20 @@ def trained_models(config: dict) -> list[str]:
 
 
 def codc_label_models(config: dict, experiment: str, member: str, round_: int) -> list[str]:
-    """The models whose features give a member's initial labels in a round: its peers' previous round (label_source
-    peers) or its own (self)."""
-    settings = config["codc"][experiment]
-    sources = [member] if settings["label_source"] == "self" else [peer for peer in settings["members"]
-                                                                      if peer != member]
+    """The models whose features give a member's initial labels in a round: its peers' previous round, or its own
+    in a control experiment (``methods.codc_options.feature_sources``)."""
+    sources = codc.feature_sources(config["codc"][experiment], member)
     return [codc_member_model(config, experiment, source, round_ - 1) for source in sources]
 
 
 def codc_label_options(config: dict, experiment: str, round_: int) -> dict:
-    settings = config["codc"][experiment]
-    return {"num_clusters": settings["num_clusters"], "pca_dims": settings["pca_dims"],
-            "seed": settings["seed"] + round_}
+    """k, PCA dims and seed of a round's initial labels (the experiment's settings, read by the CODC method)."""
+    return codc.round_label_options(config["codc"][experiment], round_)
 
 
 def codc_round_config(config: dict, experiment: str, member: str, round_: int, *,
                       model_file: Callable[[str], str], codc_labels_file: Callable[[str, str, int], str],
-                      cls_labels_file: Callable[[str], str]) -> dict:
+                      labels_file: LabelsFile) -> dict:
     """The training config of one member in one round: the codc method around the member's own method, started
     from its previous-round weights, with the round's initial labels."""
     settings, base = config["codc"][experiment], config["models"][member]
@@ -219,16 +227,10 @@ def codc_round_config(config: dict, experiment: str, member: str, round_: int, *
         "backbone": base["backbone"],
         "augmentation": base["augmentation"],  # each member keeps its own image pipeline
         **{key: settings[key] for key in CODC_TRAINING_KEYS if key in settings},
-        "method_options": {
-            **settings["online_options"],
-            "base_method": base["method"],
-            "base_options": method_options(config, member, cls_labels_file),
-            "labels_path": codc_labels_file(experiment, member, round_),
-            "initial_weights": model_file(codc_member_model(config, experiment, member, round_ - 1)),
-            "num_clusters": settings["num_clusters"],
-            "loss_weight": settings["loss_weight"],
-            "seed": settings["seed"],
-        },
+        "method_options": codc.round_options(
+            settings, base["method"], method_options(config, member, labels_file),
+            codc_labels_file(experiment, member, round_),
+            model_file(codc_member_model(config, experiment, member, round_ - 1))),
     }
 
 

@@ -5,7 +5,7 @@ import torch
 
 from ssl_challenge.core.config import ConfigError, from_dict
 from ssl_challenge.engine import distributed
-from ssl_challenge.engine.train import PretrainConfig, check_run_settings
+from ssl_challenge.engine.settings import PretrainConfig, check_run_settings
 from ssl_challenge.models.backbones import read_model_file
 from ssl_challenge.stages import pretraining
 from ssl_challenge.stages.pretraining import build_pretraining_method, run_pretraining
@@ -53,7 +53,7 @@ def test_bf16_on_a_gpu_without_it_is_refused(monkeypatch):
 
 
 def test_the_refusal_comes_before_the_images_are_loaded(tmp_path, monkeypatch):
-    monkeypatch.setattr(pretraining, "configure_torch", lambda threads: None)  # keep this process's numerics
+    monkeypatch.setattr(pretraining, "start_numerics", lambda threads: None)  # keep this process's numerics
     monkeypatch.setattr(distributed, "world_size", lambda: 2)  # as a torchrun worker of 2 would see it
     request = {"model_config": tiny_config(batch_size=15), "pretrain_data": {}, "imagenet_root": str(tmp_path / "none"),
                "run_dir": str(tmp_path / "run"), "threads": 1, "where": "models.rot"}

@@ -19,7 +19,7 @@ from ssl_challenge.clustering.pca import pca_whiten_normalise  # noqa: E402
 from ssl_challenge.stages.pretraining import train as pretrain  # noqa: E402  (builds the method, then runs the loop)
 from ssl_challenge.evaluation.linear_probe import LinearProbeConfig, train_linear_probe_on_features  # noqa: E402
 from ssl_challenge.models.necks import BatchNorm1d  # noqa: E402
-from ssl_challenge.core.numerics import configure_torch  # noqa: E402
+from ssl_challenge.core.numerics import start_numerics  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
 from worker import clustered_images, tiny_config, tiny_images  # noqa: E402
@@ -32,7 +32,7 @@ def digest(*arrays) -> str:
     return hasher.hexdigest()[:16]
 
 
-record = configure_torch(threads)
+record = start_numerics(threads)
 generator = torch.Generator().manual_seed(0)
 digests = {}
 points = torch.randn(3000, 256, generator=generator)

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssl_challenge.core import chunked_conv
-from ssl_challenge.core.numerics import configure_torch
+from ssl_challenge.core.numerics import configure_torch, start_numerics
 from ssl_challenge.core.threads import torch_threads
 
 # (batch, in, out, size, stride, padding, dilation, groups, bias): a batch that is not a multiple of the chunk
@@ -113,9 +113,25 @@ def test_torchs_own_function_where_the_chunked_path_does_not_apply(onednn_off, c
     assert torch.equal(fast, chunked_conv._torch_conv2d(images, weight, None, **geometry))
 
 
+def test_only_a_deterministic_job_start_installs_the_chunked_conv2d(monkeypatch):
+    enabled, threads = torch.backends.mkldnn.enabled, torch.get_num_threads()
+    monkeypatch.setattr(F, "conv2d", chunked_conv._torch_conv2d)  # a fresh process: torch's own function
+    try:
+        configure_torch(1, deterministic=True)  # torch's flags only
+        assert F.conv2d is chunked_conv._torch_conv2d and not torch.backends.mkldnn.enabled
+        start_numerics(1, deterministic=False)
+        assert F.conv2d is chunked_conv._torch_conv2d and torch.backends.mkldnn.enabled
+        record = start_numerics(1, deterministic=True)
+        assert F.conv2d is chunked_conv.conv2d and not torch.backends.mkldnn.enabled
+        assert record["onednn_enabled"] is False and record["torch_threads"] == 1
+    finally:
+        torch.backends.mkldnn.enabled = enabled
+        torch.set_num_threads(threads)
+
+
 def test_deterministic_mode_routes_every_conv2d_module_through_the_chunks(onednn_off, chunk_calls):
     calls = chunk_calls
-    configure_torch(1, deterministic=True)
+    start_numerics(1, deterministic=True)
     assert F.conv2d is chunked_conv.conv2d and not torch.backends.mkldnn.enabled
     network = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1))
     network(torch.randn(40, 3, 8, 8)).sum().backward()

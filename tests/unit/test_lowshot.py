@@ -101,6 +101,18 @@ def test_save_load_round_trip_and_validation(tmp_path):
         load_lowshot_samples(tmp_path / "torn.json")
 
 
+def test_a_samples_file_of_another_format_is_refused_by_name(tmp_path):
+    samples = draw_lowshot_samples(label_matrix(), [1], 1, seed=1)
+    assert samples["format"] == 1
+    for name, value in (("newer", 2), ("unmarked", None)):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({**samples, "format": value} if value else
+                                   {key: item for key, item in samples.items() if key != "format"}))
+        with pytest.raises(ValueError, match=rf"{name}\.json: invalid low-shot samples: format {value}, this code "
+                                             "reads format 1; delete the file"):
+            load_lowshot_samples(path)
+
+
 def features_for(labels, rows_test=150, dim=12, seed=0):
     rng = np.random.default_rng(seed)
     signatures = rng.normal(size=(len(CLASSES), dim))

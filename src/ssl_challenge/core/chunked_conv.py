@@ -8,11 +8,12 @@ count, and each chunk goes through oneDNN on one thread: its forward, input grad
 the same bytes whoever computes them. With ``n`` torch threads the chunks run on ``n`` Python threads (each with
 one intra-op thread; torch releases the GIL), and a chunk's weight and bias gradients are added in chunk order.
 
-Deterministic mode (``numerics.configure_torch``) installs :func:`conv2d` as ``torch.nn.functional.conv2d``, which
-``nn.Conv2d`` (ours, torchvision's ResNet-50 and detector) calls. It takes the chunked path only while oneDNN is
-off globally (which is how deterministic mode keeps every other op off oneDNN), for float32 CPU inputs with
-numeric padding; anything else goes to torch's own function. oneDNN's kernels are pinned to AVX2
-(``ONEDNN_MAX_CPU_ISA``, :data:`numerics.DETERMINISTIC_ENVIRONMENT`), as MKL's and ATen's are.
+In deterministic mode a job's start (``numerics.start_numerics``) installs :func:`conv2d` as
+``torch.nn.functional.conv2d``, which ``nn.Conv2d`` (ours, torchvision's ResNet-50 and detector) calls. It takes
+the chunked path only while oneDNN is off globally (which is how deterministic mode keeps every other op off
+oneDNN), for float32 CPU inputs with numeric padding; anything else goes to torch's own function. oneDNN's
+kernels are pinned to AVX2 (``ONEDNN_MAX_CPU_ISA``, :data:`numerics.DETERMINISTIC_ENVIRONMENT`), as MKL's and
+ATen's are.
 """
 from __future__ import annotations
 
@@ -46,8 +47,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 
 def install() -> None:
-    """Make :func:`conv2d` torch's ``conv2d`` for this process (idempotent). It changes nothing while oneDNN is
-    on, so a later ``configure_torch(deterministic=False)`` gets torch's behaviour back without uninstalling."""
+    """Make :func:`conv2d` torch's ``conv2d`` for this process (idempotent; ``numerics.start_numerics`` calls it).
+    It changes nothing while oneDNN is on, so a later ``configure_torch(deterministic=False)`` gets torch's
+    behaviour back without uninstalling."""
     F.conv2d = conv2d
 
 

@@ -55,6 +55,8 @@ class FileImages:
     only; each corrupt image is logged once with the running count (:attr:`corrupt_paths`).
     """
 
+    per_sample_seeds = True  # each sample augmented from its own seed (:meth:`load_batch_seeded`)
+
     def __init__(self, paths: Sequence[str | os.PathLike], crop_size: int, resize_shorter: int,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, threads: int = 2,
                  scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),

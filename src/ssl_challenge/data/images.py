@@ -1,11 +1,13 @@
-"""Image sources for pretraining and feature extraction: one interface (:class:`ImageSource`), the ImageNet
-normalisation, the preloaded pretraining source and the feature-extraction source.
+"""Image sources for pretraining and feature extraction: one interface (:class:`ImageSource`, and for pretraining
+:class:`PretrainingImages`), the ImageNet normalisation, the preloaded pretraining source and the
+feature-extraction source.
 
 :class:`PreloadedImages` keeps every image decoded in one uint8 tensor and augments whole batches with tensor
 indexing (small images: the embedded data set); :class:`~.file_images.FileImages` decodes each batch from the files
-(full-size ImageNet); :func:`.sources.build_image_source` chooses between the two. :class:`FeatureImages` decodes an evaluation split batch by batch. Every random number comes
-from the ``generator`` they are given, so that a resumed run that restores the generator state sees exactly the
-same batches. Decoding and its errors live in :mod:`.decoding`.
+(full-size ImageNet); :func:`.sources.build_image_source` chooses between the two. :class:`FeatureImages` decodes
+an evaluation split batch by batch. Every random number comes from the ``generator`` they are given, so that a
+resumed run that restores the generator state sees exactly the same batches. Decoding and its errors live in
+:mod:`.decoding`.
 """
 from __future__ import annotations
 
@@ -31,6 +33,18 @@ class ImageSource(Protocol):
     def load_batch(self, indices: torch.Tensor, augment: bool, generator: torch.Generator) -> torch.Tensor:
         """Normalised float images [B, 3, crop, crop] of the samples ``indices`` (LongTensor [B])."""
         ...
+
+
+class PretrainingImages(ImageSource, Protocol):
+    """An image source the pretraining loop draws augmented batches from (``engine.train``).
+
+    ``per_sample_seeds`` says how a process makes its slice of a global batch so that N processes see exactly
+    the images one process sees. True: each sample is augmented from its own seed (``load_batch_seeded(indices,
+    sample_seeds)``), so a process decodes its slice alone (images decoded from files). False: the augmentation
+    of a batch is drawn from one generator, so every process draws the whole global batch and keeps its slice
+    (cheap for images in memory)."""
+
+    per_sample_seeds: bool
 
 
 def normalise(images_uint8: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -106,6 +120,8 @@ class PreloadedImages:
     and grayscale when configured. Without augmentation the centre ``crop_size`` crop (the identity when it
     equals the stored size).
     """
+
+    per_sample_seeds = False  # a batch's augmentation is drawn from one generator (see PretrainingImages)
 
     def __init__(self, images: torch.Tensor, crop_size: int | None = None, crop_padding: int = 0,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,

@@ -11,8 +11,13 @@ methods). On several processes (torchrun) it wraps the method in ``DistributedDa
 per bucket during the backward pass), with synchronised BatchNorm where the model asks for it (``sync_bn``); on
 one process the method runs unwrapped, exactly as before. ``precision: bf16`` runs the forward pass under
 ``torch.autocast``; ``channels_last`` stores images and convolution weights in NHWC order (GPU tensor cores).
-:func:`check_run_settings` refuses, before anything trains, a batch the processes cannot share or a precision
-the device lacks.
+:func:`.settings.check_run_settings` refuses, before anything trains, a batch the processes cannot share or a
+precision the device lacks.
+
+A run reads in three parts: :func:`start_run` (the method on its device, its optimiser, the position resumed
+from the checkpoint), :func:`train_epoch` (the method's epoch hooks, then :func:`train_step` per batch) and
+:func:`end_epoch` (metrics line, snapshot, checkpoint); :class:`RunState` is what they share. The images come
+through the ``data.images.PretrainingImages`` interface, never a concrete source class.
 
 A run that diverges stops at once: a NaN or infinite loss or gradient raises
 :class:`.run_control.TrainingDiverged` before the optimiser applies it, naming the model, epoch, iteration and
@@ -24,21 +29,19 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 from tqdm import tqdm
 
-from ..core.config import ConfigError, from_dict
-from ..data.images import PreloadedImages
-from ..data.loading import BatchRequest, check_workers, load_batches
-from ..core.finite import non_finite_tensors
-from ..data.transforms import AugmentationConfig
-from ..core.io import append_jsonl, torch_save_atomic, write_text_atomic
-from ..core.numerics import deterministic_requested, numerics_record
 from ..core import run_files
+from ..core.finite import non_finite_tensors
+from ..core.io import append_jsonl, config_digest, torch_save_atomic, write_text_atomic
+from ..core.numerics import numerics_record
+from ..data.images import PretrainingImages
+from ..data.loading import BatchRequest, check_workers, load_batches
 from . import distributed
 from .checkpoint import RunPosition, restore_checkpoint, save_checkpoint
 from .run_control import (NonFiniteValues, Preempted, checkpoint_or_stop, derived_seed, divergence_reported,
@@ -46,98 +49,14 @@ from .run_control import (NonFiniteValues, Preempted, checkpoint_or_stop, derive
 from .context import EpochContext
 from .inference import frozen_outputs
 from .schedule import learning_rate_factor
-from .sync_batchnorm import convert_sync_batchnorm, has_batchnorm
-
-
-@dataclass(frozen=True)
-class OptimizerConfig:
-    lr: float
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    nesterov: bool = False
-
-
-@dataclass(frozen=True)
-class ScheduleConfig:
-    warmup_epochs: float = 0.0
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-    warmup_ratio: float = 0.1  # mmcv's linear warm-up starts at 0.1 x lr
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    """One model's pretraining (the ``models.<name>`` config entry)."""
-
-    method: str
-    backbone: dict
-    epochs: int
-    optimizer: OptimizerConfig
-    batch_size: int = 256
-    schedule: ScheduleConfig = ScheduleConfig()
-    seed: int = 0
-    checkpoint_every: int = 200
-    snapshot_epochs: tuple[int, ...] = ()
-    method_options: dict = field(default_factory=dict)
-    # The image pipeline: built into the image source by the caller (stages.run_pretraining); kept here so that
-    # a run's digest covers it.
-    augmentation: AugmentationConfig = AugmentationConfig()
-    # BatchNorm statistics over the global batch of all processes (the reference's SyncBN: ROT, ODC); no effect
-    # on one process.
-    sync_bn: bool = False
-    # "fp32", or "bf16": the forward pass under torch.autocast (a CUDA GPU with bf16, or the CPU with
-    # resources.deterministic off).
-    precision: str = "fp32"
-    # Images and convolution weights in channels-last (NHWC) memory order: faster convolutions on GPUs; refused on
-    # the CPU in deterministic mode (ATen's channels-last BatchNorm splits its statistics over threads).
-    channels_last: bool = False
-
-
-PRECISIONS = ("fp32", "bf16")
-
-
-def check_run_settings(config: PretrainConfig, device: torch.device, world: int, method: torch.nn.Module | None = None,
-                       deterministic: bool | None = None) -> None:
-    """Raise :class:`ConfigError` (naming the config key and what to do) for settings this run cannot honour: a
-    batch the ``world`` processes cannot share, fewer than 2 samples per process for BatchNorm (``method``: any
-    BatchNorm layer; unless ``sync_bn``), bf16 on a device without it, channels-last in deterministic CPU mode.
-    Called before any image is loaded or any step runs."""
-    if config.batch_size % world:
-        raise ConfigError(f"batch_size: {config.batch_size} does not split over the {world} training processes; "
-                          f"use a multiple of {world} or another number of processes (GPUs)")
-    if config.batch_size // world < 2 and not config.sync_bn and (method is None or has_batchnorm(method)):
-        raise ConfigError(f"batch_size: {config.batch_size} over {world} processes leaves "
-                          f"{config.batch_size // world} sample per process, too few for BatchNorm statistics; raise "
-                          "batch_size, use fewer processes, or set sync_bn: true")
-    if config.precision not in PRECISIONS:
-        raise ConfigError(f"precision: {config.precision!r} is not one of {', '.join(PRECISIONS)}")
-    deterministic = deterministic_requested() if deterministic is None else deterministic
-    if config.precision == "bf16":
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise ConfigError(f"precision: bf16 needs a GPU with bfloat16 support (compute capability 8.0 or "
-                              f"newer); {torch.cuda.get_device_name(device)} has none: set precision: fp32")
-        if device.type == "cpu" and deterministic:
-            raise ConfigError("precision: bf16 on the CPU is refused in deterministic mode (bf16 convolutions "
-                              "need oneDNN, which deterministic numerics turn off): set precision: fp32, or "
-                              "resources.deterministic: false")
-    if config.channels_last and device.type == "cpu" and deterministic:
-        raise ConfigError("channels_last: refused on the CPU in deterministic mode (channels-last BatchNorm "
-                          "statistics depend on the thread count): set channels_last: false, or "
-                          "resources.deterministic: false")
+from .settings import OptimizerConfig, PretrainConfig, check_run_settings
+from .sync_batchnorm import convert_sync_batchnorm
 
 
 def seed_initialisation(seed: int) -> None:
     """Seed torch's global RNG for building a method (its heads' and backbone's initial weights): call it right
     before ``methods.build_method`` so that every process, and every rerun, starts from the same weights."""
     torch.manual_seed(derived_seed(seed, 0xB1D))
-
-
-def digest_of(config: PretrainConfig, num_samples: int) -> str:
-    import hashlib
-    import json
-
-    text = json.dumps({"config": asdict(config), "num_samples": num_samples}, sort_keys=True, default=list)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def build_optimizer(method: torch.nn.Module, config: OptimizerConfig) -> torch.optim.SGD:
@@ -150,8 +69,8 @@ def build_optimizer(method: torch.nn.Module, config: OptimizerConfig) -> torch.o
                            nesterov=config.nesterov)
 
 
-def feature_extractor(images, num_samples: int, batch_size: int, device: torch.device, method: torch.nn.Module,
-                      workers: int = 0):
+def feature_extractor(images: PretrainingImages, num_samples: int, batch_size: int, device: torch.device,
+                      method: torch.nn.Module, workers: int = 0):
     """``EpochContext.extract_features``: ``fn`` over the whole set in index order, eval mode, no grad
     (``inference.run_frozen``); on several processes each rank extracts its shard and the shards are gathered
     (all ranks get Tensor[N, D])."""
@@ -191,23 +110,24 @@ def distributed_step(method: torch.nn.Module, device: torch.device) -> torch.nn.
                                    broadcast_buffers=False)
 
 
-def epoch_requests(images, config: PretrainConfig, run: RunPosition, iterations: int,
+def epoch_requests(images: PretrainingImages, config: PretrainConfig, run: RunPosition, iterations: int,
                    local_size: int) -> list[BatchRequest]:
-    """This process's batches of the rest of the epoch (from ``run.position``). Preloaded images: the whole
-    global batch drawn from one generator of (seed, epoch, position), this rank's slice kept (cheap for tensors
-    in memory, and N processes see exactly the images one process sees). From files: this rank's slice only,
-    each sample with its own generator of (seed, epoch, slot) (``data.loading.sample_seed``)."""
+    """This process's batches of the rest of the epoch (from ``run.position``), so that N processes see exactly
+    the images one process sees. A source that seeds each sample (``images.per_sample_seeds``: decoded from
+    files): this rank's slice only, each sample with its own generator of (seed, epoch, slot)
+    (``data.loading.sample_seed``). Otherwise (images in memory): the whole global batch drawn from one generator
+    of (seed, epoch, position), this rank's slice kept."""
     rank, requests = distributed.rank(), []
     for position in range(run.position, iterations):
         start = position * config.batch_size
         global_indices = run.order[start : start + config.batch_size]
         mine = (rank * local_size, (rank + 1) * local_size)
-        if isinstance(images, PreloadedImages):
-            requests.append(BatchRequest(global_indices, True, derived_seed(config.seed, run.epoch, position, 2),
-                                         keep=mine))
-        else:
+        if images.per_sample_seeds:
             requests.append(BatchRequest(global_indices[mine[0] : mine[1]], True,
                                          slot_seed=(config.seed, run.epoch, start + mine[0])))
+        else:
+            requests.append(BatchRequest(global_indices, True, derived_seed(config.seed, run.epoch, position, 2),
+                                         keep=mine))
     return requests
 
 
@@ -233,13 +153,19 @@ def check_finite_step(method: torch.nn.Module, loss: torch.Tensor) -> None:
         raise NonFiniteValues(f"{what} is NaN or infinite")
 
 
+def refuse_non_finite(state: dict, what: str) -> None:
+    """Raise :class:`NonFiniteValues` naming the first tensors of ``state`` (a state dict) that hold NaN or
+    infinity: a diverged state is never written to a model file or a checkpoint."""
+    diverged = non_finite_tensors(state)
+    if diverged:
+        raise NonFiniteValues(f"{what} {diverged[:3]} hold NaN or infinity")
+
+
 def backbone_file(method: torch.nn.Module, config: PretrainConfig, run: RunPosition) -> dict:
     """The content of a model file (``models.backbones.read_model_file`` reads it). A backbone holding NaN or
     infinity is never written."""
     backbone = method.backbone
-    if non_finite_tensors(backbone.state_dict()):
-        raise NonFiniteValues(f"backbone tensors {non_finite_tensors(backbone.state_dict())[:3]} hold NaN or "
-                              "infinity")
+    refuse_non_finite(backbone.state_dict(), "backbone tensors")
     device = next(backbone.parameters()).device
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -254,131 +180,181 @@ def backbone_file(method: torch.nn.Module, config: PretrainConfig, run: RunPosit
     }
 
 
-def pretrain(
-    config: PretrainConfig | dict,
-    method: torch.nn.Module,
-    images,
-    run_dir: str | Path,
-    device: torch.device,
-    log: Callable[[str], None] = print,
-    stop_after_iterations: int | None = None,
-    log_every: int = 20,
-    name: str | None = None,
-    data_workers: int = 0,
-) -> Path | None:
+@dataclass
+class RunState:
+    """What the parts of one run share: its settings, the method placed on its device with its optimiser and
+    step, the run folder, and ``run``, the position a checkpoint saves."""
+
+    config: PretrainConfig
+    method: torch.nn.Module
+    images: PretrainingImages
+    device: torch.device
+    run_dir: Path
+    optimizer: torch.optim.Optimizer
+    step: Callable  # forward pass of one batch: method.training_step, or its DDP wrapper on several processes
+    extract: Callable  # EpochContext.extract_features
+    digest: str  # the configuration a checkpoint belongs to
+    run: RunPosition
+    log: Callable[[str], None]
+    log_every: int
+    data_workers: int
+    clock: float = 0.0  # time.monotonic() from which the training time of the current iteration counts
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / run_files.METRICS
+
+
+def pretrain(config: PretrainConfig, method: torch.nn.Module, images: PretrainingImages, run_dir: str | Path,
+             device: torch.device, *, log: Callable[[str], None] = print, stop_after_iterations: int | None = None,
+             log_every: int = 20, name: str | None = None, data_workers: int = 0) -> Path | None:
     """Train (or resume) ``method`` (built for ``config`` and ``images``, e.g. by
     ``pretraining.build_pretraining_method``) in ``run_dir``; returns ``run_dir/model.pth`` (the backbone), or
     None when ``stop_after_iterations`` (tests: a simulated kill after a checkpoint) stopped it early. ``name``
     (the config key, e.g. ``models.rot``; default: ``run_dir``) names the model in errors. ``data_workers``:
     processes that make the batches ahead (``resources.data_workers``; 0: this process, when needed)."""
-    if isinstance(config, dict):
-        config = from_dict(PretrainConfig, config, where="model")
-    late = [epoch for epoch in config.snapshot_epochs if not 0 < epoch <= config.epochs]
-    if late:  # found now, not as a missing snapshot file after the training
-        raise ConfigError(f"snapshot_epochs: {late} outside 1..{config.epochs} (epochs); a snapshot is taken after "
-                          "an epoch that runs")
+    check_run_settings(config, device, distributed.world_size(), method)
+    check_workers(data_workers)
     run_dir = Path(run_dir)
-    final_path, checkpoint_path, metrics_path = (run_dir / run_files.MODEL, run_dir / run_files.CHECKPOINT,
-                                                 run_dir / run_files.METRICS)
+    final_path = run_dir / run_files.MODEL
     if final_path.exists():
         log(f"{final_path} exists: nothing to do")
         return final_path
-    run_dir.mkdir(parents=True, exist_ok=True)
-    world, rank = distributed.world_size(), distributed.rank()
-    check_run_settings(config, device, world, method)
-    check_workers(data_workers)
-    num_samples = len(images)
-    digest = digest_of(config, num_samples)
+    state = start_run(config, method, images, run_dir, device, log, log_every, data_workers)
+    with stop_requests() as stop, divergence_reported(name or str(run_dir), state.run):
+        while state.run.epoch < config.epochs:
+            if not train_epoch(state, stop, stop_after_iterations):
+                return None  # stop_after_iterations (tests) ended the run inside the epoch
+            if end_epoch(state, stop, stop_after_iterations):
+                return None
+        if distributed.rank() == 0:
+            torch_save_atomic(backbone_file(state.method, config, state.run), final_path)
+    if distributed.rank() == 0 and not state.metrics_path.exists():
+        write_text_atomic(state.metrics_path, "")
+    distributed.barrier()
+    return final_path
 
+
+def start_run(config: PretrainConfig, method: torch.nn.Module, images: PretrainingImages, run_dir: Path,
+              device: torch.device, log: Callable[[str], None], log_every: int, data_workers: int) -> RunState:
+    """Setup and resume: the method on ``device`` (synchronised BatchNorm over several processes when
+    ``sync_bn``, channels-last when asked), its optimiser and step, and the run's position, restored from the
+    checkpoint in ``run_dir`` when there is one (:func:`resumed_position`)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    world = distributed.world_size()
+    digest = config_digest({"config": asdict(config), "num_samples": len(images)})
     method = method.to(device)
     if world > 1 and config.sync_bn:
         method = convert_sync_batchnorm(method, device)
     if config.channels_last:
         method = method.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(method, config.optimizer)
-    run = RunPosition()
+    run = resumed_position(run_dir, method, optimizer, digest, log)
+    step = distributed_step(method, device) if world > 1 else method.training_step
+    extract = feature_extractor(images, len(images), 2 * config.batch_size, device, method, data_workers)
+    return RunState(config, method, images, device, run_dir, optimizer, step, extract, digest, run, log, log_every,
+                    data_workers)
+
+
+def resumed_position(run_dir: Path, method: torch.nn.Module, optimizer, digest: str,
+                     log: Callable[[str], None]) -> RunPosition:
+    """The position restored, with the method's and optimiser's states, from the run's checkpoint (the metric
+    lines written after it dropped: they will be written again), or the start of a run (old metrics removed)."""
+    checkpoint_path, metrics_path = run_dir / run_files.CHECKPOINT, run_dir / run_files.METRICS
     if checkpoint_path.exists():
         run = restore_checkpoint(checkpoint_path, method, optimizer, digest)
         log(f"resumed from {checkpoint_path}: epoch {run.epoch}, batch {run.position}, iteration {run.iteration}")
-        if rank == 0:
+        if distributed.rank() == 0:
             truncate_metrics(metrics_path, run.iteration)
-    elif rank == 0 and metrics_path.exists():
+        return run
+    if distributed.rank() == 0 and metrics_path.exists():
         metrics_path.unlink()
-    step = distributed_step(method, device) if world > 1 else method.training_step
+    return RunPosition()
 
-    def checkpoint() -> None:
-        if non_finite_tensors(method.state_dict()):  # never keep a diverged state to resume from
-            raise NonFiniteValues(f"the method's state {non_finite_tensors(method.state_dict())[:3]} holds NaN or "
-                                  "infinity")
-        if rank == 0:
-            save_checkpoint(checkpoint_path, method, optimizer, run, digest)
-        distributed.barrier()
 
-    extract = feature_extractor(images, num_samples, 2 * config.batch_size, device, method, data_workers)
-    batch_size, local_size = config.batch_size, config.batch_size // world
-    with stop_requests() as stop, divergence_reported(name or str(run_dir), run):
-        while run.epoch < config.epochs:
-            context = EpochContext(run.epoch, num_samples, device,
-                                   torch.Generator().manual_seed(derived_seed(config.seed, run.epoch)), extract)
-            started = time.monotonic()
-            if run.order is None:
-                method.train()
-                method.before_epoch(context)
-                run.order, run.position, run.totals = method.epoch_indices(context).cpu(), 0, {}
-            iterations = max(1, len(run.order) // batch_size)
-            method.train()
-            progress = tqdm(total=iterations, initial=run.position, desc=f"{config.method} epoch {run.epoch + 1}",
-                            disable=rank != 0, mininterval=10, dynamic_ncols=True)
-            batches = load_batches(images, epoch_requests(images, config, run, iterations, local_size),
-                                   data_workers, device)
-            while run.position < iterations:
-                logs = train_step(method, optimizer, next(batches), config, run, iterations, local_size, device,
-                                  step)
-                run.last_loss = logs["loss"]
-                run.position += 1
-                run.iteration += 1
-                run.train_seconds += time.monotonic() - started
-                started = time.monotonic()
-                for key, value in logs.items():
-                    run.totals[key] = run.totals.get(key, 0.0) + value
-                progress.update()
-                if rank == 0 and (run.iteration % log_every == 0 or run.position == iterations):
-                    append_jsonl(metrics_path, {"kind": "iteration", "epoch": run.epoch, "iteration": run.iteration,
-                                                "train_seconds": round(run.train_seconds, 3), **logs})
-                if run.position == iterations:
-                    break
-                if checkpoint_or_stop(run, config.checkpoint_every, stop, checkpoint, progress, stop_after_iterations):
-                    return None
-            progress.close()
-            summary = {key: value / max(1, run.position) for key, value in run.totals.items()}
-            record = method.epoch_record() if hasattr(method, "epoch_record") else {}  # cluster sizes, NMI
-            run.epoch, run.order, run.position = run.epoch + 1, None, 0
-            if rank == 0:
-                append_jsonl(metrics_path, {"kind": "epoch", "epoch": run.epoch, "iteration": run.iteration,
-                                            "train_seconds": round(run.train_seconds, 3), **summary, **record})
-                if run.epoch in config.snapshot_epochs:
-                    snapshot = run_dir / run_files.SNAPSHOTS / run_files.snapshot_name(run.epoch)
-                    torch_save_atomic(backbone_file(method, config, run), snapshot)
-            log(f"epoch {run.epoch}/{config.epochs}: " + ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
-            checkpoint()
-            if stop["signal"]:
-                raise Preempted(f"{stop['signal']} received: checkpoint written after epoch {run.epoch}")
-            if stop_after_iterations is not None and run.iteration >= stop_after_iterations:
-                return None
-        if rank == 0:
-            torch_save_atomic(backbone_file(method, config, run), final_path)
-    if rank == 0 and not metrics_path.exists():
-        write_text_atomic(metrics_path, "")
+def write_checkpoint(state: RunState) -> None:
+    """The run's checkpoint (rank 0 writes it; every rank waits), never of a diverged state."""
+    refuse_non_finite(state.method.state_dict(), "the method's state tensors")
+    if distributed.rank() == 0:
+        save_checkpoint(state.run_dir / run_files.CHECKPOINT, state.method, state.optimizer, state.run, state.digest)
     distributed.barrier()
-    return final_path
+
+
+def train_epoch(state: RunState, stop: dict, stop_after_iterations: int | None) -> bool:
+    """One epoch, or its rest after a resume: at its start the method's ``before_epoch`` and sample order, then a
+    :func:`train_step` per batch, with metrics lines and checkpoints. False when ``stop_after_iterations`` ended
+    the run inside it."""
+    config, method, run = state.config, state.method, state.run
+    state.clock = time.monotonic()
+    if run.order is None:
+        context = EpochContext(run.epoch, len(state.images), state.device,
+                               torch.Generator().manual_seed(derived_seed(config.seed, run.epoch)), state.extract)
+        method.train()
+        method.before_epoch(context)
+        run.order, run.position, run.totals = method.epoch_indices(context).cpu(), 0, {}
+    iterations = max(1, len(run.order) // config.batch_size)
+    local_size = config.batch_size // distributed.world_size()
+    method.train()
+    progress = tqdm(total=iterations, initial=run.position, desc=f"{config.method} epoch {run.epoch + 1}",
+                    disable=distributed.rank() != 0, mininterval=10, dynamic_ncols=True)
+    batches = load_batches(state.images, epoch_requests(state.images, config, run, iterations, local_size),
+                           state.data_workers, state.device)
+    while run.position < iterations:
+        logs = train_step(method, state.optimizer, next(batches), config, run, iterations, local_size, state.device,
+                          state.step)
+        count_iteration(state, logs, iterations)
+        progress.update()
+        if run.position == iterations:
+            break
+        if checkpoint_or_stop(run, config.checkpoint_every, stop, lambda: write_checkpoint(state), progress,
+                              stop_after_iterations):
+            return False
+    progress.close()
+    return True
+
+
+def count_iteration(state: RunState, logs: dict[str, float], iterations: int) -> None:
+    """Move the position one batch on, add the iteration's time and logs to the epoch's, and write its metrics
+    line every ``log_every`` iterations and at the epoch's last."""
+    run, now = state.run, time.monotonic()
+    run.last_loss = logs["loss"]
+    run.position += 1
+    run.iteration += 1
+    run.train_seconds += now - state.clock
+    state.clock = now
+    for key, value in logs.items():
+        run.totals[key] = run.totals.get(key, 0.0) + value
+    if distributed.rank() == 0 and (run.iteration % state.log_every == 0 or run.position == iterations):
+        append_jsonl(state.metrics_path, {"kind": "iteration", "epoch": run.epoch, "iteration": run.iteration,
+                                          "train_seconds": round(run.train_seconds, 3), **logs})
+
+
+def end_epoch(state: RunState, stop: dict, stop_after_iterations: int | None) -> bool:
+    """After an epoch's last batch: its metrics line (mean logs and the method's ``epoch_record``), a snapshot
+    of the backbone when ``snapshot_epochs`` asks, and the checkpoint; raise :class:`Preempted` when a signal came.
+    True when ``stop_after_iterations`` ends the run here."""
+    config, run = state.config, state.run
+    summary = {key: value / max(1, run.position) for key, value in run.totals.items()}
+    record = state.method.epoch_record()  # cluster sizes, NMI
+    run.epoch, run.order, run.position = run.epoch + 1, None, 0
+    if distributed.rank() == 0:
+        append_jsonl(state.metrics_path, {"kind": "epoch", "epoch": run.epoch, "iteration": run.iteration,
+                                          "train_seconds": round(run.train_seconds, 3), **summary, **record})
+        if run.epoch in config.snapshot_epochs:
+            snapshot = state.run_dir / run_files.SNAPSHOTS / run_files.snapshot_name(run.epoch)
+            torch_save_atomic(backbone_file(state.method, config, run), snapshot)
+    state.log(f"epoch {run.epoch}/{config.epochs}: " + ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
+    write_checkpoint(state)
+    if stop["signal"]:
+        raise Preempted(f"{stop['signal']} received: checkpoint written after epoch {run.epoch}")
+    return stop_after_iterations is not None and run.iteration >= stop_after_iterations
 
 
 def train_step(method, optimizer, batch: torch.Tensor, config: PretrainConfig, run: RunPosition,
-               iterations: int, local_size: int, device: torch.device, step: Callable | None = None
-               ) -> dict[str, float]:
+               iterations: int, local_size: int, device: torch.device, step: Callable) -> dict[str, float]:
     """One iteration on this process's slice of the global batch (``batch``, its images from
     :func:`epoch_requests`); returns the logs (loss, lr, method logs). ``step(images, indices)`` runs the forward
-    pass (default ``method.training_step``; DDP's wrapper on several processes)."""
+    pass: ``method.training_step``, or DDP's wrapper of it on several processes (:func:`distributed_step`)."""
     rank = distributed.rank()
     torch.manual_seed(derived_seed(config.seed, run.epoch, run.position, rank, 1))
     start = run.position * config.batch_size
@@ -392,7 +368,7 @@ def train_step(method, optimizer, batch: torch.Tensor, config: PretrainConfig, r
         group["lr"] = group["base_lr"] * factor
     indices = indices.to(device)
     with autocast(config.precision, device):
-        loss, logs = (step or method.training_step)(batch, indices)
+        loss, logs = step(batch, indices)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     check_finite_step(method, process_mean_loss(loss))

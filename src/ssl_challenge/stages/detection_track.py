@@ -17,12 +17,13 @@ from ..core import provenance, run_files
 from ..core.config import from_dict
 from ..core.devices import select_device
 from ..core.io import file_digest, write_json_atomic, write_text_atomic
-from ..core.numerics import configure_torch
+from ..core.numerics import start_numerics
 
 DETECTOR_KEYS = ("min_size", "max_size", "anchor_sizes", "aspect_ratios", "roi_pooling", "roi_output_size",
                  "roi_sampling_ratio", "rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train",
                  "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "rpn_batch_size_per_image",
-                 "box_batch_size_per_image", "box_score_threshold", "box_nms_threshold", "detections_per_image")
+                 "box_batch_size_per_image", "box_score_threshold", "box_nms_threshold", "detections_per_image",
+                 "frozen_affine_batchnorm", "box_smooth_l1_beta", "rpn_straddle_threshold")
 SOLVER_KEYS = ("iterations", "lr", "steps", "gamma", "warmup_iterations", "warmup_factor", "momentum",
                "weight_decay", "images_per_batch", "flip", "checkpoint_every", "seed")
 
@@ -59,7 +60,7 @@ def evaluate_voc07_detection(model_path: str, model_name: str, detection_config:
     from ..evaluation.submission_formats import score_voc07_detection, write_detection_zip
 
     data_workers = check_workers(data_workers)  # before anything is read or trained
-    configure_torch(threads)
+    start_numerics(threads)
     device = select_device()
     detector_config, solver_config = split_config(detection_config)
     classes = list(classes) or voc07_class_names(voc07_root)

@@ -13,7 +13,7 @@ from torch import nn
 from ..data.images import IMAGENET_MEAN, IMAGENET_STD, ImageSource, normalise
 from ..data.feature_files import load_features, save_features, voc07_split_with_features  # noqa: F401 (one owner)
 from ..models.pooling import pool_features
-from ..core.numerics import configure_torch
+from ..core.numerics import start_numerics
 
 # The normalisation of torchvision's ImageNet models (the reference evaluation pipelines), as (mean, std).
 IMAGENET_MEAN_STD = (IMAGENET_MEAN, IMAGENET_STD)
@@ -115,7 +115,7 @@ def extract_split_features(
     from ..models.backbones import load_backbone
     from ..models.pooling import pooling_plan
 
-    configure_torch(threads)
+    start_numerics(threads)
     device = select_device()
     backbone, backbone_config = load_backbone(model_path, device)
     plan = pooling_plan(backbone, features_config["image_size"], pooling_target(features_config))

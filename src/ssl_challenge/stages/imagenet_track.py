@@ -17,7 +17,7 @@ import shutil
 from ..core.config import from_dict
 from ..core.devices import select_device
 from ..core.io import write_json_atomic, write_text_atomic
-from ..core.numerics import configure_torch
+from ..core.numerics import start_numerics
 
 PROBE_KEYS = ("epochs", "milestones", "lr", "batch_size")
 
@@ -38,7 +38,7 @@ def evaluate_imagenet_linear(model_path: str, probe_config: dict, features_confi
     from .online_probe import ProbeCheckpointing, train_linear_probe_online
     from .places205_track import probe_state_dir
 
-    configure_torch(threads)
+    start_numerics(threads)
     config = from_dict(LinearProbeConfig, {key: probe_config[key] for key in PROBE_KEYS},
                        where="evaluation.imagenet_linear")
     device = select_device()

@@ -9,11 +9,11 @@ from typing import Sequence
 from ..core.devices import select_device
 from ..data.feature_files import voc07_split_with_features
 from ..core.io import read_json_object, write_json_atomic
-from ..core.numerics import configure_torch
+from ..core.numerics import start_numerics
 from ..evaluation.lowshot import (draw_lowshot_samples, evaluate_lowshot_with_scores, load_lowshot_samples,
                       merge_lowshot_results, merge_lowshot_scores, read_published_lowshot_samples,
                       save_lowshot_samples)
-from ..evaluation.svm import protocol_costs
+from ..evaluation.svm import protocol_costs, read_test_scores
 
 
 def draw_voc07_lowshot_samples(draw_options: dict, k: int, published_folder: str, voc07_root: str,
@@ -39,7 +39,7 @@ def draw_voc07_lowshot_samples(draw_options: dict, k: int, published_folder: str
 def evaluate_voc07_lowshot(trainval_features: str, test_features: str, samples_path: str, layer: str,
                            lowshot_config: dict, voc07_root: str, classes: Sequence[str], output: str, n_jobs: int,
                            log: logging.Logger, scores_output: str | None = None) -> None:
-    configure_torch(n_jobs)
+    start_numerics(n_jobs)
     train_x, train_y, classes = voc07_split_with_features(trainval_features, layer, voc07_root, "trainval", classes)
     test_x, test_y, _ = voc07_split_with_features(test_features, layer, voc07_root, "test", classes)
     samples = load_lowshot_samples(samples_path)
@@ -80,15 +80,9 @@ def merge_voc07_lowshot(results: Sequence[str], scores: Sequence[str], k_values:
                         scores_output: str, log: logging.Logger) -> None:
     """A layer's low-shot result and test-scores files from its per-k ones (``results`` and ``scores`` in
     ``k_values`` order), as one job over every k would write them."""
-    import numpy as np
-
-    per_k = [read_json_object(path, f"per-k low-shot result {path} does not exist", "a low-shot result")
-             for path in results]
+    per_k = [read_json_object(path, f"per-k low-shot result {path} does not exist", "a low-shot result",
+                              "evaluate_voc07_lowshot (rule svm_lowshot)") for path in results]
     merged = merge_lowshot_results(per_k, k_values)
-    arrays = []
-    for path in scores:
-        with np.load(path) as archive:
-            arrays.append({key: archive[key] for key in archive.files})
-    _write_scores(scores_output, merge_lowshot_scores(arrays))
+    _write_scores(scores_output, merge_lowshot_scores([read_test_scores(path) for path in scores]))
     write_json_atomic(output, merged)
     log.info("layer %s: low-shot track score %.2f over k %s", merged["layer"], merged["track_score"], list(k_values))

@@ -11,7 +11,7 @@ import numpy as np
 from ..core.config import from_dict
 from ..core.devices import select_device
 from ..core.io import write_json_atomic, write_text_atomic
-from ..core.numerics import configure_torch
+from ..core.numerics import start_numerics
 
 
 def places205_probe_online(inputs, probe_config, features_config, places205_root, config, log,
@@ -64,7 +64,7 @@ def evaluate_places205_linear(inputs: dict, probe_config: dict, features_config:
     from ..evaluation.linear_probe import LinearProbeConfig
     from .online_probe import ProbeCheckpointing
 
-    configure_torch(threads)
+    start_numerics(threads)
     options = {key: probe_config[key] for key in ("epochs", "milestones", "lr", "batch_size")}
     config = from_dict(LinearProbeConfig, options, where="evaluation.places205_linear")
     if "model" in inputs:  # online mode; a concatenation has only features and is probed on them

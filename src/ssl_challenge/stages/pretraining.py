@@ -5,7 +5,6 @@ loop (``engine.train``, which never imports the methods).
 Run as ``python -m ssl_challenge.stages.pretraining request.json``, it is the body of one torchrun worker."""
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -14,16 +13,12 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from .. import methods
 from ..core import provenance, run_files
 from ..core.config import ConfigError, from_dict
 from ..data.imagenet import image_list_digest
-from ..core.io import atomic_path, file_digest, write_json_atomic
-from ..core.numerics import configure_torch
-
-
-def config_digest(config: dict) -> str:
-    """The name of a run folder: 12 hex digits of the SHA-256 of ``config`` as sorted JSON."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+from ..core.io import atomic_path, config_digest, file_digest, write_json_atomic
+from ..core.numerics import start_numerics
 
 
 def copy_atomic(source: str | Path, target: str | Path) -> None:
@@ -40,14 +35,15 @@ def run_identity(model_config: dict, pretrain_data: dict, imagenet_root: str,
     result, ``ssl_challenge.core.numerics``)."""
     from ..core.numerics import deterministic_requested
 
-    code_entries = [Path(__file__)] + provenance.method_files(provenance.training_methods(model_config))
+    method, options = model_config["method"], model_config.get("method_options", {})
+    code_entries = [Path(__file__)] + provenance.method_files(methods.built_methods(method, options))
     return {
         "model": model_config,
         "pretrain_data": pretrain_data,
         "code": provenance.code_digest(code_entries),
         "images": image_list_digest(imagenet_root, "train"),
         "data_files": {str(path): file_digest(path) for path in data_files},
-        "input_files": input_file_digests(model_config.get("method_options", {})),
+        "input_files": input_file_digests(method, options),
         "deterministic_numerics": deterministic_requested(),
     }
 
@@ -88,8 +84,8 @@ def pretrain_model(
     request = {"model_config": model_config, "pretrain_data": pretrain_data, "imagenet_root": imagenet_root,
                "run_dir": str(run_dir), "threads": max(1, threads // max(1, processes // max(1, nodes))),
                "where": f"models.{Path(model_output).parent.name}", "data_workers": data_workers}
-    if model_config["method"] == "external":  # nothing to train: the checkpoint becomes the model file
-        convert_external(model_config, run_dir, request["where"], log)
+    if methods.method_spec(model_config["method"]).converts:  # nothing to train: a checkpoint becomes the model
+        convert_checkpoint(model_config, run_dir, request["where"], log)
     elif processes > 1 or nodes > 1:
         launch_torchrun(request, processes, log, nodes, gpus)
     else:
@@ -102,37 +98,18 @@ def pretrain_model(
     copy_atomic(run_dir / run_files.MODEL, model_output)
 
 
-def convert_external(model_config: dict, run_dir: Path, where: str, log: logging.Logger) -> Path:
-    """``method: external``: the backbone of ``method_options.weights`` (a checkpoint in ``method_options.layout``,
-    loaded with ``weights_only=True``), matched strictly onto the configured backbone and written as the run's
-    model file by the training loop's writer (``engine.train.backbone_file``: 0 epochs, 0 seconds), with empty
-    metrics."""
-    from types import SimpleNamespace
-
-    from ..engine.checkpoint import RunPosition
-    from ..engine.train import backbone_file
-    from ..core.io import load_torch_file, torch_save_atomic, write_text_atomic
-    from ..methods.external import parse_options
-    from ..models.backbones import build_backbone
-    from ..models.external import match_backbone, trunk_state_dict
-
+def convert_checkpoint(model_config: dict, run_dir: Path, where: str, log: logging.Logger) -> Path:
+    """A method that converts a checkpoint instead of training (its declaration's ``converts``: external): its
+    module's ``convert`` writes the run's model file, with empty metrics. ``where`` is the model's config key."""
     if model_config.get("epochs", 0) != 0:
-        raise ConfigError(f"config key {where}.epochs: an external model is not trained here; set it to 0")
-    try:
-        options = parse_options(model_config.get("method_options", {}))
-    except ConfigError as error:
-        raise ConfigError(f"config key {where}.{error}") from error
-    checkpoint = load_torch_file(options.weights, f"a checkpoint in the {options.layout} layout",
-                                 f"Check config key {where}.method_options.weights and .layout.")
-    backbone = build_backbone(model_config["backbone"])
-    mapped = trunk_state_dict(checkpoint, options.layout, f"{options.weights} ({where})")
-    backbone.load_state_dict(match_backbone(mapped, backbone.state_dict(), f"{options.weights} ({where})"),
-                             strict=True)
-    content = backbone_file(SimpleNamespace(backbone=backbone), SimpleNamespace(method="external"), RunPosition())
-    torch_save_atomic(content, run_dir / run_files.MODEL)
+        raise ConfigError(f"config key {where}.epochs: method {model_config['method']!r} is not trained here (its "
+                          "job converts a checkpoint); set it to 0")
+    from ..core.io import write_text_atomic
+
+    methods.method_module(model_config["method"]).convert(model_config["backbone"],
+                                                           model_config.get("method_options", {}),
+                                                           run_dir / run_files.MODEL, where, log)
     write_text_atomic(run_dir / run_files.METRICS, "")
-    log.info("converted %s (layout %s, %d tensors) into %s", options.weights, options.layout, len(mapped),
-             run_dir / run_files.MODEL)
     return run_dir / run_files.MODEL
 
 
@@ -173,7 +150,7 @@ def run_logged(command: Sequence[str], log: logging.Logger) -> None:
 
 
 def build_pretraining_method(config, num_samples: int):
-    """The method of ``config`` (an ``engine.train.PretrainConfig``) with its backbone, for ``num_samples``
+    """The method of ``config`` (an ``engine.settings.PretrainConfig``) with its backbone, for ``num_samples``
     training images, initialised from the run's seed (the same weights on every process and every rerun)."""
     from ..engine.train import seed_initialisation
     from ..methods import build_method
@@ -183,13 +160,20 @@ def build_pretraining_method(config, num_samples: int):
     return build_method(config.method, build_backbone(config.backbone), config.method_options, num_samples)
 
 
-def train(config, images, run_dir: str | Path, device, **options) -> Path | None:
-    """Build the method of ``config`` (a dict or ``engine.train.PretrainConfig``) for ``images`` and run the
-    training loop on it (``engine.train.pretrain``: ``options`` are its keyword arguments)."""
-    from ..engine.train import PretrainConfig, pretrain
+def pretrain_config(config, where: str = "model"):
+    """The engine's ``PretrainConfig`` of a model's config entry (a dict, as the rule passes it; ``where``: its
+    config key), or ``config`` itself when it is one already: the one conversion a model's config goes through."""
+    from ..engine.settings import PretrainConfig
 
-    if isinstance(config, dict):
-        config = from_dict(PretrainConfig, config, where="model")
+    return config if isinstance(config, PretrainConfig) else from_dict(PretrainConfig, config, where=where)
+
+
+def train(config, images, run_dir: str | Path, device, **options) -> Path | None:
+    """Build the method of ``config`` (a dict or ``engine.settings.PretrainConfig``) for ``images`` and run the
+    training loop on it (``engine.train.pretrain``: ``options`` are its keyword arguments)."""
+    from ..engine.train import pretrain
+
+    config = pretrain_config(config)
     return pretrain(config, build_pretraining_method(config, len(images)), images, run_dir, device, **options)
 
 
@@ -197,11 +181,11 @@ def run_pretraining(request: dict, log) -> Path | None:
     """The body of one pretraining process (in-process, or each torchrun worker via ``engine.launch``)."""
     from ..data.imagenet import pretraining_images
     from ..engine import distributed
-    from ..engine.train import PretrainConfig, check_run_settings
+    from ..engine.settings import check_run_settings
 
-    configure_torch(request["threads"])
+    start_numerics(request["threads"])
     device = distributed.init_from_environment()
-    config = from_dict(PretrainConfig, request["model_config"], where=request["where"])
+    config = pretrain_config(request["model_config"], where=request["where"])
     try:
         check_run_settings(config, device, distributed.world_size())  # before the images load
         images = pretraining_images(request["imagenet_root"], request["pretrain_data"], request["threads"], log,
@@ -230,23 +214,18 @@ def main(request_path: str) -> None:
             distributed.dist.destroy_process_group()
 
 
-FILE_OPTION_KEYS = ("labels_path", "initial_weights", "weights")
-
-
-def input_file_digests(method_options: dict) -> dict:
-    """Content digests of the files a method reads (pseudo-labels, previous-round weights), nested options
-    included: a run directory belongs to one configuration *and* one set of inputs, so new labels under the same
-    path start a new run instead of resuming one trained on the old labels."""
-    digests = {}
-    for key, value in method_options.items():
-        if key in FILE_OPTION_KEYS and value:
-            digests[key] = file_digest(value)
-        elif isinstance(value, dict):
-            nested = input_file_digests(value)
-            if nested:
-                digests[key] = nested
+def input_file_digests(method: str, method_options: dict) -> dict:
+    """Content digests of the files a method reads (its declaration's input files: pseudo-labels, previous-round
+    weights, a checkpoint), a wrapped method's included, nested as the options are: a run directory belongs to one
+    configuration *and* one set of inputs, so new labels under the same path start a new run instead of resuming
+    one trained on the old labels."""
+    digests: dict = {}
+    for entry in methods.input_files(method, method_options):
+        node = digests
+        for part in entry.path[:-1]:
+            node = node.setdefault(part, {})
+        node[entry.path[-1]] = file_digest(entry.file)
     return digests
-
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from ..clustering.labels import save_labels
 from .concat import concatenate_blocks
 from ..core.finite import require_finite
 from ..models.backbones import load_backbone
-from ..core.numerics import configure_torch, numerics_record
+from ..core.numerics import numerics_record, start_numerics
 
 
 def cluster_concatenated(blocks: Sequence[np.ndarray], num_clusters: int, pca_dims: int, seed: int,
@@ -78,7 +78,7 @@ def make_pseudo_labels(model_paths: Sequence[str], pretrain_data: dict, imagenet
     from ..data.imagenet import pretraining_images
     from ..core.devices import select_device
 
-    configure_torch(threads)
+    start_numerics(threads)
     images = pretraining_images(imagenet_root, pretrain_data, threads, log.info)
     labels = labels_from_models(model_paths, images, num_clusters, pca_dims, seed, batch_size, select_device(),
                                 output, metadata, data_workers)

@@ -7,7 +7,7 @@ from typing import Sequence
 from ..core.devices import select_device
 from ..data.feature_files import voc07_split_with_features
 from ..core.io import write_json_atomic
-from ..core.numerics import configure_torch
+from ..core.numerics import start_numerics
 from ..evaluation.svm import full_svm_report_and_test_scores, protocol_costs
 
 
@@ -27,7 +27,7 @@ def save_test_scores(path: str, image_ids: Sequence[str], classes: Sequence[str]
 def evaluate_voc07_svm(trainval_features: str, test_features: str, layer: str, svm_config: dict, voc07_root: str,
                        classes: Sequence[str], output: str, n_jobs: int, log: logging.Logger,
                        scores_output: str | None = None) -> None:
-    configure_torch(n_jobs)
+    start_numerics(n_jobs)
     train_x, train_y, classes = voc07_split_with_features(trainval_features, layer, voc07_root, "trainval", classes)
     test_x, test_y, _ = voc07_split_with_features(test_features, layer, voc07_root, "test", classes)
     costs = protocol_costs(svm_config["costs"], svm_config["extra_powers"])

@@ -2,7 +2,7 @@
 
 One ``.npz`` with ``labels`` (int64 ``[N]``, in the image source's index order) and ``metadata`` (a JSON string
 that always records ``num_samples`` and ``num_clusters``). :func:`save_labels` is its one writer (atomic),
-:func:`read_labels_file` and :func:`load_labels` its readers.
+:func:`read_labels_file` its one reader (:func:`load_labels` checks what it reads against the training set).
 """
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from ..core.io import atomic_path
+from ..core.io import atomic_path, parse_json_text, read_npz
 
 LABELS_KEY, METADATA_KEY = "labels", "metadata"
+LABELS_FILE_WRITER = "save_labels (rule pseudo_labels for CLS, codc_labels for a CODC round)"
 
 
 def save_labels(path: str | os.PathLike, labels: np.ndarray, metadata: dict[str, Any]) -> None:
@@ -39,15 +40,19 @@ def save_labels(path: str | os.PathLike, labels: np.ndarray, metadata: dict[str,
 
 
 def read_labels_file(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
-    """``(labels int64[N], metadata)`` of a file written by :func:`save_labels`."""
+    """``(labels int64[N], metadata)`` of a file written by :func:`save_labels`: the one reader of the format. A
+    truncated or damaged file raises :class:`~ssl_challenge.core.io.CorruptFileError` naming it and its writer."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: pseudo-label file not found")
-    with np.load(path, allow_pickle=False) as archive:
-        if LABELS_KEY not in archive.files or METADATA_KEY not in archive.files:
+
+    def check(names: list[str]) -> None:
+        if LABELS_KEY not in names or METADATA_KEY not in names:
             raise ValueError(f"{path}: not a pseudo-label file (expected entries '{LABELS_KEY}' and "
-                             f"'{METADATA_KEY}', found {archive.files})")
-        labels, metadata = archive[LABELS_KEY], json.loads(str(archive[METADATA_KEY]))
+                             f"'{METADATA_KEY}', found {names})")
+
+    arrays = read_npz(path, LABELS_FILE_WRITER, [LABELS_KEY, METADATA_KEY], check)
+    labels, metadata = arrays[LABELS_KEY], parse_json_text(path, str(arrays[METADATA_KEY]), LABELS_FILE_WRITER)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):  # float labels could hold NaN
         raise ValueError(f"{path}: labels must be a 1-d integer array, found {labels.dtype} {labels.shape}; delete "
                          "the file and rerun the labelling step")

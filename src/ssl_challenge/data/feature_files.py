@@ -16,10 +16,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..core.finite import require_finite
-from ..core.io import atomic_path
+from ..core.io import atomic_path, parse_json_text, read_npz
 from ..core.numerics import numerics_record
 
 METADATA_KEY = "metadata"
+FEATURE_FILE_WRITER = ("save_features (rules extract_voc07_features and extract_places205_features; "
+                       "concat_voc07_features and concat_places205_features for a concatenation)")
 
 
 def save_features(path: str | os.PathLike, features: dict[str, np.ndarray], metadata: dict[str, Any]) -> None:
@@ -48,20 +50,22 @@ def save_features(path: str | os.PathLike, features: dict[str, np.ndarray], meta
 def load_features(
     path: str | os.PathLike, layers: Sequence[str] | None = None
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """``({layer: float32 [N, dim]}, metadata)``; ``layers=None`` loads every layer in the file."""
+    """``({layer: float32 [N, dim]}, metadata)``; ``layers=None`` loads every layer in the file. A truncated or
+    damaged file raises :class:`~ssl_challenge.core.io.CorruptFileError` naming it and its writer."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: feature file not found")
-    with np.load(path, allow_pickle=False) as archive:
-        if METADATA_KEY not in archive.files:
+
+    def check(names: list[str]) -> None:
+        if METADATA_KEY not in names:
             raise ValueError(f"{path}: not a feature file (no '{METADATA_KEY}' entry)")
-        metadata = json.loads(str(archive[METADATA_KEY]))
-        available = [name for name in archive.files if name != METADATA_KEY]
-        wanted = available if layers is None else list(layers)
-        missing = [layer for layer in wanted if layer not in available]
+        available = [name for name in names if name != METADATA_KEY]
+        missing = [layer for layer in layers or [] if layer not in available]
         if missing:
             raise KeyError(f"{path}: no layer(s) {missing}; the file has {sorted(available)}")
-        arrays = {layer: archive[layer] for layer in wanted}
+
+    arrays = read_npz(path, FEATURE_FILE_WRITER, None if layers is None else [METADATA_KEY, *layers], check)
+    metadata = parse_json_text(path, str(arrays.pop(METADATA_KEY)), FEATURE_FILE_WRITER)
     for layer, array in arrays.items():
         require_finite(array, f"{path}: features {layer}", "delete the file and extract the features again; if they "
                        "come out non-finite again, the model that produced them is broken")

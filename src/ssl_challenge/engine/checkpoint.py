@@ -27,6 +27,7 @@ class RunPosition:
 
 
 CHECKPOINT = "a training checkpoint: a dict of tensors and plain values with 'method', 'optimizer', 'run', 'digest'"
+CHECKPOINT_WRITER = "save_checkpoint (the training loop of rule pretrain or codc_round, at every checkpoint)"
 
 
 def save_checkpoint(path: str | Path, method: torch.nn.Module, optimizer, run: RunPosition, digest: str) -> None:
@@ -41,11 +42,11 @@ def save_checkpoint(path: str | Path, method: torch.nn.Module, optimizer, run: R
 def restore_checkpoint(path: str | Path, method: torch.nn.Module, optimizer, digest: str) -> RunPosition:
     """Load ``path`` into ``method`` and ``optimizer`` (strict) and return the run position.
 
-    A file that is truncated, corrupt or holds anything but tensors and plain values raises ``ModelFileError``
-    naming it; deleting it restarts the run from scratch.
+    A truncated or damaged file raises ``CorruptFileError``, one holding anything but tensors and plain values
+    ``ModelFileError``, both naming it; deleting it restarts the run from scratch.
     """
     restart = "Delete it to restart this run from scratch (epoch 0); the finished epochs will be trained again."
-    state = load_torch_file(path, CHECKPOINT, restart)
+    state = load_torch_file(path, CHECKPOINT, restart, CHECKPOINT_WRITER)
     if not isinstance(state, dict) or not {"method", "optimizer", "run", "digest"} <= set(state):
         found = sorted(state) if isinstance(state, dict) else type(state).__name__
         raise ModelFileError(f"{path}: not a checkpoint (found {found}); expected {CHECKPOINT}. {restart}")

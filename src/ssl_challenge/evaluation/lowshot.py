@@ -76,6 +76,9 @@ def _draw_one_sample(positives, negatives, k, ratio, sample, seed) -> dict:
     return chosen
 
 
+SAMPLES_WRITER = "save_lowshot_samples (rule lowshot_samples)"
+
+
 def save_lowshot_samples(path: str | Path, samples: dict) -> None:
     """Write the samples as JSON, atomically."""
     _check_samples(samples, str(path))
@@ -83,13 +86,10 @@ def save_lowshot_samples(path: str | Path, samples: dict) -> None:
 
 
 def load_lowshot_samples(path: str | Path) -> dict:
-    """Read samples written by :func:`save_lowshot_samples`; errors name the file and what is wrong."""
-    import json
-
-    try:
-        samples = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: cannot read low-shot samples ({error})") from error
+    """Read samples written by :func:`save_lowshot_samples` (the format's one reader); errors name the file and what
+    is wrong: a truncated or damaged file raises :class:`~ssl_challenge.core.io.CorruptFileError` naming its writer."""
+    samples = read_json_object(path, f"{path}: low-shot samples not found; they are written by {SAMPLES_WRITER}",
+                               "(low-shot samples)", SAMPLES_WRITER)
     _check_samples(samples, str(path))
     return samples
 
@@ -100,6 +100,9 @@ def _check_samples(samples: dict, source: str) -> None:
 
     if not isinstance(samples, dict):
         fail("not a JSON object")
+    if samples.get("format") != SAMPLES_FORMAT:
+        fail(f"format {samples.get('format')!r}, this code reads format {SAMPLES_FORMAT}; delete the file to "
+             "draw the samples again")
     for key in ("seed", "k_values", "num_samples", "num_images", "num_classes", "samples"):
         if key not in samples:
             fail(f"missing key {key!r}")
@@ -322,7 +325,7 @@ def evaluate_lowshot_with_scores(train_x: np.ndarray, train_y: np.ndarray, test_
                     "sample_maps": at_cost.tolist()}
         sample_scores[k] = [np.asarray(scores[:, :, chosen], dtype=np.float64) for scores in sample_scores[k]]
     return {
-        "track_score": float(np.mean([entry["mean"] for entry in per_k.values()])),
+        "track_score": track_score(per_k),
         "per_k": per_k,
         "map_per_cost": map_per_cost,
         "costs": costs,
@@ -336,6 +339,11 @@ def evaluate_lowshot_with_scores(train_x: np.ndarray, train_y: np.ndarray, test_
         "solver_stats": stats,
         "numerics": numerics_record(),
     }, sample_scores
+
+
+def track_score(per_k: Mapping[str, Mapping[str, float]]) -> float:
+    """The low-shot track score: the mean over k of the per-k mean mAPs (``per_k`` {str(k): {"mean": ...}})."""
+    return float(np.mean([entry["mean"] for entry in per_k.values()]))
 
 
 # ------------------------------------------------------------------------------------------------ one job per k
@@ -363,7 +371,7 @@ def merge_lowshot_results(results: Sequence[dict], k_values: Sequence[int]) -> d
         map_per_cost[str(k)] = result["map_per_cost"][str(k)]
         for key, value in result["solver_stats"].items():
             stats[key] = stats.get(key, 0) + value
-    return {"track_score": float(np.mean([entry["mean"] for entry in per_k.values()])), "per_k": per_k,
+    return {"track_score": track_score(per_k), "per_k": per_k,
             "map_per_cost": map_per_cost, **{key: first[key] for key in SHARED_RESULT_KEYS},
             "seconds": sum(result["seconds"] for result in results), "solver_stats": stats,
             "numerics": first["numerics"], "layer": first["layer"], "dim": first["dim"]}

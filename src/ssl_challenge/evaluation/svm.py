@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..core.finite import require_finite
+from ..core.io import read_npz
 from ..core.numerics import numerics_record
 from ..core.threads import torch_threads
 from .ap import average_precision, non_interpolated_average_precision
@@ -232,3 +233,20 @@ def full_svm_report_and_test_scores(train_x: np.ndarray, train_y: np.ndarray, te
         "solver_stats": stats,
         "numerics": numerics_record(),
     }, test_scores
+
+
+# ------------------------------------------------------------------------------------------------ test-scores files
+TEST_SCORES_WRITER = ("save_test_scores of stages.svm_track (rule svm_full) or save_lowshot_scores of "
+                      "stages.lowshot_track (rules svm_lowshot and merge_lowshot)")
+
+
+def read_test_scores(path) -> dict[str, np.ndarray]:
+    """Every array of a test-scores file (``<result>.scores.npz``): ``image_ids`` and ``classes``, then the full
+    SVM's ``scores`` [M, C] or the low-shot SVMs' ``k<k>_sample<s>`` [M, C]; the one reader of the format. A
+    truncated or damaged file raises :class:`~ssl_challenge.core.io.CorruptFileError` naming it and its writer."""
+    def check(names: list[str]) -> None:
+        if "image_ids" not in names or "classes" not in names:
+            raise ValueError(f"{path}: not a test-scores file (expected 'image_ids' and 'classes', found {names}); "
+                             f"it is written by {TEST_SCORES_WRITER}")
+
+    return read_npz(path, TEST_SCORES_WRITER, check=check)

@@ -23,15 +23,14 @@ import numpy as np
 
 from ..core import provenance
 from ..evaluation import submission_formats as submission
-from ..core.io import atomic_path
+from ..core.io import atomic_path, read_npz
+from ..evaluation.svm import read_test_scores
+from .table_formats import read_json
 
 CLASSIFICATION_FILE = "voc07_classification.json"
 PLACES205_FILE = "places205_val.json"
 DETECTION_FILE = "voc07_detection.zip"
-
-
-def read_json(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())
+PREDICTIONS_WRITER = "evaluate_places205_linear of stages.places205_track (rule linear_probe)"
 
 
 def best_entry(results: dict[str, str], score) -> tuple[dict, str]:
@@ -40,8 +39,8 @@ def best_entry(results: dict[str, str], score) -> tuple[dict, str]:
     return max(loaded, key=lambda pair: score(pair[0]))
 
 
-def _checked_arrays(path: str, classes: Sequence[str] | None) -> tuple[np.lib.npyio.NpzFile, list[str], list[str]]:
-    arrays = np.load(path, allow_pickle=False)
+def _checked_arrays(path: str, classes: Sequence[str] | None) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
+    arrays = read_test_scores(path)
     stored = [str(name) for name in arrays["classes"]]
     if classes and list(classes) != stored:
         raise ValueError(f"{path}: scores of classes {stored}, but the configuration's classes are {list(classes)}; "
@@ -85,7 +84,7 @@ def build_submission(model: str, spec: dict, roots: dict, classes: Sequence[str]
 
     result, scores_path = best_entry(spec["voc07_lowshot"], lambda entry: entry["track_score"])
     arrays, image_ids, stored = _checked_arrays(scores_path, classes)
-    for key in sorted(name for name in arrays.files if name.startswith("k")):
+    for key in sorted(name for name in arrays if name.startswith("k")):
         k, sample = (int(part) for part in key[1:].split("_sample"))
         written.append(submission.write_voc07_lowshot_classification(folder, sample, k, image_ids, stored,
                                                                      arrays[key]))
@@ -94,7 +93,7 @@ def build_submission(model: str, spec: dict, roots: dict, classes: Sequence[str]
 
     (result_path, predictions_path), = spec["places205_linear"].items()
     result = read_json(result_path)
-    arrays = np.load(predictions_path, allow_pickle=False)
+    arrays = read_npz(predictions_path, PREDICTIONS_WRITER, ["predictions", "layer"])
     relative_paths, _ = read_places205_list(roots["places205"], "val")
     submission.write_places205_predictions(folder / PLACES205_FILE, relative_paths, arrays["predictions"])
     written.append(folder / PLACES205_FILE)

@@ -40,6 +40,23 @@ def test_conversion_keeps_parameters_buffers_and_state_dict_keys():
     assert has_batchnorm(converted) and not has_batchnorm(torch.nn.Linear(2, 2))
 
 
+@pytest.mark.parametrize("device", ["cpu", "cuda"])  # the CUDA conversion (to nn.SyncBatchNorm) runs on the CPU
+@pytest.mark.parametrize("neck_sync_bn", [True, False])
+def test_a_module_marked_per_process_keeps_its_batchnorm(device, neck_sync_bn):
+    from ssl_challenge.models.necks import ODCNeck
+
+    synchronised = GlobalBatchNorm if device == "cpu" else torch.nn.SyncBatchNorm
+    trunk = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+    model = torch.nn.ModuleDict({"trunk": trunk, "neck": ODCNeck(4, 6, 2, sync_batchnorm=neck_sync_bn)})
+    neck_norm = model["neck"].layers[1]
+    converted = convert_sync_batchnorm(model, torch.device(device))
+    assert isinstance(converted["trunk"][1], synchronised)  # the trunk's BatchNorm is synchronised either way
+    if neck_sync_bn:
+        assert isinstance(converted["neck"].layers[1], synchronised)
+    else:  # ODC's reference neck: per GPU
+        assert converted["neck"].layers[1] is neck_norm and type(neck_norm) is BatchNorm1d
+
+
 def test_without_a_process_group_it_is_plain_batchnorm():
     plain = torch.nn.BatchNorm2d(3)
     synced = convert_sync_batchnorm(torch.nn.Sequential(torch.nn.BatchNorm2d(3)), torch.device("cpu"))[0]

@@ -47,17 +47,26 @@ def test_small_resnet_options_and_pooled_feature():
     torch.testing.assert_close(pooled, backbone(images)["feat5"].mean(dim=(2, 3)))
 
 
-def test_small_resnet_trains_and_channels_last_input_changes_no_value():
+def test_small_resnet_trains_and_channels_last_input_changes_no_value(monkeypatch):
     torch.manual_seed(0)
-    backbone = build_backbone({"name": "small_resnet", "widths": [4, 4, 8, 8]})
+    # Widths that are all multiples of 8 turn CPU channels-last on (narrower ones keep NCHW, see
+    # backbones._channels_last_is_safe), so the forward below takes the channels-last path and the manual one not.
+    backbone = build_backbone({"name": "small_resnet", "widths": [8, 8, 16, 16]})
+    assert backbone.cpu_channels_last
+    assert not build_backbone({"name": "small_resnet", "widths": [4, 4, 8, 8]}).cpu_channels_last
     images = torch.randn(4, 3, 16, 16)
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", True)  # channels-last is used only while oneDNN is on
+    assert backbone._prepare_input(images).is_contiguous(memory_format=torch.channels_last)
     backbone.pooled(images).square().mean().backward()
     assert all(parameter.grad is not None for parameter in backbone.parameters())
     backbone.eval()
+    outputs = backbone(images)
+    assert outputs["feat1"].is_contiguous(memory_format=torch.channels_last)
     manual = images  # the stages run by hand on a plain NCHW tensor
     for stage in backbone.stage_functions():
         manual = stage(manual)
-    torch.testing.assert_close(backbone(images)["feat5"], manual)
+    assert manual.is_contiguous() and not manual.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(outputs["feat5"], manual)
 
 
 @pytest.mark.parametrize("zero_init_residual", [False, True])
@@ -140,10 +149,45 @@ def test_build_backbone_records_resolved_config_and_rebuilds_the_same_network():
     ({"name": "small_resnet", "widths": [8, 8, 8]}, "backbone.widths"),
     ({"name": "small_resnet", "blocks": [1, 0, 1, 1]}, "backbone.blocks"),
     ({"name": "resnet50", "widths": [8, 8, 8, 8]}, "widths"),
+    ({"name": "resnet50", "conv_init": "xavier"}, "backbone.conv_init"),
+    ({"name": "small_resnet", "conv_init": "fan_in"}, "conv_init"),  # a ResNet-50 option only
 ])
 def test_build_backbone_rejects_unknown_names_and_keys(config, named):
     with pytest.raises(ValueError, match=named):
         build_backbone(config)
+
+
+# ------------------------------------------------------------------------------------------------ initialisation
+def conv_fans(conv: torch.nn.Conv2d) -> tuple[int, int]:
+    kernel_area = conv.kernel_size[0] * conv.kernel_size[1]
+    return conv.in_channels * kernel_area, conv.out_channels * kernel_area
+
+
+@pytest.mark.parametrize("name, conv_init", [("resnet50", "fan_in"), ("resnet50", "fan_out"),
+                                             ("small_resnet", "fan_out")])
+def test_convolutions_start_with_the_kaiming_std_of_the_chosen_fan(name, conv_init):
+    """Kaiming normal for ReLU draws N(0, 2 / fan): each convolution's weight std within 10% of sqrt(2 / fan) of
+    the chosen fan (3 standard errors of the std for the smallest layer here, 432 weights), and more than 25% from
+    the other fan's wherever the two fans differ by 2x or more (stds sqrt(2) apart: no std passes both); BatchNorm
+    starts at weight 1, bias 0."""
+    torch.manual_seed(0)
+    config = {"name": "resnet50", "conv_init": conv_init} if name == "resnet50" else \
+        {"name": "small_resnet", "widths": [16, 32, 64, 128]}  # torchvision's fan_out, always
+    backbone = build_backbone(config)
+    telling = 0
+    for where, module in backbone.named_modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            assert bool((module.weight == 1).all()) and bool((module.bias == 0).all()), where
+        if not isinstance(module, torch.nn.Conv2d):
+            continue
+        fan_in, fan_out = conv_fans(module)
+        chosen, other = (fan_in, fan_out) if conv_init == "fan_in" else (fan_out, fan_in)
+        std = module.weight.std().item()
+        assert abs(std / (2 / chosen) ** 0.5 - 1) < 0.1, (where, std, chosen)
+        if max(chosen, other) / min(chosen, other) >= 2:  # stds sqrt(2) apart or more: the other mode fails
+            assert abs(std / (2 / other) ** 0.5 - 1) > 0.25, (where, std, other)
+            telling += 1
+    assert telling >= 4
 
 
 # ------------------------------------------------------------------------------------------------ model files

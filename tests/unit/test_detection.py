@@ -14,7 +14,8 @@ from torch import nn
 from layouts_fixture import make_tiny_voc07, write_voc_annotation
 from ssl_challenge.detection.data import (DetectionSet, continuous_to_voc, flip_boxes, read_proposals,
                                           voc_to_continuous)
-from ssl_challenge.detection.model import DetectionBackboneError, DetectorConfig, RoIMaxPool, build_detector
+from ssl_challenge.detection.model import (DetectionBackboneError, DetectorConfig, RoIMaxPool, StraddleAwareRPN,
+                                           box_head_losses, build_detector)
 from ssl_challenge.detection.train import SolverConfig, batch_indices, detect, train_detector
 from ssl_challenge.models.backbones import SmallResNetBackbone, build_backbone
 
@@ -34,9 +35,9 @@ def voc_root(tmp_path):
     return tmp_path / "VOCdevkit"
 
 
-def small_detector(seed=0, **options):
+def small_detector(seed=0, config=TINY, **options):
     torch.manual_seed(seed)
-    return build_detector(build_backbone({"name": "small_resnet"}), TINY, len(CLASSES), "rot", **options)
+    return build_detector(build_backbone({"name": "small_resnet"}), config, len(CLASSES), "rot", **options)
 
 
 def test_trunk_frozen_last_stage_trained_batchnorm_fixed(voc_root, tmp_path):
@@ -195,3 +196,139 @@ def test_fast_rcnn_on_given_proposals(voc_root, tmp_path):
     assert sum(len(rows) for rows in detections.values()) > 0
     with pytest.raises(ValueError, match=r"proposals.json: no proposals for 1 images \(first: \['000011'\]\)"):
         read_proposals(path, ids + ["000011"])
+
+
+# ------------------------------------------------------------------------------------------------ Detectron's details
+def head_batchnorm_parameters(detector) -> dict[str, torch.Tensor]:
+    stage = detector.detector.roi_heads.box_head.stage
+    return {f"{name}.{kind}": getattr(module, kind) for name, module in stage.named_modules()
+            if isinstance(module, nn.BatchNorm2d) for kind in ("weight", "bias")}
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_frozen_affine_batchnorm_freezes_res5s_scale_and_bias(voc_root, tmp_path, frozen):
+    detector = small_detector(config=dataclasses.replace(TINY, frozen_affine_batchnorm=frozen))
+    parameters = head_batchnorm_parameters(detector)
+    assert parameters and all(p.requires_grad is not frozen for p in parameters.values())
+    before = {name: p.detach().clone() for name, p in parameters.items()}
+    convolution = detector.detector.roi_heads.box_head.stage[0].conv1.weight
+    convolution_before = convolution.detach().clone()
+    solver = dataclasses.replace(SOLVER, iterations=2, warmup_iterations=0, steps=())
+    train_detector(detector, DetectionSet(voc_root, "trainval", CLASSES), solver, tmp_path / "run", CPU, "d",
+                   log=lambda _: None)
+    unchanged = [torch.equal(before[name], p) for name, p in head_batchnorm_parameters(detector).items()]
+    assert all(unchanged) if frozen else not any(unchanged)  # AffineChannel: fixed; else each one trains
+    assert not torch.equal(convolution_before, convolution)  # res5's convolutions train either way
+
+
+def test_box_head_loss_is_smooth_l1_of_the_chosen_beta_by_hand():
+    # Two sampled RoIs of one image: RoI 0 of class 2 (of 3 + background), RoI 1 background. Uniform logits:
+    # cross-entropy ln 4. RoI 0's class-2 deltas minus its targets: (0.5, -2, 0, 1.5).
+    logits = torch.zeros(2, 4)
+    regression = torch.zeros(2, 16)
+    regression[0, 8:12] = torch.tensor([0.5, -2.0, 0.25, 1.5])
+    regression[1] = 7.0  # a background RoI's deltas never count
+    targets = [torch.tensor([[0.0, 0.0, 0.25, 0.0], [3.0, 3.0, 3.0, 3.0]])]
+    labels = [torch.tensor([2, 0])]
+    losses = box_head_losses(logits, regression, labels, targets, beta=1.0)
+    torch.testing.assert_close(losses["loss_classifier"], torch.log(torch.tensor(4.0)))
+    # beta 1: 0.5 x^2 below 1, |x| - 0.5 above: 0.125 + 1.5 + 0 + 1.0, over 2 RoIs
+    torch.testing.assert_close(losses["loss_box_reg"], torch.tensor((0.125 + 1.5 + 0.0 + 1.0) / 2))
+    # beta 1/9: |x| - 1/18 for each nonzero difference (all above 1/9)
+    ninth = box_head_losses(logits, regression, labels, targets, beta=1 / 9)["loss_box_reg"]
+    torch.testing.assert_close(ninth, torch.tensor((0.5 + 2.0 + 1.5 - 3 / 18) / 2))
+
+
+def test_box_head_loss_at_beta_one_ninth_is_torchvisions_bit_for_bit():
+    from torchvision.models.detection.roi_heads import fastrcnn_loss
+
+    generator = torch.Generator().manual_seed(0)
+    logits, regression = torch.randn(12, 4, generator=generator), torch.randn(12, 16, generator=generator)
+    labels = [torch.randint(0, 4, (5,), generator=generator), torch.randint(0, 4, (7,), generator=generator)]
+    targets = [torch.randn(5, 4, generator=generator), torch.randn(7, 4, generator=generator)]
+    ours = box_head_losses(logits, regression, labels, targets, beta=1 / 9)
+    classifier, box = fastrcnn_loss(logits, regression, labels, targets)
+    assert torch.equal(ours["loss_classifier"], classifier) and torch.equal(ours["loss_box_reg"], box)
+
+
+def test_default_detector_trains_as_torchvisions_bit_for_bit(voc_root):
+    """The default keys (beta 1/9, every anchor) give torchvision's RPN and RoI-head losses and gradients."""
+    import copy
+
+    from torchvision.models.detection.roi_heads import RoIHeads
+    from torchvision.models.detection.rpn import RegionProposalNetwork
+
+    ours = small_detector()
+    theirs = copy.deepcopy(ours)
+    theirs.detector.roi_heads.__class__ = RoIHeads  # the same modules and settings, torchvision's code
+    theirs.detector.rpn.__class__ = RegionProposalNetwork
+    dataset = DetectionSet(voc_root, "trainval", CLASSES)
+    images, targets = zip(*(dataset.load(index, flip=False, training=True) for index in range(2)))
+    results = []
+    for detector in (ours, theirs):
+        torch.manual_seed(5)  # the samplers' draws
+        losses = detector(list(images), [dict(target) for target in targets])
+        sum(losses.values()).backward()
+        results.append((losses, [p.grad for p in detector.parameters() if p.requires_grad]))
+    (our_losses, our_grads), (their_losses, their_grads) = results
+    assert our_losses.keys() == their_losses.keys() == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier",
+                                                        "loss_box_reg"}
+    assert all(torch.equal(our_losses[key], their_losses[key]) for key in our_losses)
+    assert all(torch.equal(a, b) for a, b in zip(our_grads, their_grads))
+
+
+class FakeImageList:
+    def __init__(self, image_sizes):
+        self.image_sizes = image_sizes
+
+
+def straddle_rpn(threshold: int) -> StraddleAwareRPN:
+    rpn = small_detector(config=dataclasses.replace(TINY, rpn_straddle_threshold=threshold)).detector.rpn
+    assert isinstance(rpn, StraddleAwareRPN)
+    return rpn
+
+
+def assigned(rpn: StraddleAwareRPN, anchors: torch.Tensor, gt: list[list[float]], size=(32, 32)):
+    rpn._image_sizes = [size]  # as forward() sets it for the batch
+    labels, boxes = rpn.assign_targets_to_anchors([anchors], [{"boxes": torch.tensor(gt)}])
+    return labels[0].tolist(), boxes[0]
+
+
+def test_anchors_straddling_the_border_are_left_out_of_rpn_training():
+    # A 32 x 32 image, one object [0, 0, 16, 16]. Anchors: crossing the left border with IoU 240/272 = 0.88 (the
+    # object's best), inside with IoU 192/320 = 0.6 (between RPN's 0.3 and 0.7), inside far away (IoU 0), and
+    # crossing the right border (IoU 0); the last anchor ends exactly on the border (inside, IoU 0).
+    anchors = torch.tensor([[-1.0, 0, 15, 16], [4, 0, 20, 16], [20, 20, 30, 30], [24, 24, 40, 40], [16, 16, 32, 32]])
+    gt = [[0.0, 0, 16, 16]]
+    labels, _ = assigned(straddle_rpn(-1), anchors, gt)
+    assert labels == [1.0, -1.0, 0.0, 0.0, 0.0]  # torchvision: every anchor takes part
+    labels, boxes = assigned(straddle_rpn(0), anchors, gt)
+    # Detectron (STRADDLE_THRESH 0): the crossing anchors ignored (-1); matching runs over the anchors inside, so
+    # the 0.6 anchor is now the object's best and positive; the inside background anchors keep label 0.
+    assert labels == [-1.0, 1.0, 0.0, -1.0, 0.0]
+    assert torch.equal(boxes[1], torch.tensor(gt[0])) and torch.equal(boxes[0], anchors[0])  # no box to regress
+    labels, _ = assigned(straddle_rpn(2), anchors, gt)  # 2 px of slack: the left one (1 px over) is back
+    assert labels == [1.0, -1.0, 0.0, -1.0, 0.0]
+
+
+def test_an_image_with_no_anchor_inside_gives_zero_rpn_losses_not_nan():
+    rpn = straddle_rpn(0)
+    anchors = torch.tensor([[-8.0, -8, 8, 8], [24, 24, 40, 40]])
+    labels, _ = assigned(rpn, anchors, [[0.0, 0, 16, 16]])
+    assert labels == [-1.0, -1.0]
+    objectness = torch.randn(2, 1, requires_grad=True)
+    deltas = torch.randn(2, 4, requires_grad=True)
+    objectness_loss, box_loss = rpn.compute_loss(objectness, deltas, [torch.tensor(labels)], [torch.zeros(2, 4)])
+    assert objectness_loss.item() == 0.0 and box_loss.item() == 0.0
+    (objectness_loss + box_loss).backward()  # still part of the graph
+    assert torch.equal(objectness.grad, torch.zeros(2, 1))
+
+
+def test_detectron_settings_train_end_to_end(voc_root, tmp_path):
+    config = dataclasses.replace(TINY, frozen_affine_batchnorm=True, box_smooth_l1_beta=1.0, rpn_straddle_threshold=0)
+    detector = small_detector(config=config)
+    assert train_detector(detector, DetectionSet(voc_root, "trainval", CLASSES),
+                          dataclasses.replace(SOLVER, iterations=3), tmp_path / "run", CPU, "d", log=lambda _: None)
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert lines and all(np.isfinite(line["loss"]) for line in lines)
+    assert detector.detector.rpn._image_sizes is None  # forward() leaves no batch behind

@@ -51,3 +51,31 @@ def test_method_heads_are_normal_001(method, options, head_in):
     if method == "odc":
         first, _ = linear_layers(built.clustering.neck)
         assert float(first.weight.detach().std()) == pytest.approx(math.sqrt(2 / 64), rel=0.05)
+
+
+def neck_batchnorm(method: nn.Module) -> nn.BatchNorm1d:
+    (norm,) = [module for module in method.clustering.neck.modules() if isinstance(module, nn.BatchNorm1d)]
+    return norm
+
+
+@pytest.mark.parametrize("options, momentum, synchronised", [
+    ({}, 0.1, True),  # torch's default momentum; converted with the trunk under sync_bn (today's behaviour)
+    ({"neck_bn_momentum": 0.001, "neck_sync_bn": False}, 0.001, False),  # the reference's neck
+])
+def test_odc_neck_batchnorm_momentum_and_synchronisation_are_options(options, momentum, synchronised):
+    torch.manual_seed(0)
+    built = build_method("odc", build_backbone({"name": "small_resnet"}), {"num_clusters": 4, **options},
+                         num_samples=100)
+    norm = neck_batchnorm(built)
+    assert norm.momentum == momentum and built.clustering.neck.sync_batchnorm is synchronised
+    # one training batch: running_mean = (1 - momentum) * 0 + momentum * (the batch's mean of the fc output)
+    pooled = torch.randn(8, 64)
+    hidden = built.clustering.neck.layers[0](pooled).detach()
+    built.clustering.neck.train()(pooled)
+    torch.testing.assert_close(norm.running_mean, momentum * hidden.mean(0))
+
+
+def test_odc_neck_batchnorm_momentum_outside_0_1_is_refused():
+    with pytest.raises(ValueError, match="neck_bn_momentum"):
+        build_method("odc", build_backbone({"name": "small_resnet"}), {"num_clusters": 4, "neck_bn_momentum": 0.0},
+                     num_samples=100)

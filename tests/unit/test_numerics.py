@@ -114,3 +114,123 @@ def test_job_logging_refuses_a_non_boolean_setting(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="resources.deterministic"):
         with job_logging(fake_job(tmp_path, {"resources": {"deterministic": "yes"}})):
             pass
+
+
+@pytest.fixture
+def cuda_settings_restored(monkeypatch):
+    """The global flags configure_cuda changes, put back afterwards (the test process must not stay in them)."""
+    import warnings
+
+    monkeypatch.setattr(os, "environ", {name: value for name, value in os.environ.items()
+                                        if name != "CUBLAS_WORKSPACE_CONFIG"} | {numerics.DETERMINISTIC_VARIABLE: "1"})
+    saved = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.mkldnn.enabled, warnings.showwarning, list(warnings.filters))
+    monkeypatch.setattr(numerics, "_cuda_device", None)
+    monkeypatch.setattr(numerics, "_nondeterministic_operations", [])
+    yield
+    (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, algorithms, warn_only,
+     torch.backends.mkldnn.enabled, warnings.showwarning, warnings.filters[:]) = saved
+    torch.use_deterministic_algorithms(algorithms, warn_only=warn_only)
+
+
+def test_configure_cuda_sets_deterministic_gpu_numerics_and_records_them(cuda_settings_restored):
+    from torch._prims_common import alert_not_deterministic  # torch's own warn-only alert, message included
+
+    import warnings
+
+    shown = []  # what reaches the warnings' display (the job's log) before and after configure_cuda wraps it
+    warnings.showwarning = lambda message, *args, **kwargs: shown.append(str(message))
+    torch.backends.cudnn.benchmark = True  # as a user's earlier setting might have left it
+    torch.backends.mkldnn.enabled = False  # the CPU side of deterministic mode, as configure_torch leaves it
+    record = numerics.configure_cuda(torch.device("cuda", 0), deterministic=True)
+    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert record["cuda"] == {"device": "cuda:0", "cudnn_deterministic": True, "cudnn_benchmark": False,
+                              "deterministic_algorithms": True, "deterministic_algorithms_warn_only": True,
+                              "cublas_workspace_config": ":4096:8", "nondeterministic_operations": []}
+    assert record["deterministic"]
+    # An operation without a deterministic CUDA kernel warns (never raises) and is listed once in the record.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a user's filter: the alert is shown all the same
+        numerics.configure_cuda(torch.device("cuda", 0), deterministic=True)  # again: wrapped once, not twice
+        for _ in range(3):  # as in a training loop: shown once for its place of call
+            alert_not_deterministic("scatter_add_cuda_kernel")
+    assert len(shown) == 1 and shown[0].startswith("scatter_add_cuda_kernel does not have a deterministic")
+    record = numerics.numerics_record()
+    assert record["cuda"]["nondeterministic_operations"] == ["scatter_add_cuda_kernel"]
+    assert not record["deterministic"]
+    # Deterministic mode off: the flags are off again.
+    record = numerics.configure_cuda("cuda", deterministic=False)
+    assert not torch.backends.cudnn.deterministic and not torch.are_deterministic_algorithms_enabled()
+    assert not record["cuda"]["deterministic_algorithms"] and not record["deterministic"]
+
+
+def test_configure_cuda_changes_nothing_on_the_cpu(cuda_settings_restored):
+    record = numerics.configure_cuda(torch.device("cpu"), deterministic=True)
+    assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ and "cuda" not in record
+
+
+def test_job_logging_pins_cublas_workspace_without_recording_it_on_the_cpu(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "environ", {name: value for name, value in os.environ.items()
+                                        if name != "CUBLAS_WORKSPACE_CONFIG"})
+    with job_logging(fake_job(tmp_path, {"resources": {"deterministic": True}})):
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"  # before torch's first CUDA call
+        assert "CUBLAS_WORKSPACE_CONFIG" not in numerics.numerics_record()["environment"]
+
+
+CUDA_JOB = """
+import hashlib, json
+from ssl_challenge.core.numerics import pin_environment
+pin_environment(1, deterministic=True)  # as job_logging does, before torch loads
+import torch
+from ssl_challenge.core.devices import select_device
+from ssl_challenge.core.numerics import numerics_record, start_numerics
+
+start_numerics(1)
+device = select_device()
+
+
+def trained_digest():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 10)).to(device)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    images = torch.randn(256, 3, 32, 32, generator=torch.Generator().manual_seed(1)).to(device)
+    labels = torch.arange(256).remainder(10).to(device)
+    for _ in range(5):
+        loss = torch.nn.functional.cross_entropy(net(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    digest = hashlib.sha256()
+    for value in net.state_dict().values():
+        digest.update(value.cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+first, second = trained_digest(), trained_digest()
+before = numerics_record()
+# Operations torch documents as without a deterministic CUDA kernel: warned about, never raised.
+torch.nn.functional.avg_pool3d(torch.rand(1, 1, 4, 4, 4, device=device, requires_grad=True), 2).sum().backward()
+torch.histc(torch.rand(100, device=device))
+print(json.dumps({"first": first, "second": second, "before": before, "after": numerics_record()}))
+"""
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_deterministic_mode_repeats_training_and_lists_warned_operations():
+    env = {key: value for key, value in os.environ.items()
+           if key not in numerics.RECORDED_VARIABLES + (numerics.DETERMINISTIC_VARIABLE, "CUBLAS_WORKSPACE_CONFIG")}
+    result = subprocess.run([sys.executable, "-c", CUDA_JOB], env=env | {"PYTHONPATH": str(SRC)},
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["first"] == found["second"]  # two trainings, the same bytes
+    cuda = found["before"]["cuda"]
+    assert cuda["cudnn_deterministic"] and not cuda["cudnn_benchmark"] and cuda["deterministic_algorithms"]
+    assert cuda["cublas_workspace_config"] == ":4096:8" and found["before"]["deterministic"]
+    assert found["after"]["cuda"]["nondeterministic_operations"] and not found["after"]["deterministic"]
+    assert "does not have a deterministic implementation" in result.stderr  # shown in the job's log too

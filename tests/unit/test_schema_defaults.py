@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ssl_challenge.plan import planning
 from ssl_challenge.data.transforms import AugmentationConfig, ColorJitterConfig
-from ssl_challenge.engine.train import OptimizerConfig, PretrainConfig, ScheduleConfig
+from ssl_challenge.detection.model import DetectorConfig
+from ssl_challenge.engine.settings import OptimizerConfig, PretrainConfig, ScheduleConfig
 from ssl_challenge.evaluation.linear_probe import LinearProbeConfig
-from ssl_challenge.methods.cls import ClsOptions
-from ssl_challenge.methods.codc import CODCOptions
+from ssl_challenge.methods.cls_options import ClsOptions
+from ssl_challenge.methods.codc_options import CODCOptions
 
 SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[2] / "workflow/schemas/config.schema.yaml").read_text())
 
@@ -70,6 +70,7 @@ def dataclass_defaults(cls) -> dict:
     (CODCOptions, "definitions/codc_experiment/properties"),
     (LinearProbeConfig, "properties/evaluation/properties/places205_linear/properties"),
     (LinearProbeConfig, "properties/evaluation/properties/imagenet_linear/properties"),
+    (DetectorConfig, "properties/evaluation/properties/voc07_detection/properties"),
 ])
 def test_dataclass_defaults_are_the_schemas(cls, schema_path):
     properties = node(schema_path)
@@ -78,7 +79,7 @@ def test_dataclass_defaults_are_the_schemas(cls, schema_path):
     assert shared == {key: schema_default(properties, key) for key in shared}
 
 
-def test_the_planners_cls_pca_default_is_the_methods():
-    """CLS options are the method's (the schema leaves method_options to it); the planner reads pca_dims."""
-    assert planning.CLS_DEFAULT_PCA_DIMS == ClsOptions.pca_dims == node(
-        "definitions/codc_experiment/properties")["pca_dims"]["default"]
+def test_the_pca_dims_of_cls_labels_default_as_those_of_codc_labels():
+    """CLS options are the method's (the schema leaves method_options to it; the planner reads them through the
+    method's declaration); both kinds of pseudo-labels whiten to the same dimensions by default."""
+    assert ClsOptions.pca_dims == node("definitions/codc_experiment/properties")["pca_dims"]["default"] == 256

@@ -108,10 +108,11 @@ def test_comparison_catches_a_change_outside_the_allow_list(path, value):
 
 
 def test_full_scale_keeps_the_reference_recipes():
-    """The reference values of PROTOCOLS.md, where a typo would silently change the science."""
+    """The reference values of docs/protocols.md, where a typo would silently change the science."""
     models = yaml.safe_load(CHALLENGE.read_text())["models"]
     dc, odc, rot = models["dc"], models["odc"], models["rot"]
-    assert dc["backbone"] == {"name": "resnet50", "sobel": True}
+    assert dc["backbone"] == {"name": "resnet50", "sobel": True, "conv_init": "fan_in"}
+    assert all(model["backbone"]["conv_init"] == "fan_in" for model in models.values())  # mmcv's ResNet init
     assert (dc["epochs"], dc["batch_size"], dc["optimizer"]) == (
         200, 512, {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-5})
     assert dc["method_options"] == {"num_clusters": 10000, "pca_dims": 256, "kmeans_iterations": 20}
@@ -119,6 +120,10 @@ def test_full_scale_keeps_the_reference_recipes():
         440, 512, {"lr": 0.06, "momentum": 0.9, "weight_decay": 1e-5}, {"milestones": [400], "gamma": 0.4})
     assert odc["method_options"]["memory_momentum"] == 0.5 and odc["method_options"]["min_cluster_size"] == 20
     assert odc["method_options"]["num_clusters"] == 10000
+    assert (odc["method_options"]["neck_bn_momentum"], odc["method_options"]["neck_sync_bn"]) == (0.001, False)
+    detection = yaml.safe_load(CHALLENGE.read_text())["evaluation"]["voc07_detection"]
+    assert (detection["frozen_affine_batchnorm"], detection["box_smooth_l1_beta"],
+            detection["rpn_straddle_threshold"]) == (True, 1.0, 0)  # Detectron's AffineChannel, beta, straddle
     reference_pipeline = {"crop": "random_resized", "crop_scale": [0.08, 1.0], "flip": True, "rotation_degrees": 2,
                           "color_jitter": {"brightness": 0.4, "contrast": 0.4, "saturation": 1.0, "hue": 0.5},
                           "grayscale_probability": 0.2}

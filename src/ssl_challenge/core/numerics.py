@@ -1,13 +1,14 @@
 """Bit-reproducible CPU numerics: the same inputs give the same bytes whatever the thread count (measured: AVX-512
-and forced-AVX2 code paths also agree on one machine; across CPU models see the README's "Reproducibility").
+and forced-AVX2 code paths also agree on one machine; across CPU models see docs/reproducibility.md).
 
 What makes torch results depend on the thread count or the CPU (measured with torch 2.14.1 on a 2-core Xeon):
 
 - oneDNN convolutions: the weight gradient's reduction (and, measured, the input gradient's) is split over the
   threads, and every kernel is chosen by the CPU's instruction set (``ONEDNN_MAX_CPU_ISA=AVX2`` changes forward
   and backward). Deterministic mode turns oneDNN off globally (``torch.backends.mkldnn.enabled = False``), pins
-  its kernels to AVX2 and sends every CPU ``conv2d`` through :mod:`ssl_challenge.core.chunked_conv`: fixed chunks of
-  32 images, each through oneDNN on one thread, their weight gradients added in chunk order. (Until 2026-12-01
+  its kernels to AVX2 and sends every CPU ``conv2d`` through :mod:`ssl_challenge.core.chunked_conv` (installed by
+  :func:`start_numerics`, which every job calls where it starts): fixed chunks of 32 images, each through oneDNN on
+  one thread, their weight gradients added in chunk order. (Until 2026-12-01
   convolutions ran without oneDNN, as im2col + GEMM: deterministic too, at twice the cost of a training step.)
 - MKL GEMM splits long inner products over threads and picks its kernels by CPU. ``MKL_CBWR=AVX2,STRICT``
   (Intel's conditional numerical reproducibility, strict mode) fixes both for GEMM on Intel processors. On
@@ -29,12 +30,17 @@ Deterministic mode is the ``resources.deterministic`` config key (default true).
 inherit it too. The cost: a CPU training step of the embedded network takes ~1.4x the time of oneDNN's own
 threaded path (benchmarks/README.md, ``numerics_cost.py``).
 
+On a GPU the same key sets cuDNN's deterministic mode (autotuner off), torch's deterministic algorithms in warn-only
+mode and cuBLAS's workspace variable (:func:`configure_cuda`, called where the device is chosen); the record then
+carries a ``cuda`` part saying what was in force, with every operation torch warned about as not deterministic.
+
 This module does not import torch at import time.
 """
 from __future__ import annotations
 
 import os
 import platform
+import re
 import sys
 
 from .threads import DETERMINISTIC_VARIABLE, cpu_field, deterministic_requested, keep_mkl_gemm_reproducible
@@ -48,6 +54,10 @@ DETERMINISTIC_ENVIRONMENT = {
     "OPENBLAS_CORETYPE": "Haswell",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
 }
+# cuBLAS's deterministic workspace (NVIDIA's documented setting; torch's deterministic mode requires it from CUDA
+# 10.2 on). Set with the CPU pins, before torch loads, so every process (torchrun's workers too) has it before its
+# first CUDA call; recorded only in a GPU run's ``cuda`` record, so CPU records stay as they were.
+CUDA_DETERMINISTIC_ENVIRONMENT = {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 RECORDED_VARIABLES = THREAD_VARIABLES + tuple(DETERMINISTIC_ENVIRONMENT) + ("MKL_ENABLE_INSTRUCTIONS",)
 
@@ -60,13 +70,28 @@ def pin_environment(threads: int, deterministic: bool) -> None:
         os.environ.setdefault(variable, threads)
     os.environ[DETERMINISTIC_VARIABLE] = "1" if deterministic else "0"
     if deterministic:
-        for variable, value in DETERMINISTIC_ENVIRONMENT.items():
+        for variable, value in (DETERMINISTIC_ENVIRONMENT | CUDA_DETERMINISTIC_ENVIRONMENT).items():
             os.environ.setdefault(variable, value)
+
+
+def start_numerics(threads: int, deterministic: bool | None = None) -> dict:
+    """The numerics of a job (or torchrun worker) that computes with torch, set once where it starts, before any
+    model is built: :func:`configure_torch`, and in deterministic mode (``None``: from the environment) the
+    chunked convolutions installed as torch's ``conv2d`` (:func:`.chunked_conv.install`). Returns
+    :func:`numerics_record`."""
+    if deterministic is None:
+        deterministic = deterministic_requested()
+    if deterministic:
+        from . import chunked_conv  # imports torch: not at this module's import
+
+        chunked_conv.install()
+    return configure_torch(threads, deterministic)
 
 
 def configure_torch(threads: int, deterministic: bool | None = None) -> dict:
     """``torch.set_num_threads(threads)`` and, in deterministic mode (``None``: from the environment), oneDNN
-    off. Returns :func:`numerics_record`."""
+    off and MKL's GEMM kept reproducible. Torch's flags only: a job starts with :func:`start_numerics`, which
+    also installs the deterministic convolutions. Returns :func:`numerics_record`."""
     import torch
 
     torch.set_num_threads(max(1, int(threads)))
@@ -74,11 +99,81 @@ def configure_torch(threads: int, deterministic: bool | None = None) -> dict:
         deterministic = deterministic_requested()
     torch.backends.mkldnn.enabled = not deterministic
     keep_mkl_gemm_reproducible()
-    if deterministic:
-        from . import chunked_conv
-
-        chunked_conv.install()
     return numerics_record()
+
+
+NONDETERMINISTIC_WARNING = re.compile(r"^(?P<operation>.+?) does not have a deterministic implementation")
+_cuda_device: str | None = None  # the CUDA device configure_cuda set up in this process; None: none
+_nondeterministic_operations: list[str] = []  # operations torch warned about, in the order first warned
+
+
+def configure_cuda(device, deterministic: bool | None = None) -> dict:
+    """On a CUDA ``device``, deterministic mode (``None``: from the environment) as GPU numerics need it: cuDNN's
+    deterministic algorithms with its autotuner (benchmark) off, ``torch.use_deterministic_algorithms(True,
+    warn_only=True)`` and cuBLAS's workspace variable (also pinned by :func:`pin_environment`, before any CUDA
+    call). Warn-only: an operation without a deterministic CUDA implementation is warned about and listed in the
+    record (``nondeterministic_operations``), never stops a job of several days. Outside deterministic mode the
+    flags are turned off again (benchmark left as it is). Nothing is changed on any other device. Call it where the
+    device is chosen, before any computation on it. Returns :func:`numerics_record`."""
+    import torch
+
+    global _cuda_device
+    if torch.device(device).type != "cuda":
+        return numerics_record()
+    if deterministic is None:
+        deterministic = deterministic_requested()
+    _cuda_device = str(device)
+    if deterministic:
+        for variable, value in CUDA_DETERMINISTIC_ENVIRONMENT.items():
+            os.environ.setdefault(variable, value)
+        torch.backends.cudnn.benchmark = False
+        _record_nondeterministic_warnings()
+    torch.backends.cudnn.deterministic = deterministic
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    return numerics_record()
+
+
+def _record_nondeterministic_warnings() -> None:
+    """Wrap ``warnings.showwarning`` (once) so that torch's warn-only alerts are listed for :func:`cuda_record`;
+    each is still shown (logged) as before. A filter in front makes them shown once per place of call even where
+    the user's filters ignore warnings. Not seen: alerts inside a ``warnings.catch_warnings(record=True)`` block,
+    which takes the display over (no stage runs CUDA work inside one)."""
+    import warnings
+
+    warnings.filterwarnings("default", message=NONDETERMINISTIC_WARNING.pattern.lstrip("^"))
+    shown = warnings.showwarning
+    if getattr(shown, "records_nondeterministic_operations", False):
+        return
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        match = NONDETERMINISTIC_WARNING.match(str(message))
+        if match and match["operation"] not in _nondeterministic_operations:
+            _nondeterministic_operations.append(match["operation"])
+        shown(message, category, filename, lineno, file, line)
+
+    showwarning.records_nondeterministic_operations = True
+    warnings.showwarning = showwarning
+
+
+def cuda_record(torch) -> dict:
+    """What was in force on the CUDA device :func:`configure_cuda` set up: cuDNN's flags, torch's deterministic
+    algorithms, cuBLAS's workspace variable and the operations warned about as not deterministic."""
+    return {
+        "device": _cuda_device,
+        "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "deterministic_algorithms_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+        "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        "nondeterministic_operations": list(_nondeterministic_operations),
+    }
+
+
+def cuda_deterministic(cuda: dict) -> bool:
+    """Whether a :func:`cuda_record` describes deterministic GPU settings with no operation warned about (whether
+    GPU reruns then repeat bit for bit has not been measured here)."""
+    return (cuda["cudnn_deterministic"] and not cuda["cudnn_benchmark"] and cuda["deterministic_algorithms"]
+            and cuda["cublas_workspace_config"] in (":4096:8", ":16:8") and not cuda["nondeterministic_operations"])
 
 
 def cpu_model() -> str:
@@ -105,6 +200,9 @@ def numerics_record() -> dict:
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "onednn_enabled": bool(torch.backends.mkldnn.enabled),
         })
+        if _cuda_device is not None:  # a GPU run: what was in force there (a CPU run's record is unchanged)
+            record["cuda"] = cuda_record(torch)
+            record["deterministic"] = record["deterministic"] and cuda_deterministic(record["cuda"])
     faiss = sys.modules.get("faiss")  # recorded where it was used, never imported for this
     if faiss is not None:
         record["faiss"] = str(getattr(faiss, "__version__", "unknown"))

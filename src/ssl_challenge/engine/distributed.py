@@ -11,6 +11,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from ..core.numerics import configure_cuda
+
 
 def is_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
@@ -36,6 +38,7 @@ def init_from_environment() -> torch.device:
     if use_cuda:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
+        configure_cuda(device)  # cuDNN / deterministic algorithms as resources.deterministic asks
         return device
     return torch.device("cpu")
 

@@ -4,7 +4,8 @@ The reference trains ROT and ODC with SyncBN (each GPU sees 1/8 of the batch; pe
 and, for ODC's neck, differ between ranks). ``torch.nn.SyncBatchNorm`` runs on CUDA only, so
 :func:`convert_sync_batchnorm` picks it on GPUs and :class:`GlobalBatchNorm` (the same maths, collectives through
 any backend, gloo included) elsewhere: the CPU tests exercise the CPU path against one process holding the whole
-batch. On one process (or when ``sync`` is off) nothing is converted.
+batch. On one process (or when ``sync`` is off) nothing is converted. A module with ``sync_batchnorm = False``
+(ODC's neck with ``neck_sync_bn: false``, per GPU as the reference's) keeps its BatchNorm per process.
 """
 from __future__ import annotations
 
@@ -61,27 +62,33 @@ class GlobalBatchNorm(_BatchNorm):
 
 def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     """Every BatchNorm of ``module`` (``nn.BatchNorm1d/2d/3d`` and their subclasses, ``models.necks.BatchNorm1d``
-    included) made synchronised: ``torch.nn.SyncBatchNorm`` on CUDA, :class:`GlobalBatchNorm` otherwise.
-    Parameters and buffers are moved over (the same tensors), so state-dict keys and values are unchanged."""
-    if device.type == "cuda":
-        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
-    return _convert(module)
+    included) made synchronised: ``torch.nn.SyncBatchNorm`` on CUDA, :class:`GlobalBatchNorm` otherwise, except
+    inside a submodule whose ``sync_batchnorm`` attribute is False. Parameters and buffers are moved over (the same
+    tensors), so state-dict keys and values are unchanged."""
+    synchronised = nn.SyncBatchNorm.convert_sync_batchnorm if device.type == "cuda" else _global_batchnorm
+    return _convert(module, synchronised)
 
 
-def _convert(module: nn.Module) -> nn.Module:
-    if isinstance(module, _BatchNorm) and not isinstance(module, GlobalBatchNorm):
-        converted = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                                    module.track_running_stats)
-        if module.affine:
-            converted.weight, converted.bias = module.weight, module.bias
-        if module.track_running_stats:
-            converted.running_mean, converted.running_var = module.running_mean, module.running_var
-            converted.num_batches_tracked = module.num_batches_tracked
-        converted.train(module.training)
-        return converted
+def _convert(module: nn.Module, synchronised) -> nn.Module:
+    if not getattr(module, "sync_batchnorm", True):
+        return module
+    if isinstance(module, _BatchNorm) and not isinstance(module, (GlobalBatchNorm, nn.SyncBatchNorm)):
+        return synchronised(module)
     for name, child in module.named_children():
-        module.add_module(name, _convert(child))
+        module.add_module(name, _convert(child, synchronised))
     return module
+
+
+def _global_batchnorm(module: _BatchNorm) -> GlobalBatchNorm:
+    converted = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                                module.track_running_stats)
+    if module.affine:
+        converted.weight, converted.bias = module.weight, module.bias
+    if module.track_running_stats:
+        converted.running_mean, converted.running_var = module.running_mean, module.running_var
+        converted.num_batches_tracked = module.num_batches_tracked
+    converted.train(module.training)
+    return converted
 
 
 def has_batchnorm(module: nn.Module) -> bool:

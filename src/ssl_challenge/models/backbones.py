@@ -9,7 +9,8 @@ through :class:`SobelFilter` first (DeepCluster's published ResNet-50), a fixed 
 backbone, so every use of a saved model (features, pseudo-labels, probes) applies it:
 
 - ``resnet50``: torchvision's ResNet-50 (never with downloaded weights). Attribute names follow torchvision
-  (conv1, bn1, layer1..layer4), so a torchvision state dict without ``fc.*`` loads strictly.
+  (conv1, bn1, layer1..layer4), so a torchvision state dict without ``fc.*`` loads strictly. Its convolutions
+  start as torchvision's (Kaiming fan_out) or, with ``conv_init: fan_in``, as the reference's (mmcv).
 - ``small_resnet``: a CIFAR-style ResNet for the CPU-only embedded profile: a stride-1 3x3 stem and four stages of
   BasicBlocks with strides 1, 2, 2, 2. Fully convolutional, so 32 px pretraining crops and 64 px evaluation
   images go through the same network. Default widths (8, 16, 32, 64): training (forward + backward + SGD, batch
@@ -121,10 +122,22 @@ def _channels_last_is_safe(channels: list[int]) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------ ResNet-50
+# Kaiming-normal initialisation of every convolution (gain sqrt(2), for ReLU), its variance 2 / fan: torchvision's
+# fan_out (output channels x kernel area), or fan_in (input channels x kernel area) as the reference's ResNet-50
+# (mmcv's kaiming_init). BatchNorm starts at weight 1, bias 0 under both. A ResNet-50 option only: the embedded
+# small_resnet keeps torchvision's (its config, and so its jobs' params and model files, stay as they were).
+CONV_INITS = ("fan_out", "fan_in")
+
+
 @dataclass(frozen=True)
 class ResNet50Options:
     zero_init_residual: bool = False
     sobel: bool = False
+    conv_init: str = "fan_out"
+
+    def __post_init__(self):
+        if self.conv_init not in CONV_INITS:
+            raise ConfigError(f"backbone.conv_init: expected one of {list(CONV_INITS)}, got {self.conv_init!r}")
 
 
 class ResNet50Backbone(MultiStageBackbone):
@@ -145,6 +158,10 @@ class ResNet50Backbone(MultiStageBackbone):
         self.layer1, self.layer2 = network.layer1, network.layer2
         self.layer3, self.layer4 = network.layer3, network.layer4
         self._set_channels([64, 256, 512, 1024, 2048])
+        if options.conv_init == "fan_in":  # drawn again over torchvision's fan_out weights (BatchNorm as it is)
+            for module in self.modules():
+                if isinstance(module, nn.Conv2d):
+                    nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
 
     def _stem(self, images: torch.Tensor) -> torch.Tensor:
         return self.relu(self.bn1(self.conv1(images)))
@@ -277,6 +294,8 @@ def build_backbone(config: dict) -> MultiStageBackbone:
 MODEL_FILE = ("a model file written by the training loop: a dict of tensors and plain values with "
               "'backbone' (a state dict) and 'backbone_config'")
 MODEL_FILE_REMEDY = "Delete it and rerun the job that writes it (snakemake recreates a missing model file)."
+MODEL_FILE_WRITER = ("the training loop (engine.train.backbone_file; rules pretrain and codc_round, and "
+                     "snapshot_model for a model@e<epoch>)")
 
 
 def read_model_file(model_path) -> dict:
@@ -284,9 +303,10 @@ def read_model_file(model_path) -> dict:
 
     Loaded with ``weights_only=True`` (a file holding anything but tensors and plain values is refused before any
     of it runs); raises :class:`ModelFileError` naming the file when it lacks the entries or holds NaN/inf weights
-    (the training that wrote it diverged).
+    (the training that wrote it diverged), :class:`CorruptFileError` naming it and its writer when it is truncated
+    or damaged.
     """
-    saved = load_torch_file(model_path, MODEL_FILE, MODEL_FILE_REMEDY)
+    saved = load_torch_file(model_path, MODEL_FILE, MODEL_FILE_REMEDY, MODEL_FILE_WRITER)
     if not isinstance(saved, dict) or "backbone" not in saved or "backbone_config" not in saved:
         found = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
         raise ModelFileError(f"{model_path}: not a model file (found {found}); expected {MODEL_FILE}")

@@ -1,8 +1,10 @@
 """Necks and heads that sit between a backbone and a loss.
 
 ``ODCNeck`` is ODC's projection (Zhan et al. 2020): global average pool of the last stage, fc(C -> 512),
-BatchNorm1d without affine parameters (:class:`BatchNorm1d`, thread-count independent), ReLU, dropout 0.5,
-fc(512 -> 256), ReLU, its linear layers initialised as the reference's (Kaiming normal, fan_in, ReLU gain; bias 0).
+BatchNorm1d without affine parameters (:class:`BatchNorm1d`, thread-count independent; the reference's has
+momentum 0.001 and stays per GPU when the trunk's BatchNorm is synchronised: ``bn_momentum``, ``sync_batchnorm``),
+ReLU, dropout 0.5, fc(512 -> 256), ReLU, its linear layers initialised as the reference's (Kaiming normal, fan_in,
+ReLU gain; bias 0).
 Its 256-d output is what the ODC memory stores and clusters. ``linear_head`` is the classifier on top (normal std
 0.01, bias 0, as the reference heads are initialised).
 """
@@ -57,17 +59,25 @@ class BatchNorm1d(nn.BatchNorm1d):
 
 class ODCNeck(nn.Module):
     """``Tensor[B, C, H, W]`` (a stage map, averaged over space) or ``Tensor[B, C]`` (already pooled)
-    -> ``Tensor[B, out_dim]`` (non-negative: the last ReLU)."""
+    -> ``Tensor[B, out_dim]`` (non-negative: the last ReLU).
 
-    def __init__(self, in_dim: int, hidden_dim: int = 512, out_dim: int = 256, dropout: float = 0.5):
+    ``bn_momentum``: the BatchNorm's running-statistics momentum (torch's default 0.1; the reference 0.001).
+    ``sync_batchnorm`` False sets ``sync_batchnorm = False`` on the neck, which the training engine's conversion to
+    synchronised BatchNorm (``engine.sync_batchnorm``) respects: the neck's statistics stay per process, as the
+    reference's per-GPU neck, while the trunk's are synchronised."""
+
+    def __init__(self, in_dim: int, hidden_dim: int = 512, out_dim: int = 256, dropout: float = 0.5,
+                 bn_momentum: float = 0.1, sync_batchnorm: bool = True):
         super().__init__()
-        if min(in_dim, hidden_dim, out_dim) < 1 or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"ODCNeck: dimensions must be positive and 0 <= dropout < 1, got in_dim {in_dim}, "
-                             f"hidden_dim {hidden_dim}, out_dim {out_dim}, dropout {dropout}")
+        if min(in_dim, hidden_dim, out_dim) < 1 or not 0.0 <= dropout < 1.0 or not 0.0 < bn_momentum <= 1.0:
+            raise ValueError(f"ODCNeck: dimensions must be positive, 0 <= dropout < 1 and 0 < bn_momentum <= 1, got "
+                             f"in_dim {in_dim}, hidden_dim {hidden_dim}, out_dim {out_dim}, dropout {dropout}, "
+                             f"bn_momentum {bn_momentum}")
         self.in_dim, self.out_dim = in_dim, out_dim
+        self.sync_batchnorm = sync_batchnorm
         self.layers = nn.Sequential(
             nn.Linear(in_dim, hidden_dim),
-            BatchNorm1d(hidden_dim, affine=False),
+            BatchNorm1d(hidden_dim, affine=False, momentum=bn_momentum),
             nn.ReLU(inplace=True),
             nn.Dropout(dropout),
             nn.Linear(hidden_dim, out_dim),

@@ -5,8 +5,11 @@ import sys
 from snakemake.utils import min_version
 
 sys.path.insert(0, f"{workflow.basedir}/src")
+from ssl_challenge.core.config import ConfigError
+
 # torch-free; fills defaults as snakemake's validate
 from ssl_challenge.plan.config_checks import validate_config
+from ssl_challenge.plan.site_config import SITE_CONFIG, merge_site_config
 
 min_version("9.0")
 
@@ -18,7 +21,17 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
-validate_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")  # names the failing key
+# config/site.yaml (untracked; config/site.example.yaml shows its keys): this machine's data roots, published
+# low-shot folder and conda environment, merged over a configuration that runs on the real data sets (such as
+# config/challenge.yaml), so that no tracked file is edited; a --config on the command line still wins.
+site_keys = merge_site_config(config, SITE_CONFIG, workflow.config_settings.config)
+SCHEMA = f"{workflow.basedir}/workflow/schemas/config.schema.yaml"
+try:
+    validate_config(config, SCHEMA)  # names the failing key
+except ConfigError as error:
+    if any(f"'{key}'" in str(error) for key in site_keys):
+        raise ConfigError(f"{SITE_CONFIG} (merged over the configuration): {error}") from None
+    raise
 
 
 include: "rules/common.smk"

@@ -2,6 +2,7 @@
 # planning.py (unit-tested); checks across config keys are config_checks.py. Torch-free: the DAG builds in a second.
 from pathlib import Path
 
+from ssl_challenge import methods  # the method registry: torch-free declarations
 from ssl_challenge.plan import planning
 from ssl_challenge.core import provenance, run_files  # torch-free
 from ssl_challenge.plan.config_checks import check_data_sources
@@ -45,8 +46,8 @@ def snapshots_dir(model):
     return f"{RESULTS}/models/{model}/snapshots"
 
 
-def cls_labels_file(model):
-    """The pseudo-labels a CLS model is trained on (k-means of its label_models' features)."""
+def pseudo_labels_file(model):
+    """The pseudo-labels a configured model asks for (CLS: k-means of other models' features)."""
     return f"{RESULTS}/labels/{model}.npz"
 
 
@@ -142,7 +143,14 @@ def code_digest(script, methods=()):
 
 
 def training_code(model_config):
-    return code_digest("pretrain.py", tuple(provenance.training_methods(model_config)))
+    built = methods.built_methods(model_config["method"], model_config["method_options"])
+    return code_digest("pretrain.py", tuple(built))
+
+
+def conda_environment():
+    """The rules' conda environment (config key resources.conda_env): faiss-cpu, or faiss-gpu on GPU nodes."""
+    environments = {"cpu": "../envs/pipeline.yaml", "gpu": "../envs/pipeline-gpu.yaml"}
+    return environments[CONFIG["resources"]["conda_env"]]
 
 
 def numerics_mode():
@@ -152,20 +160,20 @@ def numerics_mode():
 
 # ---------------------------------------------------------------- training: configured models and CODC rounds
 def pretrain_model_config(wildcards):
-    return planning.training_config(CONFIG, wildcards.model, cls_labels_file)
+    return planning.training_config(CONFIG, wildcards.model, pseudo_labels_file)
 
 
 def pretrain_code(wildcards):
     return training_code(pretrain_model_config(wildcards))
 
 
-def pretrain_extra_inputs(wildcards):
-    return planning.training_inputs(CONFIG, wildcards.model, cls_labels_file)
+def pretrain_method_inputs(wildcards):
+    return planning.training_inputs(CONFIG, wildcards.model, pseudo_labels_file)
 
 
 def codc_model_config(wildcards):
     member = (wildcards.experiment, wildcards.member, int(wildcards.round))
-    paths = dict(model_file=model_file, codc_labels_file=codc_labels_file, cls_labels_file=cls_labels_file)
+    paths = dict(model_file=model_file, codc_labels_file=codc_labels_file, labels_file=pseudo_labels_file)
     return planning.codc_round_config(CONFIG, *member, **paths)
 
 
@@ -174,12 +182,13 @@ def codc_round_code(wildcards):
 
 
 def codc_round_inputs(wildcards):
-    """A round needs its labels (from all peers' previous round) and the member's previous-round weights."""
-    options = codc_model_config(wildcards)["method_options"]
-    inputs = {"labels": options["labels_path"], "weights": options["initial_weights"]}
-    if "labels_path" in options["base_options"]:  # a CLS member keeps its own pseudo-labels as base task
-        inputs["base_labels"] = options["base_options"]["labels_path"]
-    return inputs
+    """A round needs its labels (from all peers' previous round), the member's previous-round weights and what its
+    own method reads (a CLS member keeps its pseudo-labels): the files the methods declare, named by kind."""
+    round_config = codc_model_config(wildcards)
+    files = methods.input_files(round_config["method"], round_config["method_options"])
+    return {
+        entry.kind if len(entry.path) == 1 else f"{entry.method}_{entry.kind}": entry.file for entry in files
+    }
 
 
 # ---------------------------------------------------------------- features and evaluation

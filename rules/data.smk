@@ -9,7 +9,7 @@ rule prepare_data:
     benchmark:
         benchmark_file("prepare_data")
     conda:
-        "../envs/pipeline.yaml"
+        conda_environment()
     params:
         embedded=CONFIG["data"]["embedded"],
         code=code_digest("prepare_data.py"),

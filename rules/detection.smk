@@ -16,7 +16,7 @@ rule voc07_detection:
     wildcard_constraints:
         model=planning.names_regex(planning.detection_models(CONFIG)),
     conda:
-        "../envs/pipeline.yaml"
+        conda_environment()
     threads: CONFIG["resources"]["torch_threads"]
     params:
         detection=CONFIG["evaluation"]["voc07_detection"],
@@ -37,7 +37,7 @@ rule submission_files:
     log:
         log_file("submission", "{model}"),
     conda:
-        "../envs/pipeline.yaml"
+        conda_environment()
     params:
         spec=lambda wildcards: planning.submission_spec(
             CONFIG, wildcards.model, track_files, test_scores_file

@@ -17,7 +17,7 @@ rule svm_full:
     benchmark:
         benchmark_file("voc07_svm", "{model}", "{layer}")
     conda:
-        "../envs/pipeline.yaml"
+        conda_environment()
     threads: CONFIG["resources"]["svm_threads"]
     params:
         svm=planning.svm_options(CONFIG, "voc07_svm"),
@@ -37,7 +37,7 @@ rule lowshot_samples:
     log:
         log_file("voc07_lowshot_samples", "k{k}"),
     conda:
-        "../envs/pipeline.yaml"
+        conda_environment()
     params:
         draw=planning.lowshot_draw_options(CONFIG),
         published=lambda wildcards: provenance.published_samples_param(
@@ -64,7 +64,7 @@ rule svm_lowshot:
     benchmark:
         benchmark_file("voc07_lowshot", "{model}", "{layer}", "k{k}")
     conda:
-        "../envs/pipeline.yaml"
+        conda_environment()
     threads: CONFIG["resources"]["svm_threads"]
     params:
         lowshot=planning.svm_options(CONFIG, "voc07_lowshot"),
@@ -90,7 +90,7 @@ rule merge_lowshot:
     log:
         log_file("voc07_lowshot", "{model}", "{layer}"),
     conda:
-        "../envs/pipeline.yaml"
+        conda_environment()
     params:
         k_values=LOWSHOT_K,
         code=code_digest("merge_lowshot.py"),
@@ -110,7 +110,7 @@ rule linear_probe:
     benchmark:
         benchmark_file("places205_linear", "{model}")
     conda:
-        "../envs/pipeline.yaml"
+        conda_environment()
     threads: CONFIG["resources"]["eval_threads"]
     params:
         probe=CONFIG["evaluation"]["places205_linear"],
@@ -136,7 +136,7 @@ rule imagenet_linear:
     wildcard_constraints:
         model=planning.names_regex(planning.imagenet_linear_models(CONFIG)),
     conda:
-        "../envs/pipeline.yaml"
+        conda_environment()
     threads: CONFIG["resources"]["eval_threads"]
     params:
         probe=CONFIG["evaluation"]["imagenet_linear"],

@@ -13,7 +13,7 @@ rule extract_voc07_features:
     benchmark:
         benchmark_file("features", "{model}", "voc07")
     conda:
-        "../envs/pipeline.yaml"
+        conda_environment()
     threads: CONFIG["resources"]["eval_threads"]
     params:
         splits=DATASET_SPLITS["voc07"],

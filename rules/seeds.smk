@@ -12,7 +12,7 @@ rule seed_config:
     wildcard_constraints:
         seed="[0-9]+",
     conda:
-        "../envs/pipeline.yaml"
+        conda_environment()
     params:
         config={section: value for section, value in CONFIG.items() if section != "seeds_study"},
         code=code_digest("seed_config.py"),
@@ -56,7 +56,7 @@ rule seeds_study:
     log:
         f"{RESULTS}/logs/seeds_study.log",
     conda:
-        "../envs/pipeline.yaml"
+        conda_environment()
     params:
         seeds=study_seeds(),
         code=code_digest("seeds_study.py"),

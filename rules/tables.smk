@@ -14,7 +14,7 @@ rule leaderboard:
     log:
         log_file("leaderboard"),
     conda:
-        "../envs/pipeline.yaml"
+        conda_environment()
     params:
         evaluations=evaluation_outputs(),
         concatenations=planning.concatenations(CONFIG),
@@ -33,7 +33,7 @@ rule dc_vs_odc:
     log:
         log_file("dc_vs_odc"),
     conda:
-        "../envs/pipeline.yaml"
+        conda_environment()
     params:
         spec=dc_vs_odc_spec(),
         code=code_digest("dc_vs_odc.py"),
@@ -50,7 +50,7 @@ rule ablation_tables:
     log:
         log_file("ablation_tables"),
     conda:
-        "../envs/pipeline.yaml"
+        conda_environment()
     params:
         entries=ablation_entries(),
         concatenations=planning.concatenations(CONFIG),

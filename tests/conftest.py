@@ -15,12 +15,14 @@ WORKFLOW_PATHS = ["Snakefile", "rules", "workflow", "config", "envs", "profiles"
 
 
 def copy_workflow(target: Path) -> Path:
-    """A scratch copy of the workflow (no results, no venv) that a test may edit freely."""
+    """A scratch copy of the workflow (no results, no venv, no untracked config/site.yaml of this machine) that a
+    test may edit freely."""
     target.mkdir(parents=True, exist_ok=True)
     for name in WORKFLOW_PATHS:
         source = REPO / name
         if source.is_dir():
-            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            shutil.copytree(source, target / name,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "site.yaml"))
         elif source.exists():
             shutil.copy2(source, target / name)
     return target

@@ -88,3 +88,22 @@ def test_forcerun_pretrain_trains_again(smoke_copy):
     assert "training again from scratch" in added and "epoch 1/1:" in added
     assert "nothing to do" not in added
     assert model.stat().st_mtime_ns > old_time
+
+
+def test_a_documentation_edit_of_a_foundation_module_leaves_the_finished_run_up_to_date(smoke_run):
+    """On a real finished run (dry runs only, in place, the edit undone): comments and docstrings of core/io.py,
+    which every stage imports, mark nothing stale; a code edit there marks every job that runs a script."""
+    from test_comment_edits import FOUNDATION_MODULE, NOTHING_TO_DO, documentation_edited
+
+    workdir = smoke_run[0]
+    module = workdir / FOUNDATION_MODULE
+    original = module.read_text()
+    try:
+        module.write_text(documentation_edited(original))
+        assert NOTHING_TO_DO in run_snakemake(workdir, "-n", "all_tracks", *SMOKE_CONFIG).stdout
+        module.write_text(original + "\nEDITED_CODE = 1\n")
+        jobs = planned_jobs(run_snakemake(workdir, "-n", "all_tracks", *SMOKE_CONFIG).stdout)
+        assert "params" in next(job for job in jobs if job.rule == "prepare_data").reason.lower()
+        assert {"pretrain", "svm_full", "leaderboard"} <= {job.rule for job in jobs}
+    finally:
+        module.write_text(original)

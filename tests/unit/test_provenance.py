@@ -73,8 +73,80 @@ def test_digest_changes_with_imported_modules_only(fake_package):
     assert changed != before
     lazy.write_text("value = 1\n")
     assert provenance.code_digest([script], package) == before  # a digest of content, not of times
-    (package / "sub" / "__init__.py").write_text("'''edited'''\n")
-    assert provenance.code_digest([script], package) != before
+    (package / "sub" / "__init__.py").write_text("'''the sub package'''\nEDITED = 1\n")
+    assert provenance.code_digest([script], package) != before  # a package's __init__ is in the closure
+
+
+CODE = '''"""A module."""
+import os
+
+
+class Scaler:
+    """Scales."""
+
+    factor = 2
+
+    def scale(self, value):
+        """Doubles ``value``."""
+        return value * self.factor  # the factor
+
+
+async def fetch(path):
+    "Reads."
+    return os.path.getsize(path)
+'''
+DOCUMENTATION_ONLY = '''# a new comment line
+"""A module, its docstring edited
+over two lines."""
+import os
+class Scaler:
+    factor = (
+        2
+    )
+    def scale(self, value):
+        'Doubles ``value`` (edited).'
+        return value*self.factor   # another comment
+
+
+async def fetch(path):
+    return os.path.getsize(path)
+'''
+
+
+@pytest.mark.parametrize("edit, same", [
+    (DOCUMENTATION_ONLY, True),
+    (CODE.replace("factor = 2", "factor = 3"), False),
+    (CODE.replace("value * self.factor", "self.factor * value"), False),
+    (CODE.replace("import os", "import os.path"), False),
+    (CODE.replace("return value", "'a string statement that is not a docstring'\n        return value"), False),
+    (CODE.replace('        """Doubles ``value``."""\n', ""), True),
+    (CODE.replace('"""Scales."""', '"""Scales."""\n    """A second string is code."""'), False),
+])
+def test_digest_ignores_comments_docstrings_and_formatting_but_not_code(tmp_path, edit, same):
+    """The digest is of the syntax tree: a comment, docstring or formatting edit marks no job stale."""
+    package = tmp_path / "src" / "pkg"
+    write(package / "__init__.py", "")
+    module = write(package / "module.py", CODE)
+    script = write(tmp_path / "workflow" / "scripts" / "run.py", "from pkg import module\n")
+    before = provenance.code_digest([script], package)
+    module.write_text(edit)
+    assert (provenance.code_digest([script], package) == before) is same
+
+
+def test_a_file_that_is_not_python_is_digested_by_its_bytes(tmp_path):
+    package = tmp_path / "src" / "pkg"
+    write(package / "__init__.py", "")
+    entry = write(tmp_path / "workflow" / "scripts" / "table.tsv", "# a comment\n")
+    before = provenance.code_digest([entry], package)
+    entry.write_text("# another comment\n")
+    assert provenance.code_digest([entry], package) != before
+
+
+def test_normalised_tree_keeps_no_docstring_and_no_position():
+    tree = provenance.normalised_tree('''"""doc"""\ndef f():\n    """doc"""\n    return 1  # note\n''')
+    assert tree == ("Module(body=[FunctionDef(name='f', args=arguments(posonlyargs=[], args=[], kwonlyargs=[], "
+                    "kw_defaults=[], defaults=[]), body=[Return(value=Constant(value=1))], decorator_list=[])], "
+                    "type_ignores=[])")
 
 
 def test_digest_does_not_depend_on_where_the_repository_is(fake_package, tmp_path):
@@ -114,8 +186,7 @@ def test_real_rules_closures_are_precise():
     assert "methods/odc.py" not in rot and "stages/svm_track.py" not in rot
     assert not {path for path in rot if path.startswith("clustering/")}  # k-means is DC's and ODC's, not ROT's
     assert {"methods/shared_kmeans.py", "clustering/kmeans.py"} <= real_closure("pretrain.py", ["dc"])
-    codc = real_closure("pretrain.py", provenance.training_methods(
-        {"method": "codc", "method_options": {"base_method": "dc"}}))
+    codc = real_closure("pretrain.py", ["codc", "dc"])  # a CODC round with a DC member (methods.built_methods)
     assert {"methods/codc.py", "methods/dc.py", "methods/online_clustering.py"} <= codc
     assert "methods/rotation.py" not in codc
     assert "methods/rotation.py" not in real_closure("extract_features.py")

@@ -9,6 +9,12 @@ function), never by importing anything: this module is torch-free and runs at DA
 A ``from package import name`` counts ``package.name`` as imported when it is a module, and importing
 ``a.b.c`` runs ``a/__init__.py`` and ``a/b/__init__.py`` first, so those are in the closure too. Imports outside
 the package (torch, numpy) are the environment's business, pinned by the lock file, not part of the digest.
+
+The digest covers each Python file's syntax tree, not its bytes: comments, docstrings (of modules, classes and
+functions), blank lines and formatting are left out, so editing them leaves every job up to date (at full scale a
+rerun costs GPU-hours), while any change to code (a statement, a name, a constant, an import) changes the digest
+of every stage whose closure holds the file. The tree is ``ast.dump`` of the parsed file, whose text belongs to
+the Python version: the lock file pins it. A file that is not Python is digested by its bytes.
 """
 from __future__ import annotations
 
@@ -21,6 +27,8 @@ from typing import Iterable, Iterator, Sequence
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 _PARSED: dict[tuple[str, str], set[str]] = {}  # (file, source) -> imported names: each version parsed once
+_TREE_DIGESTS: dict[tuple[str, str], str] = {}  # (file, source) -> digest of its normalised tree
+DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)  # the nodes that hold a docstring
 
 
 def module_name(path: Path, package_dir: Path) -> str | None:
@@ -61,15 +69,17 @@ def import_statements(statements: list[ast.stmt]) -> Iterator[ast.Import | ast.I
             yield from import_statements(clause.body)
 
 
-def imported_names(source: str, module: str | None, is_package: bool, where: str = "<source>") -> set[str]:
-    """Absolute names of every module the source may import, from anywhere in it (functions included).
+def imported_names(source: str | ast.Module, module: str | None, is_package: bool, where: str = "<source>") -> set[str]:
+    """Absolute names of every module the source (text or parsed) may import, from anywhere in it (functions
+    included).
 
     ``module`` is the source's own dotted name (None for a script outside the package: relative imports are
     then an error). For ``from X import a`` both ``X`` and ``X.a`` are returned; the caller keeps the names that
     are modules.
     """
     names = set()
-    for node in import_statements(ast.parse(source, filename=where).body):
+    tree = source if isinstance(source, ast.Module) else ast.parse(source, filename=where)
+    for node in import_statements(tree.body):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
             continue
@@ -112,9 +122,11 @@ def import_closure(entries: Iterable[str | os.PathLike], package_dir: Path = PAC
             raise FileNotFoundError(f"{path}: an entry point of a stage's code digest does not exist")
         seen[path] = None
         source = path.read_text()
-        if (str(path), source) not in _PARSED:
+        if (str(path), source) not in _PARSED:  # one parse gives both the imports and the digest
             name = module_name(path, package_dir)
-            _PARSED[str(path), source] = imported_names(source, name, path.name == "__init__.py", where=str(path))
+            tree = ast.parse(source, filename=str(path))
+            _PARSED[str(path), source] = imported_names(tree, name, path.name == "__init__.py", where=str(path))
+            _TREE_DIGESTS[str(path), source] = tree_digest(tree)
         for imported in _PARSED[str(path), source]:
             if imported.split(".")[0] != package_dir.name:
                 continue
@@ -134,13 +146,46 @@ def label(path: Path, package_dir: Path) -> str:
 
 
 def code_digest(entries: Sequence[str | os.PathLike], package_dir: Path = PACKAGE_DIR) -> str:
-    """SHA-256 (16 hex digits) over the names and bytes of ``import_closure(entries)``."""
+    """SHA-256 (16 hex digits) over the names and code (:func:`file_digest`) of ``import_closure(entries)``."""
     digest = hashlib.sha256()
     repository = package_dir.resolve().parent.parent
     for path in import_closure(entries, package_dir):  # resolved paths
         digest.update(Path(os.path.relpath(path, repository)).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
+        digest.update(file_digest(path).encode() + b"\0")
     return digest.hexdigest()[:16]
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a Python file's normalised syntax tree (:func:`normalised_tree`), or of another file's bytes.
+    Computed once per file version (DAG build digests the same modules for many rules)."""
+    if path.suffix != ".py":
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    source = path.read_text()
+    if (str(path), source) not in _TREE_DIGESTS:
+        _TREE_DIGESTS[str(path), source] = tree_digest(ast.parse(source, filename=str(path)))
+    return _TREE_DIGESTS[str(path), source]
+
+
+def tree_digest(tree: ast.Module) -> str:
+    """SHA-256 of :func:`normalised_tree` of a parsed file (whose docstrings it removes)."""
+    return hashlib.sha256(normalised_tree(tree).encode()).hexdigest()
+
+
+def normalised_tree(source: str | ast.Module, where: str = "<source>") -> str:
+    """The code of ``source`` without its documentation: ``ast.dump`` of its tree with the docstrings of the
+    module, its classes and functions removed, without line and column numbers. Comments and formatting never
+    reach the tree. A string statement that is not first in its body is kept, as any other code. A parsed tree
+    given is changed in place (its docstrings removed)."""
+    tree = source if isinstance(source, ast.Module) else ast.parse(source, filename=where)
+    for node in ast.walk(tree):
+        if isinstance(node, DOCUMENTED) and node.body and is_docstring(node.body[0]):
+            node.body = node.body[1:]
+    return ast.dump(tree, include_attributes=False)
+
+
+def is_docstring(statement: ast.stmt) -> bool:
+    return (isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant)
+            and isinstance(statement.value.value, str))
 
 
 def describe(entries: Sequence[str | os.PathLike], package_dir: Path = PACKAGE_DIR) -> str:
@@ -164,13 +209,6 @@ def method_modules(package_dir: Path = PACKAGE_DIR) -> dict[str, str]:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "METHODS" for t in node.targets):
             return ast.literal_eval(node.value)
     raise ValueError(f"{path}: no `METHODS = {{...}}` dict literal (the method registry) found")
-
-
-def training_methods(model_config: dict) -> list[str]:
-    """The methods a training run builds: its ``method`` and, for a CODC round, the ``base_method`` it wraps."""
-    methods = [model_config["method"]]
-    base = model_config.get("method_options", {}).get("base_method")
-    return methods + ([base] if base else [])
 
 
 def method_files(methods: Iterable[str], package_dir: Path = PACKAGE_DIR) -> list[Path]:

@@ -26,7 +26,7 @@ rule training_curves:
     wildcard_constraints:
         model=planning.names_regex(training_curve_models()),
     conda:
-        "../envs/pipeline.yaml"
+        conda_environment()
     params:
         code=code_digest("training_curves.py"),
     script:
@@ -47,7 +47,7 @@ rule leaderboard_page:
     log:
         log_file("report", "leaderboard_page"),
     conda:
-        "../envs/pipeline.yaml"
+        conda_environment()
     params:
         title="Leaderboard",
         code=code_digest("table_page.py"),
@@ -69,9 +69,9 @@ rule codc_ablation_page:
     log:
         log_file("report", "codc_ablation_page"),
     conda:
-        "../envs/pipeline.yaml"
+        conda_environment()
     params:
-        title="CODC ablation (VOC07 SVM mAP, best layer)",
+        title="CODC ablation (VOC07 SVM mAP, best layer by test mAP)",
         code=code_digest("table_page.py"),
     script:
         "../workflow/scripts/table_page.py"
@@ -90,7 +90,7 @@ rule dc_vs_odc_page:
     log:
         log_file("report", "dc_vs_odc_page"),
     conda:
-        "../envs/pipeline.yaml"
+        conda_environment()
     params:
         title="DC vs ODC",
         code=code_digest("table_page.py"),

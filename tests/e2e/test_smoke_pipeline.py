@@ -32,10 +32,10 @@ def test_smoke_run_fills_the_leaderboard(smoke_run):
     assert (workdir / "results" / "plots" / "lowshot.png").stat().st_size > 1000
     times = pd.read_csv(workdir / "results" / "tables" / "stage_times.csv")
     assert {"pretrain", "features", "voc07_svm", "voc07_lowshot", "places205_linear"} <= set(times["stage"])
-    # A hang guard, not a speed target (those live in benchmarks/): about 200 s idle on 2 cores with deterministic
-    # CPU numerics when their training steps took about 2.4x the CPU time of oneDNN's (README, "Reproducibility"), and
-    # about 500 s while three other pipelines shared the 2 cores (a load of 8).
-    assert elapsed < 1200, f"smoke run took {elapsed:.0f} s"
+    # A hang guard, not a speed target (those live in benchmarks/): three times the slowest run seen, about 500 s
+    # while three other pipelines shared the 2 cores (a load of 8); about 200 s idle on 2 cores with deterministic
+    # CPU numerics when their training steps took about 2.4x the CPU time of oneDNN's (docs/reproducibility.md).
+    assert elapsed < 3 * 500, f"smoke run took {elapsed:.0f} s, three times the slowest seen (about 500 s)"
 
 
 def test_smoke_run_writes_the_ablation_and_dc_vs_odc_tables(smoke_run):

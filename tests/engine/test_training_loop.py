@@ -1,6 +1,7 @@
 """The training loop: schedule, rotation, exact resume (in-process, SIGTERM, SIGKILL), metrics, 1 vs 2 processes."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,8 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from ssl_challenge.core.config import from_dict
+from ssl_challenge.data.file_images import FileImages
+from ssl_challenge.data.images import PreloadedImages
+from ssl_challenge.engine import distributed
+from ssl_challenge.engine.checkpoint import RunPosition
 from ssl_challenge.engine.schedule import learning_rate_factor
-from ssl_challenge.engine.run_control import Preempted
+from ssl_challenge.engine.run_control import Preempted, derived_seed
+from ssl_challenge.engine.settings import PretrainConfig
+from ssl_challenge.engine.train import epoch_requests
 from ssl_challenge.stages.pretraining import train as pretrain  # builds the method, then runs engine.train.pretrain
 from ssl_challenge.methods import build_method
 from ssl_challenge.methods.rotation import rotate_four_ways
@@ -124,42 +132,57 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
         pretrain(tiny_config(optimizer={"lr": 0.5}), tiny_images(), tmp_path, CPU, log=quiet)
 
 
-def start_worker(run_dir, epochs=40):
+def start_worker(run_dir, epochs=40, pause_before_step=None, pause_dir=None):
     env = dict(os.environ, PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{REPO}")
+    if pause_before_step is not None:
+        env.update(PAUSE_BEFORE_STEP=str(pause_before_step), PAUSE_DIR=str(pause_dir))
     return subprocess.Popen([sys.executable, str(WORKER), str(run_dir), "rot", str(epochs)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def wait_for_iterations(run_dir, count, process, timeout=120):
-    metrics = Path(run_dir) / "metrics.jsonl"
+def wait_for_pause(pause_dir, process, timeout=120):
+    """Until the worker says it paused (worker.py: PAUSE_BEFORE_STEP); fails if it exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if metrics.exists() and sum(1 for line in metrics.read_text().splitlines() if '"iteration"' in line) >= count:
+        if (pause_dir / "paused").exists():
             return
         assert process.poll() is None, process.stdout.read()
         time.sleep(0.05)
-    raise AssertionError("the worker made no progress")
+    raise AssertionError(f"the worker did not pause within {timeout} s")
+
+
+def resumed_iteration(output):
+    found = re.search(r"resumed from .*iteration (\d+)", output)
+    assert found, output
+    return int(found.group(1))
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1, signal.SIGKILL])
 def test_killed_worker_resumes_to_identical_weights(tmp_path, signum):
-    epochs = 4
+    epochs = 4  # 6 iterations per epoch, 24 in all
     uninterrupted = start_worker(tmp_path / "reference", epochs)  # same process settings (threads) as the killed one
     assert uninterrupted.wait(timeout=120) == 0
     reference = tmp_path / "reference" / "model.pth"
-    process = start_worker(tmp_path / "killed", epochs)
-    wait_for_iterations(tmp_path / "killed", 8, process)  # mid-epoch 2 (6 iterations per epoch)
+    pause_dir = tmp_path / "pause"
+    pause_dir.mkdir()
+    # The worker waits before its 9th step (mid-epoch 2, 8 iterations done and checkpointed), so the signal always
+    # reaches a run in progress, whatever the machine's speed.
+    process = start_worker(tmp_path / "killed", epochs, pause_before_step=9, pause_dir=pause_dir)
+    wait_for_pause(pause_dir, process)
     process.send_signal(signum)
+    (pause_dir / "go").write_text("")  # the handlers' flag is set by now; the loop stops after this step
     output = process.communicate(timeout=60)[0]
     assert process.returncode != 0
     if signum != signal.SIGKILL:
         assert "Preempted" in output and f"{signal.Signals(signum).name} received" in output
+        assert "checkpoint written at iteration 9" in output, output
     assert not (tmp_path / "killed" / "model.pth").exists()
     assert (tmp_path / "killed" / "checkpoint.pth").exists()
     finished = start_worker(tmp_path / "killed", epochs)
     output = finished.communicate(timeout=120)[0]
     assert finished.returncode == 0, output
-    assert "resumed from" in output
+    # SIGKILL: the checkpoint after iteration 8; SIGTERM/SIGUSR1: the one written on the signal, after iteration 9.
+    assert resumed_iteration(output) == (8 if signum == signal.SIGKILL else 9)
     assert_same_weights(reference, tmp_path / "killed" / "model.pth")
 
 
@@ -174,3 +197,26 @@ def test_preempted_is_raised_in_process(tmp_path):
         pretrain(config, tiny_images(), tmp_path, CPU, log=send_term)
     assert (tmp_path / "checkpoint.pth").exists() and not (tmp_path / "model.pth").exists()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(signal.getsignal(signal.SIGTERM))
+
+
+class Source:
+    """An image source known to the engine only through the PretrainingImages interface."""
+
+    def __init__(self, per_sample_seeds: bool):
+        self.per_sample_seeds = per_sample_seeds
+
+
+def test_the_source_says_how_a_process_makes_its_slice_of_a_global_batch(monkeypatch):
+    monkeypatch.setattr(distributed, "rank", lambda: 1)  # the second of 2 processes, 2 samples each
+    config = from_dict(PretrainConfig, tiny_config(batch_size=4, seed=7), where="models.rot")
+    run = RunPosition(epoch=1, position=0, order=torch.arange(10, 18))
+    whole = epoch_requests(Source(per_sample_seeds=False), config, run, iterations=2, local_size=2)
+    assert [request.indices.tolist() for request in whole] == [[10, 11, 12, 13], [14, 15, 16, 17]]
+    assert [(request.keep, request.slot_seed) for request in whole] == [((2, 4), None)] * 2
+    assert [request.batch_seed for request in whole] == [derived_seed(7, 1, 0, 2), derived_seed(7, 1, 1, 2)]
+    sliced = epoch_requests(Source(per_sample_seeds=True), config, run, iterations=2, local_size=2)
+    assert [request.indices.tolist() for request in sliced] == [[12, 13], [16, 17]]
+    assert [(request.keep, request.slot_seed) for request in sliced] == [(None, (7, 1, 2)), (None, (7, 1, 6))]
+    run.position = 1  # resumed after the first batch: the rest of the epoch only
+    assert [request.indices.tolist() for request in epoch_requests(Source(True), config, run, 2, 2)] == [[16, 17]]
+    assert PreloadedImages.per_sample_seeds is False and FileImages.per_sample_seeds is True

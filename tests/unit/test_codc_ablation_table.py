@@ -77,8 +77,11 @@ def test_published_figures_are_the_seeds_and_kept_separate(tmp_path):
     assert "69.12" not in measured_part and "69.12" in published_part and "79.82" in published_part
     assert "30.00" in measured_part and "30.00" not in published_part
     assert "seed slides" in published_part
+    assert ("Selected on test data, as in the reference protocol. VOC07 SVM: each model's layer with the best test "
+            "mAP") in measured_part and "Selected" not in published_part
     tex = (tmp_path / "codc_ablation.tex").read_text()
     assert tex.count(r"\begin{table}") == 2 and "not measured here" in tex
+    assert tex.count("Selected on test data") == 1 and tex.index("Selected") < tex.index("not measured here")
 
 
 def test_ablation_from_result_files_takes_each_cells_best_layer(tmp_path):

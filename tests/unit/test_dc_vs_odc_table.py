@@ -46,7 +46,11 @@ def test_dc_vs_odc_table_plot_and_spec(tmp_path):
     assert odc.seconds_to_dc_final == pytest.approx(45.0)
     assert frame[frame.method == "dc"].iloc[0].seconds_to_dc_final == pytest.approx(100.0)
     assert (tmp_path / "dc_vs_odc.png").stat().st_size > 0
-    assert "| odc | odc | small_resnet | cpu | 60.00 | 4 | 45.00 | 22.50 | 45.00 |" in (tmp_path / "dc_vs_odc.md").read_text()
+    markdown = (tmp_path / "dc_vs_odc.md").read_text()
+    assert "| odc | odc | small_resnet | cpu | 60.00 | 4 | 45.00 | 22.50 | 45.00 |" in markdown
+    note = markdown.strip().splitlines()[-1]  # the line under the table
+    assert note.startswith("Selected on test data") and "VOC07 SVM" in note and "VOC07 low-shot" in note
+    assert "Places205" not in note
     with pytest.raises(ValueError, match="missing key"):
         dc_vs_odc_table([{"method": "dc"}])
     plot_time_to_accuracy({}, str(tmp_path / "empty.png"))

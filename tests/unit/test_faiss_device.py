@@ -41,10 +41,16 @@ def test_demanding_a_gpu_without_one_names_what_is_missing():
         faiss_gpu_device(CPU, True, SimpleNamespace(get_num_gpus=lambda: 0))
 
 
-def test_the_installed_cpu_faiss_clusters_on_the_cpu():
+def test_the_installed_cpu_faiss_clusters_on_the_cpu(cuda):
     import faiss
 
-    assert faiss_gpu_device(CPU) is None or hasattr(faiss, "GpuIndexFlatL2")
+    if hasattr(faiss, "GpuIndexFlatL2"):
+        pytest.skip("a faiss GPU build is installed (envs/pipeline-gpu.yaml): this test is about the CPU build")
+    # Even where torch claims a GPU (the cuda fixture), a CPU-only faiss build keeps the index on the CPU.
+    assert faiss_gpu_device(CPU) is None
+    assert type(kmeans_module._flat_index(faiss, 2, CPU, None)) is faiss.IndexFlatL2
+    with pytest.raises(RuntimeError, match="CPU-only build"):
+        faiss_gpu_device(CPU, True)
     points = torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.1, 5.0]])
     result = kmeans(points, 2, iterations=5, seed=0, use_gpu=None)
     assert result.assignments[0] == result.assignments[1] != result.assignments[2] == result.assignments[3]

@@ -45,10 +45,22 @@ def test_the_workflows_own_package_runs_and_the_log_says_where_it_came_from(tmp_
 
 
 def test_a_workflow_without_src_is_not_checked(tmp_path, monkeypatch):
+    """A deployed workflow (scripts, no src/ beside them) runs with whatever package is installed; the same folder
+    with a src/ssl_challenge of its own is refused, so the check is reached and it is src/ that decides."""
     monkeypatch.setattr(os, "environ", dict(os.environ))
-    (tmp_path / "deployed" / "workflow" / "scripts").mkdir(parents=True)
-    with jobs.job_logging(fake_job(tmp_path, tmp_path / "deployed" / "workflow" / "scripts")):
-        pass
+    scripts = tmp_path / "deployed" / "workflow" / "scripts"
+    scripts.mkdir(parents=True)
+    ran = []
+    with jobs.job_logging(fake_job(tmp_path, scripts)):
+        ran.append(True)
+    assert ran == [True]
+    log = (tmp_path / "job.log").read_text()
+    assert f"ssl_challenge from {jobs.PACKAGE_DIR}" in log and "done in" in log and "failed" not in log
+    (tmp_path / "deployed" / "src" / "ssl_challenge").mkdir(parents=True)
+    with pytest.raises(ImportError, match="not from the workflow's"):
+        with jobs.job_logging(fake_job(tmp_path, scripts)):
+            ran.append(True)
+    assert ran == [True]
 
 
 def test_every_workflow_script_ends_with_its_job_logging_block():

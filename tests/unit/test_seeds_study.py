@@ -83,7 +83,7 @@ def test_seeded_config_changes_only_the_training_seeds():
                     "places205_root": "", "embedded": {"fashion_mnist_dir": "/cluster/seed1/fmnist"}}
 
 
-def test_seed_runs_do_not_depend_on_the_study_statistics():
+def test_the_seed_configs_code_digest_leaves_the_study_statistics_out():
     """A seed's run is stale when its config's code changes, not when the study's aggregation does: the
     ``seed_config`` jobs' code digest (the script and what it imports) leaves ``seeds_study.py`` out."""
     from ssl_challenge.core import provenance
@@ -117,6 +117,11 @@ def test_write_seeds_study(tmp_path):
     claims = (tmp_path / "claims.md").read_text()
     assert "| CODC improves every member | e: dc after - before CODC | +2.50 | 0.71 |" in claims
     assert "Seeds [0, 1]" in claims
+    for name in ("l.md", "a.md", "claims.md"):  # each says its figures were chosen on test data, in each run
+        note = (tmp_path / name).read_text().strip().splitlines()[-1]
+        assert note.startswith("Selected on test data, as in the reference protocol. VOC07 SVM"), name
+        assert "Each seed's run makes these choices on its own results." in note, name
+    assert "low-shot" not in (tmp_path / "l.md").read_text()  # the per-seed leaderboards had no low-shot column
     write_seeds_study([0, 1], paths["leaderboards"], [], [], outputs, logging.getLogger("t"))
     assert "No claim applies" in (tmp_path / "claims.md").read_text()
     assert "none: the config has no ablation" in (tmp_path / "a.md").read_text()

@@ -4,6 +4,7 @@ import json
 import logging
 
 import pandas as pd
+import pytest
 
 from ssl_challenge.reporting.leaderboard import PUBLISHED_ROWS, write_leaderboard
 
@@ -45,6 +46,20 @@ def test_leaderboard_takes_the_best_layer_and_keeps_published_rows_apart(tmp_pat
     assert set(table.loc[table["section"] == "measured", "model"]) == {"random", "rot"}
     markdown = (tmp_path / "tables" / "leaderboard.md").read_text()
     assert markdown.index("Measured") < markdown.index("Published")
+    # Under the measured table, a line says which choices were made on test data (as the reference protocol does).
+    measured_part = markdown.split("## Published reference figures")[0]
+    note = measured_part.strip().splitlines()[-1]
+    assert note.startswith("Selected on test data, as in the reference protocol. VOC07 SVM: each model's layer "
+                           "with the best test mAP")
+    assert ("VOC07 low-shot: for each k the cost with the best test mAP averaged over the samples, then the "
+            "layer") in note
+    assert "Places205: the layer with the best top-1 on val, which is Places205's test split" in note
+    assert "ImageNet" not in note  # no ImageNet column, no ImageNet selection
+    tex = (tmp_path / "tables" / "leaderboard.tex").read_text()
+    measured_tex = tex.split(r"\end{table}")[0]
+    assert r"\end{tabular}" in measured_tex and "Selected on test data" in measured_tex.split(r"\end{tabular}")[1]
+    assert "Selected on test data" not in tex.split(r"\end{table}")[1]  # the published table is not ours to qualify
+    assert "Selected" not in (tmp_path / "tables" / "leaderboard.csv").read_text()  # the CSV holds the figures only
     times = pd.read_csv(tmp_path / "tables" / "stage_times.csv")
     assert times.loc[0, "seconds"] == 12.5 and times.loc[0, "stage"] == "pretrain"
 
@@ -65,7 +80,8 @@ def test_imagenet_column_appears_only_when_the_track_ran(tmp_path):
     measured = write_leaderboard(evaluations(True), *arguments).set_index("model")
     assert measured.loc["rot", "imagenet_linear"] == 21.5 and measured.loc["rot", "imagenet_linear_layer"] == "feat4"
     assert pd.isna(measured.loc["rot@r1.concat", "imagenet_linear"])  # no trunk: no ImageNet probe
-    assert "imagenet_linear" in (tmp_path / "tables" / "leaderboard.md").read_text()
+    markdown = (tmp_path / "tables" / "leaderboard.md").read_text()
+    assert "imagenet_linear" in markdown and "ImageNet linear: the layer with the best top-1 on val" in markdown
     assert "imagenet_linear" not in write_leaderboard(evaluations(False), *arguments).columns
 
 
@@ -81,3 +97,16 @@ def test_detection_column_is_layer_free_and_empty_for_a_concatenation(tmp_path):
     assert measured.loc["rot", "voc07_detection"] == 12.345 and "voc07_detection_layer" not in measured.columns
     assert pd.isna(measured.loc["rot@r1.concat", "voc07_detection"])  # no trunk: no detector
     assert "| 12.35 |" in (tmp_path / "tables" / "leaderboard.md").read_text()
+
+
+def test_the_selection_note_names_each_tracks_choice_in_the_order_asked():
+    from ssl_challenge.reporting.table_formats import latex_table, selection_note
+
+    note = selection_note(["places205_linear", "voc07_svm"])
+    assert note.index("Places205") < note.index("VOC07 SVM") and "low-shot" not in note
+    with pytest.raises(ValueError, match="voc07_detection"):
+        selection_note(["voc07_detection"])
+    assert selection_note([]) == ""  # no selected figure, nothing to say
+    frame = pd.DataFrame({"model": ["rot"], "voc07_svm": [40.0]})
+    assert "footnotesize" not in latex_table(frame, "caption")
+    assert r"{\footnotesize Selected on test data" in latex_table(frame, "caption", note)

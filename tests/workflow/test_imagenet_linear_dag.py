@@ -44,7 +44,8 @@ def test_track_is_off_by_default(workflow_copy, tmp_path):
 def test_missing_val_folder_and_embedded_data_are_refused(workflow_copy, tmp_path):
     path, _ = challenge_config(tmp_path, enabled=True, with_val=False)
     result = run_snakemake(workflow_copy, "-n", "--configfile", str(path), check=False)
-    assert result.returncode != 0 and "val" in result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"ImageNet val folder {tmp_path / 'imagenet' / 'val'} does not exist" in result.stdout + result.stderr
     default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     default["evaluation"]["imagenet_linear"] = {"enabled": True}
     embedded = tmp_path / "embedded.yaml"

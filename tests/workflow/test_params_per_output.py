@@ -1,7 +1,7 @@
 """A rule's params are exactly what determines its output (rules/*.smk, planning.py "params per job"): after the
 session's finished smoke run, adding a layer to a track makes only that layer's jobs and the tables stale, adding a
 low-shot k runs that k's samples and SVM jobs and the per-layer merges (the other ks' files are left as they were),
-and an option reruns only the jobs whose result it changes."""
+and an option makes stale (in a dry run) only the jobs whose result it changes."""
 from __future__ import annotations
 
 import json
@@ -138,7 +138,8 @@ def test_published_samples_reach_the_samples_job(smoke_copy, tmp_path):
                                                       "svm_lowshot", "merge_lowshot", "linear_probe"} | TABLES,
      lambda jobs: {job.model for job in jobs if job.rule == "linear_probe"} == {"codc2@r1.concat"}),
 ])
-def test_an_option_reruns_only_the_jobs_whose_result_it_changes(smoke_run, tmp_path, edit, rules, check):
+def test_an_option_marks_stale_only_the_jobs_whose_result_it_changes(smoke_run, tmp_path, edit, rules,
+                                                                    check):
     workdir, _ = smoke_run
     jobs = planned(workdir, edited_smoke(workdir, tmp_path, edit))
     assert {job.rule for job in jobs} == rules

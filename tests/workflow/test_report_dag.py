@@ -17,7 +17,7 @@ def test_report_items_plan_a_training_curve_per_trained_model_and_the_table_page
     assert not {job.rule for job in tracks} & {"training_curves", "leaderboard_page", "seed_run", "seeds_study"}
 
 
-def test_seeds_study_runs_the_workflow_once_per_seed(workflow_copy):
+def test_seeds_study_plans_one_workflow_run_per_seed(workflow_copy):
     jobs = planned_jobs(run_snakemake(workflow_copy, "-n", "-p", "seeds_study").stdout)
     assert sorted(dict(job.wildcards)["seed"] for job in jobs if job.rule == "seed_run") == ["0", "1", "2"]
     output = run_snakemake(workflow_copy, "-n", "-p", "seeds_study").stdout

@@ -11,11 +11,13 @@ from typing import Sequence
 import pandas as pd
 
 from ..core.io import atomic_path, write_text_atomic
-from .table_formats import best_layer, latex_table, markdown_table, paths_by_suffix, read_json
+from .table_formats import best_layer, latex_table, markdown_table, paths_by_suffix, read_json, selection_note
 
 DC_VS_ODC_COLUMNS = ["model", "method", "backbone", "device", "pretrain_seconds", "epochs", "voc07_svm",
                      "voc07_lowshot"]
 DC_VS_ODC_OPTIONAL = ["wall_seconds", "seconds_to_dc_final"]
+# The VOC07 columns, and the snapshots' points behind seconds_to_dc_final, are best layers chosen on test data.
+SELECTION_NOTE = selection_note(["voc07_svm", "voc07_lowshot"])
 
 
 def dc_vs_odc_table(rows: Sequence[dict]) -> pd.DataFrame:
@@ -65,33 +67,49 @@ def write_dc_vs_odc_table(frame: pd.DataFrame, outputs: Sequence[str]) -> None:
         "# DC vs ODC", "", "Measured by this pipeline: pretraining time (training loop, seconds), epochs, VOC07 "
         "SVM mAP (best layer) and low-shot track score (best layer), x100; `wall_seconds`: the whole job (benchmark "
         "file); `seconds_to_dc_final`: training seconds until the VOC07 SVM mAP first reaches DC's final one, "
-        "interpolated between evaluated snapshots (empty: never).", "", markdown_table(frame), ""]))
+        "interpolated between evaluated snapshots (empty: never).", "", markdown_table(frame), "", SELECTION_NOTE,
+        ""]))
     tex = [str(path) for path in outputs if str(path).endswith(".tex")]
     if tex:
-        write_text_atomic(tex[0], latex_table(frame, "DC vs ODC, measured by this pipeline"))
+        write_text_atomic(tex[0], latex_table(frame, "DC vs ODC, measured by this pipeline", SELECTION_NOTE))
 
 
-def plot_time_to_accuracy(points: dict[str, Sequence[tuple[float, float]]], output_png: str) -> None:
-    """VOC07 SVM mAP against pretraining seconds, one line per method (points sorted by time), PNG (Agg)."""
+def time_to_accuracy_figure(points: dict[str, Sequence[tuple[float, float]]]):
+    """VOC07 SVM mAP against pretraining seconds, one line per model (points sorted by time), each its own colour
+    and marker, the legend beside the axes; a matplotlib Figure."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(6, 4))
-    for method, method_points in points.items():
-        ordered = sorted((float(seconds), float(score)) for seconds, score in method_points)
-        if ordered:
-            axis.plot([p[0] for p in ordered], [p[1] for p in ordered], marker="o", label=method)
-    axis.set_xlabel("pretraining time (s)")
+    from .plot_styles import legend_beside, line_styles
+
+    figure, axis = plt.subplots(figsize=(7.5, 4))
+    drawn = [(model, sorted((float(seconds), float(score)) for seconds, score in model_points))
+             for model, model_points in points.items() if model_points]
+    for (model, ordered), (colour, marker) in zip(drawn, line_styles(len(drawn))):
+        axis.plot([p[0] for p in ordered], [p[1] for p in ordered], color=colour, marker=marker, label=model)
+    if not drawn:
+        axis.text(0.5, 0.5, "no DC or ODC model", ha="center", va="center", transform=axis.transAxes)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    axis.set_xlabel("pretraining time (s, the training loop's clock)")
     axis.set_ylabel("VOC07 SVM mAP (%), best layer")
-    axis.set_title("Time to accuracy (measured)")
+    models = ", ".join(model for model, _ in drawn) if len(drawn) <= 4 else f"{len(drawn)} DC and ODC models"
+    axis.set_title(f"Time to accuracy, measured: {models or 'none'}\n(snapshots and final model; each point its "
+                   "best layer by test mAP)", fontsize=10)
     axis.grid(alpha=0.3)
-    if points:
-        axis.legend()
-    figure.tight_layout()
+    legend_beside(axis, "model")
+    return figure
+
+
+def plot_time_to_accuracy(points: dict[str, Sequence[tuple[float, float]]], output_png: str) -> None:
+    """:func:`time_to_accuracy_figure` as a PNG (Agg), written atomically."""
+    import matplotlib.pyplot as plt
+
+    figure = time_to_accuracy_figure(points)
     with atomic_path(output_png) as temporary:
-        figure.savefig(temporary, dpi=120)
+        figure.savefig(temporary, dpi=120, bbox_inches="tight")
     plt.close(figure)
 
 

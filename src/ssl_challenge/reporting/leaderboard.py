@@ -1,7 +1,7 @@
 """The leaderboard (one row per model, the best layer of each track), stage times and the low-shot plot, from
 the evaluation JSON files the pipeline wrote.
 
-Only measured numbers go in the measured section; the published reference rows (PROTOCOLS.md) are a separate,
+Only measured numbers go in the measured section; the published reference rows (docs/protocols.md) are a separate,
 labelled section and never mixed with them.
 """
 from __future__ import annotations
@@ -14,7 +14,8 @@ from typing import Sequence
 import pandas as pd
 
 from ..core.io import atomic_path, write_text_atomic
-from .table_formats import best_layer, latex_table, markdown_table, paths_by_suffix, read_json
+from .table_formats import (SELECTION, best_layer, latex_table, markdown_table, paths_by_suffix, read_json,
+                            selection_note)
 
 TRACK_COLUMNS = ["voc07_svm", "voc07_lowshot", "places205_linear"]
 PROBE_TRACKS = ("places205_linear", "imagenet_linear")  # one JSON per model, top-1 per layer
@@ -77,12 +78,13 @@ def write_tables(measured: pd.DataFrame, published: pd.DataFrame, outputs: Seque
     with atomic_path(csv_path) as tmp:
         combined.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL)
     published_view = published.drop(columns=["source"])
+    note = selection_note([track for track in SELECTION if track in measured.columns])
     write_text_atomic(md_path, "\n".join([
         "# Leaderboard", "", "Measured by this pipeline (best layer per track, x100):", "",
-        markdown_table(measured), "", f"## Published reference figures ({PUBLISHED_SOURCE})", "",
+        markdown_table(measured), "", note, "", f"## Published reference figures ({PUBLISHED_SOURCE})", "",
         markdown_table(published_view), "",
     ]))
-    write_text_atomic(tex_path, latex_table(measured, "Measured by this pipeline (best layer per track)")
+    write_text_atomic(tex_path, latex_table(measured, "Measured by this pipeline (best layer per track)", note)
                       + latex_table(published_view, PUBLISHED_SOURCE))
 
 
@@ -98,34 +100,57 @@ def stage_times(benchmark_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["stage", "job", "seconds", "max_rss_mb"])
 
 
-def plot_lowshot(evaluations: dict, output: str | Path) -> None:
-    """Low-shot mAP against k per model (best layer), with the min-max range over samples."""
+def lowshot_figure(evaluations: dict):
+    """The low-shot figure (a matplotlib Figure): per model with low-shot results, its best layer's mean test mAP
+    against k with the min-max range over samples; each model its own colour and marker, the legend beside the
+    axes. Points of different models at one k are spread a little along k so that their ranges stay readable."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(6, 4))
+    from .plot_styles import legend_beside, line_styles
+
+    curves = []
     for model, files in evaluations.items():
         results = [read_json(path) for path in files.get("voc07_lowshot", [])]
-        if not results:
-            continue
-        best = max(results, key=lambda result: result["track_score"])
+        if results:
+            curves.append((model, max(results, key=lambda result: result["track_score"])))
+    figure, axis = plt.subplots(figsize=(8, 4.5) if len(curves) <= 22 else (11, 4.5))
+    for index, ((model, best), (colour, marker)) in enumerate(zip(curves, line_styles(len(curves)))):
         ks = sorted(best["per_k"], key=int)
-        means = [best["per_k"][k]["mean"] for k in ks]
-        lows = [best["per_k"][k]["mean"] - best["per_k"][k]["min"] for k in ks]
-        highs = [best["per_k"][k]["max"] - best["per_k"][k]["mean"] for k in ks]
-        axis.errorbar([int(k) for k in ks], means, yerr=[lows, highs], marker="o", capsize=3,
+        entries = [best["per_k"][k] for k in ks]
+        spread = 2 ** (0.06 * (index - (len(curves) - 1) / 2) / max(1, len(curves) / 8))  # < 1/4 of an octave
+        axis.errorbar([int(k) * spread for k in ks], [entry["mean"] for entry in entries],
+                      yerr=[[entry["mean"] - entry["min"] for entry in entries],
+                            [entry["max"] - entry["mean"] for entry in entries]],
+                      color=colour, marker=marker, markersize=5, linewidth=1.2, capsize=2, elinewidth=0.8,
                       label=f"{model} ({best['layer']})")
-    axis.set_xscale("log", base=2)
+    if curves:
+        ks = sorted({int(k) for _, best in curves for k in best["per_k"]})
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(ks, [str(k) for k in ks])
+        axis.minorticks_off()
+    else:
+        axis.text(0.5, 0.5, "no low-shot results", ha="center", va="center", transform=axis.transAxes)
+        axis.set_xticks([])
+        axis.set_yticks([])
     axis.set_xlabel("positives per class (k)")
-    axis.set_ylabel("VOC07 test mAP (%)")
-    axis.set_title("VOC07 low-shot SVM (measured)")
+    axis.set_ylabel("VOC07 test mAP (%), mean over samples")
+    axis.set_title(f"VOC07 low-shot SVM, measured: the {len(curves)} models of this run, each at its best layer "
+                   "(in the legend)", fontsize=10)
     axis.grid(alpha=0.3)
-    axis.legend()
-    figure.tight_layout()
+    legend_beside(axis, "model (layer); bars: min-max over samples")
+    return figure
+
+
+def plot_lowshot(evaluations: dict, output: str | Path) -> None:
+    """:func:`lowshot_figure` as a PNG, written atomically."""
+    import matplotlib.pyplot as plt
+
+    figure = lowshot_figure(evaluations)
     with atomic_path(output) as tmp:
-        figure.savefig(tmp, dpi=120)
+        figure.savefig(tmp, dpi=120, bbox_inches="tight")
     plt.close(figure)
 
 

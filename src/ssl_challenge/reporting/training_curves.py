@@ -51,6 +51,13 @@ def curves(records: list[dict]) -> dict:
     }
 
 
+def not_recorded(axis) -> None:
+    """A panel for a quantity the model's method does not record: the words, no empty axes to misread."""
+    axis.text(0.5, 0.5, "not recorded for this model", ha="center", va="center", transform=axis.transAxes)
+    axis.set_xticks([])
+    axis.set_yticks([])
+
+
 def plot_training_curves(metrics_path: str | Path, model: str, output_png: str | Path) -> dict:
     """Write the figure of ``model`` (six panels; a panel its method does not record says so) atomically;
     returns the plotted series."""
@@ -61,20 +68,21 @@ def plot_training_curves(metrics_path: str | Path, model: str, output_png: str |
 
     series = curves(read_jsonl(metrics_path) if Path(metrics_path).stat().st_size else [])
     figure, axes = plt.subplots(2, 3, figsize=(13, 7))
-    figure.suptitle(f"{model}: training curves")
+    figure.suptitle(f"Training curves of the model {model} (its metrics.jsonl)")
     panels = [
-        ("loss (per logged iteration; dots: epoch means)", "iteration", "loss"),
-        ("label change ratio (epoch mean per iteration)", "epoch", "label_change_ratio"),
-        ("small-cluster events per epoch", "epoch", "small_cluster_events"),
-        ("NMI with the previous epoch's clustering", "epoch", "nmi_previous"),
+        ("loss (per logged iteration; dots: epoch means)", "iteration", "loss", "loss"),
+        ("label change ratio (epoch mean per iteration)", "epoch", "fraction of labels changed", "label_change_ratio"),
+        ("small-cluster events per epoch", "epoch", "clusters refilled", "small_cluster_events"),
+        ("NMI with the previous epoch's clustering", "epoch", "NMI", "nmi_previous"),
     ]
-    for axis, (title, xlabel, key) in zip(axes.flat, panels):
+    for axis, (title, xlabel, ylabel, key) in zip(axes.flat, panels):
         axis.set_title(title, fontsize=9)
-        axis.set_xlabel(xlabel)
         points = series[key]
         if not points:
-            axis.text(0.5, 0.5, "not recorded for this model", ha="center", va="center", transform=axis.transAxes)
+            not_recorded(axis)
             continue
+        axis.set_xlabel(xlabel)
+        axis.set_ylabel(ylabel)
         axis.plot(*zip(*points), marker="o" if len(points) < 30 else None)
         if key == "loss" and series["epoch_loss"]:
             axis.plot(*zip(*series["epoch_loss"]), "o", color="black", markersize=4)
@@ -82,7 +90,7 @@ def plot_training_curves(metrics_path: str | Path, model: str, output_png: str |
     for axis, (label, chosen) in zip(axes.flat[4:], [("first", histograms[:1]), ("last", histograms[-1:])]):
         axis.set_title(f"cluster sizes, {label} recorded epoch", fontsize=9)
         if not chosen:
-            axis.text(0.5, 0.5, "not recorded for this model", ha="center", va="center", transform=axis.transAxes)
+            not_recorded(axis)
             continue
         epoch, sizes = chosen[0]
         axis.hist(sizes, bins=max(5, min(50, int(math.sqrt(len(sizes))) * 2)))

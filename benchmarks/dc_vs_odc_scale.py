@@ -12,7 +12,7 @@ features: the feature pass per image (linear in N by construction: measured once
 and k-means on N points (measured at each N), ODC's ``after_step`` at each N and k (median over iterations).
 Fits: DC's clustering ~ a*N + c*N*k (PCA linear in N, a k-means iteration linear in N*k), ODC's memory per
 iteration ~ m0 + m1*k. The prediction at N = 1,281,167 and k = 10,000 uses a ResNet-50 step of 0.45 s per batch
-of 512 on 8 GPUs (../shared/PERFORMANCE.md: "0.4-0.5 s"; not measured here) and, for the feature pass, the ratio
+of 512 on 8 GPUs (benchmarks/README.md, "Reference anchors": "0.4-0.5 s"; not measured here) and, for the feature pass, the ratio
 of a forward pass to a training step measured on the embedded network.
 
 Times are CPU seconds per thread (``clock``), not wall seconds.
@@ -36,7 +36,7 @@ from ssl_challenge.models.backbones import build_backbone
 from ssl_challenge.models.necks import reset_linear
 
 IMAGENET_N, IMAGENET_K, IMAGENET_BATCH = 1_281_167, 10_000, 512
-RESNET50_STEP_S = 0.45  # one 512-image step on 8 GPUs (../shared/PERFORMANCE.md), not measured here
+RESNET50_STEP_S = 0.45  # one 512-image step on 8 GPUs (benchmarks/README.md, "Reference anchors"), not measured here
 SEED_RATIO = 10 / 2.7  # the seed: DC 10 days, ODC 2.7 days on 8 GPUs
 IMAGE_SIZE, BATCH = 32, 128
 PCA_DIMS = 256

@@ -1,5 +1,5 @@
 """DC's per-epoch clustering at ImageNet scale: PCA 2048 -> 256 and k-means into 10,000 clusters of 1,281,167
-points (see ../shared/PERFORMANCE.md and benchmarks/README.md).
+points (see benchmarks/README.md).
 
 Both costs grow linearly with the number of points at fixed k and dimensions (PCA: one pass of chunked covariance
 products and one projection; a k-means iteration: one N x k distance pass and one centroid update), so the script

@@ -1,5 +1,5 @@
-"""What deterministic CPU numerics cost a training step (``resources.deterministic``; see the README's
-"Reproducibility" section and ``ssl_challenge/core/numerics.py``).
+"""What deterministic CPU numerics cost a training step (``resources.deterministic``; see
+docs/reproducibility.md and ``ssl_challenge/core/numerics.py``).
 
 Deterministic mode pins the numerical libraries when they load (MKL's code path, ATen's vector width, OpenBLAS's
 and oneDNN's kernels) and runs convolutions in fixed chunks (``ssl_challenge/core/chunked_conv.py``), so the two modes
@@ -11,6 +11,7 @@ steps spent in convolutions (forward, backward) and BatchNorm.
 
     PYTHONPATH=src .venv/bin/python benchmarks/numerics_cost.py            # embedded backbone (~1 min)
     PYTHONPATH=src .venv/bin/python benchmarks/numerics_cost.py --resnet50 # and ResNet-50 at 224 px (~4 min)
+    PYTHONPATH=src .venv/bin/python benchmarks/numerics_cost.py --rounds 1 --steps 1 --batch 64  # seconds (tests)
 """
 from __future__ import annotations
 
@@ -39,18 +40,21 @@ OP_CLASSES = {  # profiler op name -> class (self CPU time)
 }
 
 
-def worker(shape: str, deterministic: bool, threads: int, steps: int, profile: bool) -> dict:
+def worker(shape: str, deterministic: bool, threads: int, steps: int, profile: bool, batch: int | None = None
+           ) -> dict:
     """Median seconds of gpu_check's pure training step (backbone + linear head, SGD) in this numerics mode and,
-    with ``profile``, the shares of the op classes over all its steps."""
-    from ssl_challenge.core.numerics import configure_torch, pin_environment
+    with ``profile``, the shares of the op classes over all its steps. ``batch``: images per step (default: the
+    shape's own)."""
+    from ssl_challenge.core.numerics import pin_environment, start_numerics
 
     pin_environment(threads, deterministic)  # before torch loads: the pins are read once
     import torch
 
     from gpu_check import pure_step_seconds  # imports torch: only after the pins
 
-    configure_torch(threads, deterministic)
-    backbone_config, size, batch = SHAPES[shape]
+    start_numerics(threads, deterministic)
+    backbone_config, size, shape_batch = SHAPES[shape]
+    batch = batch or shape_batch
     sizes = {"backbone": dict(backbone_config), "clusters": 4, "image": size, "warmup": 1, "steps": steps}
     if not profile:
         return {"median_s": pure_step_seconds(batch, sizes, torch.device("cpu"), "fp32")}
@@ -69,13 +73,13 @@ def worker(shape: str, deterministic: bool, threads: int, steps: int, profile: b
     return {"median_s": median, "shares": shares}
 
 
-def run_worker(shape: str, mode: str, threads: int, steps: int, profile: bool) -> dict:
+def run_worker(shape: str, mode: str, threads: int, steps: int, profile: bool, batch: int | None = None) -> dict:
     from ssl_challenge.core.numerics import DETERMINISTIC_ENVIRONMENT, DETERMINISTIC_VARIABLE, THREAD_VARIABLES
 
     pinned = {*DETERMINISTIC_ENVIRONMENT, *THREAD_VARIABLES, DETERMINISTIC_VARIABLE}
     environment = {key: value for key, value in os.environ.items() if key not in pinned}  # the worker pins its own
-    command = [sys.executable, __file__, "--worker", shape, mode, str(threads), str(steps)] + (["--profile"] if
-                                                                                            profile else [])
+    command = ([sys.executable, __file__, "--worker", shape, mode, str(threads), str(steps)]
+               + (["--profile"] if profile else []) + ([f"--batch={batch}"] if batch else []))
     output = subprocess.run(command, env=environment, check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
@@ -86,12 +90,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="torch threads per worker")
     parser.add_argument("--rounds", type=int, default=3, help="alternations of the two modes")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per worker (after one warm-up)")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="images per step for every backbone (default: 512 for small_resnet, 16 for resnet50)")
     parser.add_argument("--worker", nargs=4, metavar=("SHAPE", "MODE", "THREADS", "STEPS"), help=argparse.SUPPRESS)
     parser.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.worker:
         shape, mode, threads, steps = arguments.worker
-        print(json.dumps(worker(shape, MODES[mode], int(threads), int(steps), arguments.profile)))
+        print(json.dumps(worker(shape, MODES[mode], int(threads), int(steps), arguments.profile, arguments.batch)))
         return
 
     shapes = ["small_resnet"] + (["resnet50"] if arguments.resnet50 else [])
@@ -104,7 +110,7 @@ def main() -> None:
             shares = {}
             for round_index in range(arguments.rounds):
                 for mode in MODES:
-                    result = run_worker(shape, mode, threads, steps, profile=round_index == 0)
+                    result = run_worker(shape, mode, threads, steps, round_index == 0, arguments.batch)
                     times[mode].append(result["median_s"])
                     shares.setdefault(mode, result.get("shares"))
             deterministic, fast = (statistics.median(times[mode]) for mode in MODES)

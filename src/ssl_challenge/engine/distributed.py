@@ -10,6 +10,7 @@ import os
 
 import torch
 import torch.distributed as dist
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..core.numerics import configure_cuda
 
@@ -68,6 +69,27 @@ def broadcast_(tensor: torch.Tensor, source: int = 0) -> torch.Tensor:
     if world_size() > 1:
         dist.broadcast(tensor, src=source)
     return tensor
+
+
+def broadcast_batchnorm_buffers_(module: torch.nn.Module, source: int = 0) -> None:
+    """Every BatchNorm's running statistics and batch count in ``module`` (``nn.BatchNorm*d``, SyncBatchNorm,
+    ``sync_batchnorm.GlobalBatchNorm``, per-process ones included) overwritten in place with ``source``'s; nothing
+    on one process.
+
+    DDP runs with ``broadcast_buffers=False``, so without synchronised BatchNorm each rank's running statistics
+    follow its own half of the batches. The loop calls this before every feature pass and every checkpoint: the
+    gathered features are then those of rank 0's network, and every rank continues from the statistics the
+    checkpoint saves, so a resumed run equals an uninterrupted one. One broadcast per dtype (the statistics
+    flattened together), not one per tensor."""
+    if world_size() == 1:
+        return
+    buffers = [buffer for layer in module.modules() if isinstance(layer, _BatchNorm)
+               for buffer in (layer.running_mean, layer.running_var, layer.num_batches_tracked) if buffer is not None]
+    for dtype in sorted({buffer.dtype for buffer in buffers}, key=str):
+        group = [buffer for buffer in buffers if buffer.dtype == dtype]
+        flat = broadcast_(torch.cat([buffer.reshape(-1) for buffer in group]), source)
+        for buffer, values in zip(group, flat.split([buffer.numel() for buffer in group])):
+            buffer.copy_(values.view_as(buffer))
 
 
 def barrier() -> None:

@@ -5,7 +5,9 @@ and, for ODC's neck, differ between ranks). ``torch.nn.SyncBatchNorm`` runs on C
 :func:`convert_sync_batchnorm` picks it on GPUs and :class:`GlobalBatchNorm` (the same maths, collectives through
 any backend, gloo included) elsewhere: the CPU tests exercise the CPU path against one process holding the whole
 batch. On one process (or when ``sync`` is off) nothing is converted. A module with ``sync_batchnorm = False``
-(ODC's neck with ``neck_sync_bn: false``, per GPU as the reference's) keeps its BatchNorm per process.
+(ODC's neck with ``neck_sync_bn: false``, per GPU as the reference's) keeps its BatchNorm per process. Per-process
+running statistics drift apart; the training loop sets them to rank 0's before each feature pass and each
+checkpoint (``distributed.broadcast_batchnorm_buffers_``).
 """
 from __future__ import annotations
 

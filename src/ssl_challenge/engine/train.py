@@ -4,7 +4,10 @@ Resumable by construction: a checkpoint (see ``checkpoint.py``) is written every
 at the end of every epoch, and when SIGTERM or SIGUSR1 arrives (SLURM's warning before a time limit or a
 preemption); the job then exits with :class:`.run_control.Preempted` so that the scheduler's retry continues the
 run. Every random draw is derived from (seed, epoch, iteration, rank), so an interrupted and resumed run ends with
-weights identical to an uninterrupted one.
+weights identical to an uninterrupted one, on several processes too: there BatchNorm's running statistics (not
+synchronised by DDP, and per rank without ``sync_bn``) are set to rank 0's on every rank before each feature pass
+and each checkpoint (:func:`.distributed.broadcast_batchnorm_buffers_`), so the checkpoint holds what every rank
+continues from, and a rank's own statistics between two such points are read by nothing.
 
 The loop receives a built method (``pretraining.build_pretraining_method``; the engine never imports the
 methods). On several processes (torchrun) it wraps the method in ``DistributedDataParallel`` (gradients averaged
@@ -72,13 +75,15 @@ def build_optimizer(method: torch.nn.Module, config: OptimizerConfig) -> torch.o
 def feature_extractor(images: PretrainingImages, num_samples: int, batch_size: int, device: torch.device,
                       method: torch.nn.Module, workers: int = 0):
     """``EpochContext.extract_features``: ``fn`` over the whole set in index order, eval mode, no grad
-    (``inference.run_frozen``); on several processes each rank extracts its shard and the shards are gathered
-    (all ranks get Tensor[N, D])."""
+    (``inference.run_frozen``); on several processes each rank extracts its shard with rank 0's BatchNorm
+    statistics (broadcast first) and the shards are gathered (all ranks get Tensor[N, D], as rank 0's network
+    alone would give)."""
 
     def extract(fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         world, rank = distributed.world_size(), distributed.rank()
         shard = math.ceil(num_samples / world)
         indices = torch.arange(rank * shard, (rank + 1) * shard).clamp_(max=num_samples - 1)
+        distributed.broadcast_batchnorm_buffers_(method)
         outputs = frozen_outputs(method, fn, images, batch_size, device, indices, workers, on_cpu=False)
         features = distributed.gather_concat(outputs)[:num_samples]
         if not bool(features.isfinite().all()):  # the same on every rank: all ranks stop together
@@ -101,9 +106,11 @@ class TrainingStep(torch.nn.Module):
 
 
 def distributed_step(method: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """The method's step wrapped in DDP (several processes). Buffers (pseudo-labels, ODC's memory, BatchNorm's
-    running statistics) are not broadcast each step: the methods keep them equal on every rank themselves, and
-    the model file is rank 0's."""
+    """The method's step wrapped in DDP (several processes). Buffers are not broadcast each step: the methods
+    keep theirs (pseudo-labels, ODC's memory) equal on every rank themselves; BatchNorm's running statistics
+    drift apart without ``sync_bn`` (each rank's follow its own batches) and are read only in eval mode, so the
+    loop sets them to rank 0's before each feature pass and each checkpoint (:func:`feature_extractor`,
+    :func:`write_checkpoint`). The checkpoint and the model file are rank 0's."""
     from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(TrainingStep(method), device_ids=[device.index] if device.type == "cuda" else None,
@@ -273,7 +280,10 @@ def resumed_position(run_dir: Path, method: torch.nn.Module, optimizer, digest: 
 
 
 def write_checkpoint(state: RunState) -> None:
-    """The run's checkpoint (rank 0 writes it; every rank waits), never of a diverged state."""
+    """The run's checkpoint (rank 0 writes it; every rank waits), never of a diverged state. Every rank takes
+    rank 0's BatchNorm statistics first, so that it continues from what the checkpoint holds, as a resumed run
+    does."""
+    distributed.broadcast_batchnorm_buffers_(state.method)
     refuse_non_finite(state.method.state_dict(), "the method's state tensors")
     if distributed.rank() == 0:
         save_checkpoint(state.run_dir / run_files.CHECKPOINT, state.method, state.optimizer, state.run, state.digest)

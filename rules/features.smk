@@ -1,5 +1,5 @@
 # Multi-layer features of every model, one job per model and data set (VOC07: trainval and test; Places205: train
-# and val, only for concatenations): the backbone loads once per data set. The pooling plan is in every file.
+# and val, for the cached probe only): the backbone loads once per data set. The pooling plan is in every file.
 
 
 rule extract_voc07_features:

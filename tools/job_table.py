@@ -1,13 +1,13 @@
 """The full-scale run's jobs per rule and what each asks of the cluster, from a dry run of config/challenge.yaml
-under the cluster profile (profiles/slurm/config.yaml), as the README's "Full-scale run" table.
+under the cluster profile (profiles/slurm/config.yaml), as the table "Jobs and requests" of profiles/README.md.
 
 The dry run needs data roots that pass the layout checks: the config's own roots are replaced by a small miniature
 tree (ssl_challenge.data.miniature) built in a temporary folder; nothing else of config/challenge.yaml changes, so
 the jobs are those of the full-scale run.
 
     .venv/bin/python tools/job_table.py            # print the table
-    .venv/bin/python tools/job_table.py --update   # rewrite it in README.md, between its two markers
-    .venv/bin/python tools/job_table.py --check    # exit 1 when README.md's table is out of date (tests run this)
+    .venv/bin/python tools/job_table.py --update   # rewrite it in profiles/README.md, between its two markers
+    .venv/bin/python tools/job_table.py --check    # exit 1 when that table is out of date (tests run this)
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 from ssl_challenge.data.miniature import build_miniature  # noqa: E402
 
-README = REPO / "README.md"
+README = REPO / "profiles" / "README.md"
 START, END = "<!-- job-table:start -->", "<!-- job-table:end -->"
 # The stages in the order they run; rules not listed follow.
 RULE_ORDER = ["pretrain", "snapshot_model", "pseudo_labels", "codc_labels", "codc_round", "extract_voc07_features",
@@ -109,8 +109,8 @@ def markdown_table(rules: dict[str, dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--update", action="store_true", help="rewrite the table in README.md")
-    parser.add_argument("--check", action="store_true", help="exit 1 when README.md's table differs")
+    parser.add_argument("--update", action="store_true", help="rewrite the table in profiles/README.md")
+    parser.add_argument("--check", action="store_true", help="exit 1 when the table in profiles/README.md differs")
     parser.add_argument("--fashion-mnist-dir", default="/usr/share/datasets/fashion-mnist")
     args = parser.parse_args()
     table = markdown_table(requests_per_rule(dry_run_output(args.fashion_mnist_dir)))

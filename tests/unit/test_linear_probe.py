@@ -131,8 +131,8 @@ def test_online_probe_trains_through_a_frozen_trunk():
     state_before = {key: value.clone() for key, value in backbone.state_dict().items()}
     train_source, val_source = BrightnessSource(96, seed=0), BrightnessSource(40, seed=1)
     config = LinearProbeConfig(epochs=3, milestones=(2,), batch_size=32)
-    result = train_linear_probe_online(backbone, train_source, val_source, train_source.labels, val_source.labels,
-                                       ["feat1", "feat5"], plan, config, "cpu", seed=0)
+    result = train_linear_probe_online([backbone], train_source, val_source, train_source.labels, val_source.labels,
+                                       ["feat1", "feat5"], [plan], config, "cpu", seed=0)
     assert result["top1"]["feat1"] > 90.0
     assert len(result["epochs_log"]) == 3 and result["best_layer"] in ("feat1", "feat5")
     assert set(train_source.augment_flags) == {True} and set(val_source.augment_flags) == {False}
@@ -231,8 +231,8 @@ def online_probe(source, checkpointing, workers=0):
     backbone = build_backbone({"name": "small_resnet", "widths": [8, 8, 8, 8]})
     val_source = BrightnessSource(20, seed=1)
     config = LinearProbeConfig(epochs=3, milestones=(2,), batch_size=16)  # 3 iterations per epoch
-    return train_linear_probe_online(backbone, source, val_source, source.labels, val_source.labels,
-                                     ["feat1", "feat5"], pooling_plan(backbone, 12, 32), config, "cpu", seed=3,
+    return train_linear_probe_online([backbone], source, val_source, source.labels, val_source.labels,
+                                     ["feat1", "feat5"], [pooling_plan(backbone, 12, 32)], config, "cpu", seed=3,
                                      checkpointing=checkpointing, workers=workers)
 
 
@@ -274,7 +274,103 @@ def test_online_probe_refuses_the_checkpoint_of_another_probe(tmp_path):
     backbone = build_backbone({"name": "small_resnet", "widths": [8, 8, 8, 8]})
     source, val_source = SeededBrightnessSource(48, seed=0), BrightnessSource(20, seed=1)
     with pytest.raises(ValueError, match="checkpoint of another configuration"):
-        train_linear_probe_online(backbone, source, val_source, source.labels, val_source.labels, ["feat1", "feat5"],
-                                  pooling_plan(backbone, 12, 32), LinearProbeConfig(epochs=3, milestones=(2,),
+        train_linear_probe_online([backbone], source, val_source, source.labels, val_source.labels, ["feat1", "feat5"],
+                                  [pooling_plan(backbone, 12, 32)], LinearProbeConfig(epochs=3, milestones=(2,),
                                                                                     batch_size=16),
                                   "cpu", seed=3, checkpointing=ProbeCheckpointing(str(tmp_path)))
+
+
+# ------------------------------------------------------------------ a concatenation: the members' trunks together
+def member_trunks():
+    """Two members of different widths: feat5 maps of 8 and 12 channels, both pooled to 2 x 2; feat1 of 8 channels
+    pooled to 2 x 2 and of 4 channels pooled to 3 x 3 (12 px images, pooling target 32)."""
+    torch.manual_seed(0)
+    trunks = [build_backbone({"name": "small_resnet", "widths": widths}) for widths in ([8, 8, 8, 8], [4, 8, 8, 12])]
+    return trunks, [pooling_plan(trunk, 12, 32) for trunk in trunks]
+
+
+def concatenation_probe(source, checkpointing, members=None):
+    trunks, plans = members or member_trunks()
+    val_source = BrightnessSource(20, seed=1)
+    config = LinearProbeConfig(epochs=2, milestones=(1,), batch_size=16)  # 3 iterations per epoch
+    return train_linear_probe_online(trunks, source, val_source, source.labels, val_source.labels, ["feat1", "feat5"],
+                                     plans, config, "cpu", seed=3, checkpointing=checkpointing)
+
+
+def test_a_concatenation_joins_its_members_pooled_maps_along_channels():
+    from ssl_challenge.models.pooling import pool_features
+    from ssl_challenge.stages.online_probe import joined_features, joined_layout
+
+    trunks, plans = member_trunks()
+    dims, blocks = joined_layout(plans, ["feat1", "feat5"])
+    assert dims == {"feat1": 8 * 4 + 4 * 9, "feat5": 8 * 4 + 12 * 4}  # the members' dims summed
+    assert blocks == {"feat1": [(8, 32), (4, 36)], "feat5": [(8, 32), (12, 48)]}
+    images = normalise_uint8(BrightnessSource(6, seed=2).images)
+    for trunk in trunks:
+        trunk.eval()
+    joined = joined_features(trunks, plans, ["feat1", "feat5"], images)
+    members = [pool_features(trunk(images), plan, ["feat5"])["feat5"] for trunk, plan in zip(trunks, plans)]
+    assert torch.equal(joined["feat5"], torch.cat(members, dim=1))  # member order
+    # feat5's maps share their 2 x 2 size: the head's normalisation is BatchNorm2d of the 20-channel map made by
+    # joining the members' pooled maps along channels
+    maps = torch.cat([members[0].reshape(6, 8, 2, 2), members[1].reshape(6, 12, 2, 2)], dim=1)
+    reference = nn.BatchNorm2d(20, affine=False, momentum=0.1).train()(maps).flatten(1)
+    assert torch.allclose(PerChannelBatchNorm(blocks["feat5"]).train()(joined["feat5"]), reference, atol=1e-5)
+    with pytest.raises(ValueError, match="one pooling plan per trunk"):
+        train_linear_probe_online(trunks, BrightnessSource(8, 0), BrightnessSource(4, 1), torch.zeros(8),
+                                  torch.zeros(4), ["feat5"], plans[:1], SMALL, "cpu", seed=0)
+
+
+def test_online_probe_of_a_concatenation_trains_through_the_frozen_members(tmp_path):
+    from ssl_challenge.stages.online_probe import ProbeCheckpointing
+
+    trunks, plans = member_trunks()
+    trunks[1].eval()
+    before = [{key: value.clone() for key, value in trunk.state_dict().items()} for trunk in trunks]
+    source = SeededBrightnessSource(48, seed=0)
+    result = concatenation_probe(source, ProbeCheckpointing(str(tmp_path / "whole")), (trunks, plans))
+    assert set(result["top1"]) == {"feat1", "feat5"} and len(result["epochs_log"]) == 2
+    assert result["top1"]["feat1"] > 90.0  # brightness is linearly visible in the joined feat1
+    assert result["num_train"] == 48 and result["num_val"] == 20 and len(result["val_predictions"]) == 20
+    assert [trunk.training for trunk in trunks] == [True, False]  # each member's mode restored
+    for trunk, state in zip(trunks, before):  # no weight and no BatchNorm statistic of either member moved
+        for key, value in trunk.state_dict().items():
+            torch.testing.assert_close(value, state[key], rtol=0, atol=0)
+    # the heads (from a checkpoint after iteration 1): Linear(summed dims), one BatchNorm per member's channels
+    concatenation_probe(SeededBrightnessSource(48, seed=0),
+                        ProbeCheckpointing(str(tmp_path / "one"), stop_after_iterations=1))
+    heads = torch.load(tmp_path / "one" / "checkpoint.pth", weights_only=False)["method"]
+    assert heads["feat5.1.weight"].shape == (2, 80) and heads["feat1.1.weight"].shape == (2, 68)
+    assert [heads[f"feat5.0.norms.{index}.running_mean"].shape[0] for index in (0, 1)] == [8, 12]
+
+
+def test_online_probe_of_a_concatenation_killed_and_rerun_gives_the_uninterrupted_result(tmp_path):
+    from ssl_challenge.stages.online_probe import ProbeCheckpointing
+
+    uninterrupted = concatenation_probe(SeededBrightnessSource(48, seed=0), ProbeCheckpointing(str(tmp_path / "a")))
+    state = str(tmp_path / "b")
+    assert concatenation_probe(SeededBrightnessSource(48, seed=0),
+                               ProbeCheckpointing(state, every=1, stop_after_iterations=4)) is None  # mid-epoch 2
+    resumed = concatenation_probe(SeededBrightnessSource(48, seed=0), ProbeCheckpointing(state, every=1))
+    assert without_numerics(resumed) == without_numerics(uninterrupted)
+
+
+def test_probe_digest_of_one_trunk_is_unchanged_and_member_order_counts():
+    import dataclasses
+    import hashlib
+    import json
+
+    from ssl_challenge.stages.online_probe import probe_digest
+
+    (first, second), (plan, other_plan) = member_trunks()
+    # the single-trunk description written before concatenations were probed online: old checkpoints stay valid
+    expected = hashlib.sha256(json.dumps({"config": dataclasses.asdict(SMALL), "seed": 1, "layers": ["feat5"],
+                                          "plan": plan, "counts": [4, 2, 2], "evaluate_every": 1},
+                                         sort_keys=True, default=str).encode())
+    for name, tensor in sorted(first.state_dict().items()):
+        expected.update(name.encode())
+        expected.update(tensor.detach().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    assert probe_digest([first], SMALL, 1, ["feat5"], [plan], (4, 2, 2), 1) == expected.hexdigest()[:16]
+    joined = probe_digest([first, second], SMALL, 1, ["feat5"], [plan, other_plan], (4, 2, 2), 1)
+    swapped = probe_digest([second, first], SMALL, 1, ["feat5"], [other_plan, plan], (4, 2, 2), 1)
+    assert len({joined, swapped, expected.hexdigest()[:16]}) == 3

@@ -1,5 +1,6 @@
 """Workflow stage functions on tiny trees in the real layouts: features keep the file lists' order and metadata, and
-the Places205 probe runs both ways (cached features, and online through the frozen trunk)."""
+the Places205 probe runs both ways (cached features, and online through the frozen trunk or a concatenation's
+members' trunks)."""
 from __future__ import annotations
 
 import json
@@ -45,7 +46,7 @@ def test_voc07_features_follow_the_image_set_order(tmp_path, tiny_model):
     assert names == classes and labels.shape == (5, 3) and x.shape[0] == 5
 
 
-@pytest.mark.parametrize("mode", ["cached", "online"])
+@pytest.mark.parametrize("mode", ["cached", "online", "online_concatenation"])
 def test_places205_probe_runs_in_both_modes(tmp_path, tiny_model, mode):
     torch.set_num_threads(1)
     make_tiny_places205(tmp_path / "places205", n_classes=3, per_class_train=4, per_class_val=2)
@@ -54,11 +55,17 @@ def test_places205_probe_runs_in_both_modes(tmp_path, tiny_model, mode):
         inputs = {subset: str(tmp_path / f"places205_{subset}.npz") for subset in ("train", "val")}
         extract_split_features(str(tiny_model), {f"places205_{subset}": path for subset, path in inputs.items()},
                                FEATURES, roots, [], threads=1, log=LOG)
-    else:
+    elif mode == "online":
         inputs = {"model": str(tiny_model)}
+    else:  # a concatenation: its members' model files, the second member narrower than the first
+        torch.manual_seed(1)
+        member = build_backbone({"name": "small_resnet", "widths": [4, 8, 8, 16]})
+        torch.save({"backbone": member.state_dict(), "backbone_config": member.config, "method": "random"},
+                   tmp_path / "member.pth")
+        inputs = {"members": [str(tiny_model), str(tmp_path / "member.pth")]}
     output, metrics = tmp_path / "probe.json", tmp_path / "probe.metrics.jsonl"
-    evaluate_places205_linear(inputs, PROBE | {"mode": mode}, FEATURES, roots["places205"], str(output), str(metrics),
-                              threads=1, log=LOG)
+    evaluate_places205_linear(inputs, PROBE | {"mode": mode.split("_")[0]}, FEATURES, roots["places205"], str(output),
+                              str(metrics), threads=1, log=LOG)
     result = json.loads(output.read_text())
     assert set(result["top1"]) == {"feat4", "feat5"}
     assert all(0.0 <= value <= 100.0 for value in result["top1"].values())

@@ -42,7 +42,9 @@ def test_challenge_config_dry_run_on_real_layouts(workflow_copy, tmp_path):
                       ("codc3", "dc"), ("codc3", "rot"), ("codc3", "cls")}
     assert sum(job.rule == "codc_labels" for job in jobs) == len(rounds)
     assert [job.rule for job in jobs].count("ablation_tables") == 1
-    assert {"pseudo_labels", "concat_places205_features", "dc_vs_odc", "leaderboard"} <= {job.rule for job in jobs}
+    assert {"pseudo_labels", "concat_voc07_features", "dc_vs_odc", "leaderboard"} <= {job.rule for job in jobs}
+    # the Places205 probe is online for every row, the concatenations' too: no Places205 feature file
+    assert not {"extract_places205_features", "concat_places205_features"} & {job.rule for job in jobs}
     probed = {job.model for job in jobs if job.rule == "imagenet_linear"}  # the legacy extra track
     assert pretrained | {"codc3@r1.cls"} <= probed
 

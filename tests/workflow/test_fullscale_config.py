@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import re
 import subprocess
 import sys
 
@@ -12,7 +13,8 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from conftest import REPO
+from conftest import REPO, run_snakemake
+from dryrun import planned_jobs
 
 CHALLENGE = REPO / "config" / "challenge.yaml"
 MINIATURE = REPO / "config" / "fullscale_check.yaml"
@@ -136,6 +138,48 @@ def test_miniature_is_a_valid_configuration():
     full = yaml.safe_load(CHALLENGE.read_text())
     validate(merged(full, yaml.safe_load(MINIATURE.read_text())),
              str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+
+
+def job_inputs_of(dry_run_output: str, rule: str) -> dict[str, list[str]]:
+    """``{model wildcard: input files}`` of a dry run's jobs of ``rule``."""
+    jobs = {}
+    for block in re.split(r"^(?=(?:local)?rule \w+:)", dry_run_output, flags=re.MULTILINE):
+        if re.match(rf"(?:local)?rule {rule}:", block):
+            model = re.search(r"^\s*wildcards: .*?\bmodel=([^,\s]+)", block, flags=re.MULTILINE).group(1)
+            inputs = re.search(r"^\s*input: (.*)$", block, flags=re.MULTILINE)
+            jobs[model] = inputs.group(1).split(", ") if inputs else []
+    return jobs
+
+
+def test_full_scale_dag_probes_each_concatenation_online_through_its_members(workflow_copy):
+    """`make fullscale_check`'s command, dry, on a tiny miniature tree: every concatenation's Places205 probe runs
+    online with its members' model files (in member order) as inputs, as single models run with their own; no
+    Places205 feature file is made."""
+    from ssl_challenge.data.miniature import build_miniature
+    from ssl_challenge.plan import planning
+
+    fashion_mnist = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["data"]["embedded"][
+        "fashion_mnist_dir"]
+    build_miniature(fashion_mnist, workflow_copy / "results" / "fullscale_check" / "data",
+                    sizes={"imagenet_train": 10, "imagenet_val": 10, "voc_trainval": 60, "voc_test": 20,
+                           "places_train": 10, "places_val": 10})
+    result = run_snakemake(workflow_copy, "-n", "all_tracks", "--directory", "results/fullscale_check",
+                           "--configfile", "config/challenge.yaml", "config/fullscale_check.yaml")
+    config = merged(yaml.safe_load(CHALLENGE.read_text()), yaml.safe_load(MINIATURE.read_text()))
+    validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))  # fills the defaults (rounds)
+    assert config["evaluation"]["places205_linear"]["mode"] == "online"
+    concatenations = planning.concatenations(config)
+    assert set(concatenations) == {"codc2@r1.concat", "codc2_self@r1.concat", "codc3@r1.concat"}
+    probes = job_inputs_of(result.stdout, "linear_probe")
+    for name, members in concatenations.items():
+        assert probes[name] == [f"results/models/{member}/model.pth" for member in members], name
+    assert probes["codc3@r1.concat"] == [f"results/models/codc3@r1.{member}/model.pth"
+                                         for member in ("dc", "rot", "cls")]
+    for name in planning.configured_models(config):
+        assert probes[name] == [f"results/models/{name}/model.pth"]
+    rules = {job.rule for job in planned_jobs(result.stdout)}
+    assert "extract_places205_features" not in rules and "concat_places205_features" not in rules
+    assert "concat_voc07_features" in rules  # the SVM tracks still read the concatenated features
 
 
 def test_readme_job_table_is_generated_from_the_current_configuration():

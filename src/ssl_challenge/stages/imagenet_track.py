@@ -50,8 +50,8 @@ def evaluate_imagenet_linear(model_path: str, probe_config: dict, features_confi
     val = ProbeImages(val_paths, resize_shorter=shorter, crop_size=size, threads=threads, dataset="imagenet val")
     plan = pooling_plan(backbone, size, pooling_target(features_config))
     log.info("imagenet linear: %d train, %d val images, %d classes", len(train), len(val), len(classes))
-    result = train_linear_probe_online(backbone, train, val, train_labels, val_labels, list(probe_config["layers"]),
-                                       plan, config, device, probe_config["seed"], num_classes=len(classes),
+    result = train_linear_probe_online([backbone], train, val, train_labels, val_labels, list(probe_config["layers"]),
+                                       [plan], config, device, probe_config["seed"], num_classes=len(classes),
                                        checkpointing=ProbeCheckpointing(probe_state_dir(output), checkpoint_every),
                                        workers=data_workers)
     epochs = result.pop("epochs_log", [])

@@ -1,6 +1,12 @@
 """The online linear probe (track 3 at full scale): images through the frozen trunk every epoch, all heads trained
 jointly as in :mod:`.linear_probe`, resumable at any iteration (checkpoints every ``resources.probe_checkpoint_every``
-iterations, at each epoch's end and on SIGTERM/SIGUSR1), its per-epoch records written as they come."""
+iterations, at each epoch's end and on SIGTERM/SIGUSR1), its per-epoch records written as they come.
+
+A model is a list of trunks: one for a single model, the members' for a concatenation. Every trunk sees the same
+augmented batch; per layer their pooled maps are joined along channels (the flattened C-major maps one after the
+other, member by member), and the head's per-channel BatchNorm normalises each member's channels with that
+member's own layout. The head's BatchNorm is the only normalisation, as for a single model: the members' blocks are
+not L2-normalised per image first, as the cached concatenation's (``stages.concat``, made for the SVMs) are."""
 from __future__ import annotations
 
 import dataclasses
@@ -41,30 +47,56 @@ class ProbeCheckpointing:
             raise ValueError(f"resources.probe_checkpoint_every: expected >= 1 iterations, got {self.every}")
 
 
-def probe_digest(backbone: nn.Module, config: LinearProbeConfig, seed: int, layers: Sequence[str], plan: dict,
-                 counts: tuple[int, int, int], evaluate_every: int) -> str:
+def probe_digest(trunks: Sequence[nn.Module], config: LinearProbeConfig, seed: int, layers: Sequence[str],
+                 plans: Sequence[dict], counts: tuple[int, int, int], evaluate_every: int) -> str:
     """What the online probe's result depends on, so that a checkpoint of another run is never restored: the
-    trunk's weights, the probe's config and seed, the layers and pooling, the set sizes and classes."""
+    trunks' weights (in member order), the probe's config and seed, the layers and poolings, the set sizes and
+    classes. One trunk is described as before concatenations were probed online (its checkpoints stay valid)."""
     import hashlib
     import json
 
+    plan = plans[0] if len(plans) == 1 else list(plans)
     digest = hashlib.sha256(json.dumps({"config": dataclasses.asdict(config), "seed": seed, "layers": list(layers),
                                         "plan": plan, "counts": list(counts), "evaluate_every": evaluate_every},
                                        sort_keys=True, default=str).encode())
-    for name, tensor in sorted(backbone.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    for index, trunk in enumerate(trunks):
+        prefix = f"member{index}." if index else ""
+        for name, tensor in sorted(trunk.state_dict().items()):
+            digest.update((prefix + name).encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
+def joined_layout(plans: Sequence[dict], layers: Sequence[str]) -> tuple[dict[str, int], dict[str, list]]:
+    """The heads' input of a list of trunks: ``({layer: summed dim}, {layer: [(channels, dim) per trunk]})``."""
+    for index, plan in enumerate(plans):
+        missing = [layer for layer in layers if layer not in plan]
+        if missing:
+            raise KeyError(f"online probe: the pooling plan of trunk {index} has no layer {missing}; it has "
+                           f"{sorted(plan)}")
+    blocks = {layer: [(plan[layer]["channels"], plan[layer]["dim"]) for plan in plans] for layer in layers}
+    return {layer: sum(dim for _, dim in blocks[layer]) for layer in layers}, blocks
+
+
+def joined_features(trunks: Sequence[nn.Module], plans: Sequence[dict], layers: Sequence[str],
+                    batch: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Images ``[B, 3, H, W]`` -> ``{layer: [B, summed dim]}``: each trunk's pooled map of the layer, flattened,
+    joined in trunk order (for maps of one size, the maps joined along channels, then flattened)."""
+    with torch.no_grad():
+        pooled = [pool_features(trunk(batch), plan, layers) for trunk, plan in zip(trunks, plans)]
+    if len(pooled) == 1:
+        return pooled[0]
+    return {layer: torch.cat([member[layer] for member in pooled], dim=1) for layer in layers}
+
+
 def train_linear_probe_online(
-    backbone: nn.Module,
+    trunks: Sequence[nn.Module],
     train_source: ImageSource | torch.Tensor,
     val_source: ImageSource | torch.Tensor,
     train_labels,
     val_labels,
     layers: Sequence[str],
-    plan: dict[str, dict],
+    plans: Sequence[dict[str, dict]],
     config: LinearProbeConfig,
     device: torch.device | str,
     seed: int,
@@ -73,37 +105,40 @@ def train_linear_probe_online(
     checkpointing: ProbeCheckpointing = ProbeCheckpointing(),
     workers: int = 0,
 ) -> dict | None:
-    """Probe through the frozen ``backbone`` (eval mode, no gradients), pooling each layer with ``plan``.
+    """Probe through the frozen ``trunks`` (eval mode, no gradients), pooling each layer of trunk i with
+    ``plans[i]``: one trunk for a model, the members' for a concatenation (their features joined per layer).
 
     Training batches: ``train_source``'s augmented pipeline (``data.probe_images.ProbeImages``), sample slot s
     of epoch e with its own generator of (seed, e, s), in an order drawn from (seed, e) (``data.loading``,
-    ``workers`` loader processes); validation batches without augmentation. Each head normalises the channels
-    of its layer's pooled map (``plan[layer]["channels"]``). A uint8 tensor is accepted as a source too
-    (normalised with the ImageNet statistics, never augmented). Resumable (``checkpointing``): a run killed at
-    any iteration and rerun ends with the same heads and metrics as an uninterrupted one. Returns the same dict
-    as :func:`train_linear_probe_on_features`, or None when ``checkpointing.stop_after_iterations`` stopped it.
+    ``workers`` loader processes), the same batch for every trunk; validation batches without augmentation.
+    Each head normalises the channels of its layer's pooled maps (``plans[i][layer]["channels"]``), trunk by
+    trunk. A uint8 tensor is accepted as a source too (normalised with the ImageNet statistics, never
+    augmented). Resumable (``checkpointing``): a run killed at any iteration and rerun ends with the same heads
+    and metrics as an uninterrupted one. Returns the same dict as :func:`train_linear_probe_on_features`, or None
+    when ``checkpointing.stop_after_iterations`` stopped it.
     """
     from ..engine.run_control import derived_seed, stop_requests
     from .features import as_image_source
 
     device = torch.device(device)
-    layers = list(layers)
+    layers, trunks, plans = list(layers), list(trunks), list(plans)
+    if not trunks or len(trunks) != len(plans):
+        raise ValueError(f"online probe: expected one pooling plan per trunk, got {len(trunks)} trunks and "
+                         f"{len(plans)} plans")
     train_source, val_source = as_image_source(train_source), as_image_source(val_source)
     num_train, num_val = len(train_source), len(val_source)
     train_labels = labels_tensor(train_labels, num_train, "train_labels")
     val_labels = labels_tensor(val_labels, num_val, "val_labels")
     num_classes = count_classes(num_classes, train_labels, val_labels)
     generator = torch.Generator().manual_seed(seed)
-    blocks = {layer: [(plan[layer]["channels"], plan[layer]["dim"])] for layer in layers}
-    heads = build_probe_heads({layer: plan[layer]["dim"] for layer in layers}, num_classes, generator,
-                              blocks).to(device)
+    dims, blocks = joined_layout(plans, layers)
+    heads = build_probe_heads(dims, num_classes, generator, blocks).to(device)
     optimizer, scheduler = probe_optimizer(heads, config)
-    digest = probe_digest(backbone, config, seed, layers, plan, (num_train, num_val, num_classes), evaluate_every)
+    digest = probe_digest(trunks, config, seed, layers, plans, (num_train, num_val, num_classes), evaluate_every)
     state = ProbeState(checkpointing, heads, optimizer, scheduler, digest)
 
     def features_of(batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        with torch.no_grad():
-            return pool_features(backbone(batch.to(device, non_blocking=True)), plan, layers)
+        return joined_features(trunks, plans, layers, batch.to(device, non_blocking=True))
 
     def val_batches() -> Iterator[FeatureBatch]:
         requests = index_batches(num_val, config.batch_size)
@@ -111,8 +146,9 @@ def train_linear_probe_online(
             yield features_of(batch), val_labels[request.indices].to(device)
 
     starts = training_batch_starts(num_train, config.batch_size)
-    was_training = backbone.training
-    backbone.eval()  # frozen: BatchNorm statistics of the trunk must not move either
+    was_training = [trunk.training for trunk in trunks]
+    for trunk in trunks:
+        trunk.eval()  # frozen: BatchNorm statistics of the trunks must not move either
     try:
         with stop_requests() as stop:
             run = state.restore()
@@ -150,7 +186,8 @@ def train_linear_probe_online(
         result = summarise(records[-1]["val_top1"], records, config, seed, num_classes, num_train, num_val)
         result["val_predictions"] = predict_classes(heads, val_batches(), result["best_layer"])
     finally:
-        backbone.train(was_training)
+        for trunk, mode in zip(trunks, was_training):
+            trunk.train(mode)
     return result
 
 

@@ -1,5 +1,5 @@
-"""Track 3, the workflow stage: the Places205 linear probe of one model, online (through the frozen trunk) or on
-cached features."""
+"""Track 3, the workflow stage: the Places205 linear probe of one model, online (through the frozen trunk, or a
+concatenation's members' trunks) or on cached features."""
 from __future__ import annotations
 
 import json
@@ -14,11 +14,12 @@ from ..core.io import write_json_atomic, write_text_atomic
 from ..core.numerics import start_numerics
 
 
-def places205_probe_online(inputs, probe_config, features_config, places205_root, config, log,
+def places205_probe_online(model_paths, probe_config, features_config, places205_root, config, log,
                            checkpointing=None, workers: int = 0) -> dict:
-    """The reference probe: frozen trunk over the images; training Resize, CenterCrop, RandomCrop and flip,
-    validation Resize and CenterCrop (``data.probe_images``), at features.resize_shorter / features.image_size.
-    Resumable from ``checkpointing`` (``online_probe.ProbeCheckpointing``)."""
+    """The reference probe: frozen trunks over the images (one model file; a concatenation's members' files, their
+    pooled maps joined per layer); training Resize, CenterCrop, RandomCrop and flip, validation Resize and
+    CenterCrop (``data.probe_images``), at features.resize_shorter / features.image_size. Resumable from
+    ``checkpointing`` (``online_probe.ProbeCheckpointing``)."""
     from ..data.probe_images import ProbeImages
     from ..data.splits import split_images
     from .features import pooling_target
@@ -27,17 +28,18 @@ def places205_probe_online(inputs, probe_config, features_config, places205_root
     from .online_probe import ProbeCheckpointing, train_linear_probe_online
 
     device = select_device()
-    backbone, _ = load_backbone(inputs["model"], device)
+    trunks = [load_backbone(path, device)[0] for path in model_paths]
     roots = {"places205": places205_root}
     size, shorter = features_config["image_size"], features_config["resize_shorter"]
     sources, labels = {}, {}
     for subset in ("train", "val"):
         paths, _, labels[subset] = split_images(f"places205_{subset}", roots, [])
         sources[subset] = ProbeImages(paths, resize_shorter=shorter, crop_size=size, dataset=f"places205_{subset}")
-    plan = pooling_plan(backbone, size, pooling_target(features_config))
-    log.info("online probe: %d train, %d val images", len(sources["train"]), len(sources["val"]))
-    return train_linear_probe_online(backbone, sources["train"], sources["val"], labels["train"], labels["val"],
-                                     list(probe_config["layers"]), plan, config, device, probe_config["seed"],
+    plans = [pooling_plan(trunk, size, pooling_target(features_config)) for trunk in trunks]
+    log.info("online probe through %d trunk(s): %d train, %d val images", len(trunks), len(sources["train"]),
+             len(sources["val"]))
+    return train_linear_probe_online(trunks, sources["train"], sources["val"], labels["train"], labels["val"],
+                                     list(probe_config["layers"]), plans, config, device, probe_config["seed"],
                                      checkpointing=checkpointing or ProbeCheckpointing(), workers=workers)
 
 
@@ -67,9 +69,10 @@ def evaluate_places205_linear(inputs: dict, probe_config: dict, features_config:
     start_numerics(threads)
     options = {key: probe_config[key] for key in ("epochs", "milestones", "lr", "batch_size")}
     config = from_dict(LinearProbeConfig, options, where="evaluation.places205_linear")
-    if "model" in inputs:  # online mode; a concatenation has only features and is probed on them
+    model_paths = online_model_paths(inputs)
+    if model_paths:
         checkpointing = ProbeCheckpointing(probe_state_dir(output), checkpoint_every)
-        result = places205_probe_online(inputs, probe_config, features_config, places205_root, config, log,
+        result = places205_probe_online(model_paths, probe_config, features_config, places205_root, config, log,
                                         checkpointing, data_workers)
     else:
         result = places205_probe_cached(inputs, probe_config, config)
@@ -86,6 +89,14 @@ def evaluate_places205_linear(inputs: dict, probe_config: dict, features_config:
     write_json_atomic(output, result)
     shutil.rmtree(probe_state_dir(output), ignore_errors=True)  # finished: a forced rerun starts afresh
     log.info("places205 top-1 per layer: %s", result["top1"])
+
+
+def online_model_paths(inputs: dict) -> list[str]:
+    """The model files an online probe runs (``inputs["model"]``, or a concatenation's ``inputs["members"]`` in
+    member order); none in cached mode, whose inputs are the feature files ``train`` and ``val``."""
+    if "model" in inputs:
+        return [str(inputs["model"])]
+    return [str(path) for path in inputs.get("members", [])]
 
 
 def probe_state_dir(output: str) -> str:

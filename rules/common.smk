@@ -199,10 +199,11 @@ def concatenation_member_features(model, dataset):
 
 
 def linear_probe_input(wildcards):
-    """Online mode runs the frozen trunk over the images; cached mode (and a concatenation) reads features."""
+    """Online, the frozen trunk (a concatenation: its members') runs over the images; cached reads features."""
+    inputs = planning.linear_probe_inputs(CONFIG, wildcards.model, model_file, features_file)
     if planning.probes_online(CONFIG, wildcards.model):
-        return {"model": model_file(wildcards.model), "data": data_input()}
-    return {subset: features_file(wildcards.model, f"places205_{subset}") for subset in ("train", "val")}
+        inputs["data"] = data_input()
+    return inputs
 
 
 def probe_features(wildcards):

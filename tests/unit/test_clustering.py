@@ -51,8 +51,55 @@ def test_two_means_separates_two_blobs():
     part = two_means(points, torch.Generator().manual_seed(0))
     assert part.dtype == torch.bool
     assert part[:20].unique().numel() == 1 and part[20:].unique().numel() == 1 and part[0] != part[20]
-    identical = two_means(torch.ones(5, 2), torch.Generator().manual_seed(0))  # degenerate: never both empty
-    assert 0 < int(identical.sum()) < 5
+    again = two_means(points, torch.Generator().manual_seed(0))
+    assert torch.equal(part, again)  # the same generator state gives the same split
+
+
+def _sklearn_second_part(points: torch.Tensor, seed: int) -> torch.Tensor:
+    """The reference's split: scikit-learn's KMeans(n_clusters=2) with k-means++ starts, 10 restarts, 20 iterations."""
+    from sklearn.cluster import KMeans
+
+    fitted = KMeans(n_clusters=2, init="k-means++", n_init=10, max_iter=20, random_state=seed).fit(points.numpy())
+    return torch.from_numpy(fitted.labels_ == 1)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_two_means_gives_scikit_learns_partition_on_separated_data(seed):
+    generator = torch.Generator().manual_seed(100 + seed)
+    dims = 2 + seed
+    sizes = (7 + 5 * seed, 30 - 3 * seed)  # unequal parts
+    centres = torch.randn(2, dims, generator=generator)
+    centres[1] = centres[0] + 6.0 * torch.nn.functional.normalize(centres[1] - centres[0], dim=0)
+    points = torch.cat([centre + torch.randn(size, dims, generator=generator) * 0.7
+                        for centre, size in zip(centres, sizes)])
+    ours = two_means(points, torch.Generator().manual_seed(seed))
+    reference = _sklearn_second_part(points.double(), seed)
+    assert torch.equal(ours, reference) or torch.equal(ours, ~reference)
+    assert sorted([int(ours.sum()), int((~ours).sum())]) == sorted(sizes)
+
+
+def test_two_means_restarts_avoid_the_local_minimum():
+    # 1-D blobs at 0, 4 and 10 (30 points each): {0, 4} | {10} has inertia ~240, the local minimum {0} | {4, 10}
+    # ~540. Lloyd from centres in the blobs at 0 and 4 ends in the local minimum; ten k-means++ restarts find the
+    # global one for every generator seed, as scikit-learn does.
+    points = blobs(30, torch.tensor([[0.0], [4.0], [10.0]]), spread=0.1, seed=2)
+    for seed in range(8):
+        ours = two_means(points, torch.Generator().manual_seed(seed))
+        assert ours[:60].unique().numel() == 1 and bool(ours[0] != ours[60])
+        reference = _sklearn_second_part(points.double(), seed)
+        assert torch.equal(ours, reference) or torch.equal(ours, ~reference)
+
+
+def test_two_means_leaves_a_part_empty_on_identical_points_like_scikit_learn():
+    points = torch.ones(5, 2)
+    ours = two_means(points, torch.Generator().manual_seed(0))
+    assert not bool(ours.any())  # every point ties: label 0, as scikit-learn's argmin; the caller falls back
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn warns that it found one distinct cluster
+        assert torch.equal(ours, _sklearn_second_part(points.double(), 0))
+    with pytest.raises(ValueError, match="at least 2 points"):
+        two_means(torch.ones(1, 2), torch.Generator().manual_seed(0))
 
 
 def test_mixed_seed_depends_on_generator_and_offset():

@@ -132,6 +132,34 @@ def test_segment_sums_equal_brute_force():
     assert torch.equal(direct[2], torch.ones(2, dtype=torch.float64)) and direct[3, 0] == 1 - (0 + 4 + 10)
 
 
+def test_recompute_clusters_equals_the_former_index_add_bit_for_bit_on_the_cpu(monkeypatch):
+    from ssl_challenge.methods import online_clustering
+
+    monkeypatch.setattr(online_clustering, "CHUNK_ROWS", 64)  # several chunks, as at full scale
+    memory = component(num_samples=300, num_clusters=7, min_cluster_size=0)
+    generator = torch.Generator().manual_seed(5)
+    memory.samples_memory.copy_(F.normalize(torch.randn(300, 4, generator=generator), dim=1))
+    memory.labels.copy_(torch.randint(0, 7, (300,), generator=generator))
+    expected_sums = torch.zeros(7, 4, dtype=torch.float64)  # the former loop: index_add_ per chunk, in order
+    for start in range(0, 300, 64):
+        rows = slice(start, start + 64)
+        expected_sums.index_add_(0, memory.labels[rows], memory.samples_memory[rows].double())
+    expected_sizes = torch.bincount(memory.labels, minlength=7)
+    memory.recompute_clusters()
+    assert torch.equal(memory.centroid_sums, expected_sums)
+    assert torch.equal(memory.cluster_sizes, expected_sizes)
+    assert torch.equal(memory.centroids, (expected_sums / expected_sizes[:, None]).float())
+    # The GPUs' way (one add per cluster and chunk, after a sorted segment sum), run on the CPU: the same sums up
+    # to rounding, and the same bits every time.
+    reduced_first = lambda *args, **kwargs: add_per_cluster(*args, **kwargs, reduce_first=True)  # noqa: E731
+    monkeypatch.setattr(online_clustering, "add_per_cluster", reduced_first)
+    memory.recompute_clusters()
+    first = memory.centroid_sums.clone()
+    memory.recompute_clusters()
+    assert torch.equal(memory.centroid_sums, first)
+    torch.testing.assert_close(first, expected_sums, rtol=1e-12, atol=1e-12)
+
+
 # ------------------------------------------------------------------------------------------------ the memory
 def test_update_by_hand_momentum_then_argmax_over_centroids_before_the_update():
     memory = initialised(component(min_cluster_size=0))
@@ -193,6 +221,19 @@ def test_degenerate_split_falls_back_to_a_random_half():
     memory.initialise(features, labels)
     assert memory.cluster_sizes.tolist() == [10, 10, 10, 10]  # 40 -> 20 + 20 -> 10 + 20 + 10 -> 10 x 4
     assert_consistent(memory)
+
+
+def test_split_keeps_a_small_part_and_randomises_only_an_empty_one():
+    # As the reference's _partition_max_cluster: 2-means' parts stand even when one is below min_cluster_size
+    # (here one outlier against 19 points, minimum 5); only an empty part (identical points) gives a random half.
+    memory = component(num_samples=40, num_clusters=4, min_cluster_size=5)
+    features = torch.zeros(20, 4)
+    features[:, 0] = 1.0 + 0.01 * torch.arange(20.0)
+    features[7] = torch.tensor([0.0, 0.0, 0.0, 5.0])
+    part = memory._split(features, torch.Generator().manual_seed(0))
+    assert int(part.sum()) in (1, 19) and all(bool(part[i] != part[7]) for i in range(20) if i != 7)
+    halves = memory._split(torch.ones(20, 4), torch.Generator().manual_seed(0))
+    assert int(halves.sum()) == 10
 
 
 def test_periodic_centroid_refresh_reproduces_the_reference_schedule():

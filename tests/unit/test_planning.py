@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ssl_challenge.plan import planning
 from ssl_challenge.core.config import ConfigError
@@ -180,6 +181,29 @@ def test_a_rounds_training_config_wraps_the_members_method_and_names_its_files(c
     assert second["method_options"]["initial_weights"] == "M/codc2@r1.dc" and second["seed"] == 3
 
 
+def test_a_round_keeps_its_members_sync_bn_precision_and_channels_last():
+    paths = dict(model_file=lambda name: f"M/{name}", codc_labels_file=lambda e, m, r: f"L/{e}/{r}/{m}",
+                 labels_file=lambda name: f"C/{name}")
+    config = small_config()
+    config["models"]["rot"].update(sync_bn=True, precision="bf16", channels_last=True)
+    config["models"]["dc"].update(sync_bn=True)
+    config = planning.canonical_config(config)
+    for experiment_name in ("codc2", "codc2_self", "codc3"):
+        rot = planning.codc_round_config(config, experiment_name, "rot", 1, **paths)
+        assert (rot["sync_bn"], rot["precision"], rot["channels_last"]) == (True, "bf16", True)
+        dc = planning.codc_round_config(config, experiment_name, "dc", 1, **paths)
+        assert dc["sync_bn"] is True and "precision" not in dc and "channels_last" not in dc
+    # A member at the defaults: none of the keys (the training config's defaults, the schema's, fill them), so
+    # the rounds' params stay those of configurations written before the members' settings were passed on.
+    cls = planning.codc_round_config(config, "codc3", "cls", 1, **paths)
+    assert not set(planning.CODC_MEMBER_RUN_SETTINGS) & set(cls)
+    model_schema = yaml.safe_load(SCHEMA.read_text())["definitions"]["model"]["properties"]
+    assert planning.CODC_MEMBER_RUN_SETTINGS == {key: model_schema[key]["default"]
+                                                 for key in planning.CODC_MEMBER_RUN_SETTINGS}
+    # The experiment itself cannot set them: they are the member's.
+    assert "sync_bn" in rejected(lambda c: c["codc"]["codc2"].update(sync_bn=True))
+
+
 def test_cls_gets_its_labels_file_and_its_label_options(config):
     assert planning.training_config(config, "cls", lambda name: f"C/{name}")["method_options"]["labels_path"] == "C/cls"
     assert "labels_path" not in planning.training_config(config, "dc", lambda name: "x")["method_options"]
@@ -286,11 +310,28 @@ def test_probes_take_the_image_options_only_when_they_run_the_trunk():
     online = planning.canonical_config(small_config(
         features={"layers": ["feat4", "feat5"], "pooling": "512"},
         evaluation={"voc07_svm": {"layers": ["feat5"]}, "places205_linear": {"layers": ["feat5"], "mode": "online"}}))
-    assert planning.probes_online(online, "dc") and not planning.probes_online(online, "pair")
+    assert planning.probes_online(online, "dc") and planning.probes_online(online, "pair")
     assert planning.probe_feature_options(online, True) == {"image_size": 64, "pooling": "512", "resize_shorter": 64}
     assert planning.probe_feature_options(online, False) == {}
     cached = small_config(evaluation={"places205_linear": {"mode": "cached"}})
-    assert not planning.probes_online(cached, "dc")
+    assert not planning.probes_online(cached, "dc") and not planning.probes_online(cached, "pair")
+
+
+def test_probe_inputs_are_model_files_online_and_feature_files_cached():
+    online = small_config(evaluation={"places205_linear": {"mode": "online"}})
+    cached = small_config(evaluation={"places205_linear": {"mode": "cached"}})
+
+    def inputs(config, model):
+        return planning.linear_probe_inputs(config, model, lambda name: f"M/{name}",
+                                            lambda name, split: f"F/{name}/{split}")
+
+    assert inputs(online, "dc") == {"model": "M/dc"}
+    # a concatenation runs its members' trunks, in member order: a named one, and a CODC experiment's
+    assert inputs(online, "pair") == {"members": ["M/rot", "M/codc2@r1.dc"]}
+    assert inputs(online, "codc2@r2.concat") == {"members": ["M/codc2@r2.dc", "M/codc2@r2.rot"]}
+    assert inputs(online, "codc3@r1.concat") == {"members": ["M/codc3@r1.dc", "M/codc3@r1.rot", "M/codc3@r1.cls"]}
+    for model in ("dc", "pair", "codc2@r2.concat"):
+        assert inputs(cached, model) == {"train": f"F/{model}/places205_train", "val": f"F/{model}/places205_val"}
 
 
 def test_data_roots_and_the_dataset_of_each_split():

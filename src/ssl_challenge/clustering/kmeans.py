@@ -1,4 +1,5 @@
-"""k-means with faiss: the clustering behind DC's pseudo-labels, ODC's initial labels and its 2-means splits.
+"""k-means with faiss: the clustering behind DC's pseudo-labels and ODC's initial labels; and ODC's 2-means
+splits (:func:`two_means`, in torch: scikit-learn's KMeans(n_clusters=2) as the reference uses it).
 
 The reference (facebookresearch/deepcluster) runs faiss k-means with 20 iterations on all points, then assigns
 every point to its nearest centroid. We do the same; the points stay in float32. The index runs on a GPU
@@ -115,26 +116,95 @@ def _flat_index(faiss, dim: int, device: torch.device, use_gpu: bool | None):
     return faiss.GpuIndexFlatL2(faiss.StandardGpuResources(), dim, config)
 
 
-def two_means(features: torch.Tensor, generator: torch.Generator, iterations: int = 20) -> torch.Tensor:
-    """Split ``features`` (``Tensor[n, D]``, n >= 2) in two with Lloyd's algorithm (squared L2 distance),
-    started from two distinct random points drawn with ``generator``. Returns a ``BoolTensor[n]``: True for the
-    points of the second part. Runs on the features' device in float32 with no atomic reductions, so the same
-    inputs and generator give the same split (ODC splits its largest cluster with it on every rank)."""
+SPLIT_RESTARTS = 10  # the reference's KMeans(n_clusters=2): scikit-learn's n_init=10 k-means++ restarts
+SPLIT_TOLERANCE = 1e-4  # scikit-learn's tol: relative to the mean per-dimension variance of the points
+
+
+def two_means(features: torch.Tensor, generator: torch.Generator, iterations: int = 20,
+              restarts: int = SPLIT_RESTARTS, tolerance: float = SPLIT_TOLERANCE) -> torch.Tensor:
+    """Split ``features`` (``Tensor[n, D]``, n >= 2) in two as the reference's scikit-learn
+    ``KMeans(n_clusters=2, init="k-means++", n_init=restarts, max_iter=iterations, tol=tolerance)``: ``restarts``
+    runs of Lloyd's algorithm (squared L2 distance), each from greedy k-means++ starts (a uniform first centre,
+    then the best of two D^2-sampled candidates), each stopping when no label changes or the centres move by at
+    most ``tolerance`` x the mean per-dimension variance in total; the run with the lowest inertia wins.
+
+    Returns a ``BoolTensor[n]``: True for the points of the second part (label 1; a tie goes to the first
+    centre). Either part may be empty (all points identical): the caller decides what to do then. Every draw
+    comes from ``generator`` (CPU), the arithmetic is float64 on the features' device with no atomic
+    reductions, so the same inputs and generator give the same split on every rank and after a resume."""
     count = features.shape[0]
     if count < 2:
         raise ValueError(f"two_means: need at least 2 points, got {count}")
-    points = features.float()
-    starts = torch.randperm(count, generator=generator)[:2].to(points.device)
-    centres = points[starts]
-    second = torch.arange(count, device=points.device) == starts[1]
+    if restarts < 1 or iterations < 1:
+        raise ValueError(f"two_means: need restarts >= 1 and iterations >= 1, got {restarts}, {iterations}")
+    points = features.detach().double()
     squared_norms = points.pow(2).sum(1)
+    threshold = float(points.var(0, unbiased=False).mean()) * tolerance
+    best, best_inertia = None, float("inf")
+    for _ in range(restarts):
+        second, inertia = _lloyd_two(points, squared_norms, _kmeanspp_two(points, squared_norms, generator),
+                                     iterations, threshold)
+        if best is None or (inertia < best_inertia and not _same_partition(second, best)):
+            best, best_inertia = second, inertia
+    return best
+
+
+def _squared_distances(points: torch.Tensor, squared_norms: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """``Tensor[n, c]``: squared L2 distances of the points to the centres, clamped at 0 (rounding)."""
+    return (squared_norms[:, None] - 2 * points @ centres.T + centres.pow(2).sum(1)[None, :]).clamp_min_(0)
+
+
+def _kmeanspp_two(points: torch.Tensor, squared_norms: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Greedy k-means++ starts for two centres (scikit-learn's ``2 + int(log(2)) = 2`` local trials)."""
+    count = points.shape[0]
+    first = int(torch.randint(count, (1,), generator=generator))
+    closest = _squared_distances(points, squared_norms, points[first:first + 1])[:, 0]
+    potential = closest.sum()
+    draws = torch.rand(2, generator=generator, dtype=torch.float64).to(points.device) * potential
+    candidates = torch.searchsorted(torch.cumsum(closest, 0), draws).clamp_max_(count - 1)
+    candidate_potentials = torch.minimum(closest[:, None],
+                                         _squared_distances(points, squared_norms, points[candidates])).sum(0)
+    chosen = candidates[int(torch.argmin(candidate_potentials))]
+    return torch.stack([points[first], points[chosen]])
+
+
+def _lloyd_two(points: torch.Tensor, squared_norms: torch.Tensor, centres: torch.Tensor, iterations: int,
+               threshold: float) -> tuple[torch.Tensor, float]:
+    """Lloyd's iterations from ``centres`` (scikit-learn's order: assign, move the centres, stop on unchanged
+    labels or a total squared shift <= ``threshold``; without strict convergence the labels are assigned once
+    more to the final centres). Returns (label-1 mask, inertia)."""
+    previous = None
+    converged = False
     for _ in range(iterations):
-        distances = squared_norms[:, None] - 2 * points @ centres.T + centres.pow(2).sum(1)[None, :]
-        assignment = distances[:, 1] < distances[:, 0]
-        if assignment.all() or not assignment.any():
-            break  # degenerate (identical points): keep the previous split
-        if torch.equal(assignment, second):
+        distances = _squared_distances(points, squared_norms, centres)
+        second = distances[:, 1] < distances[:, 0]
+        new_centres = centres.clone()
+        kept = torch.ones_like(second)
+        own = distances.gather(1, second.long()[:, None])[:, 0]
+        # An empty part (scikit-learn's relocation): its centre moves to the point farthest from its own centre,
+        # which leaves the other part's mean; nothing moves when every point sits on its centre.
+        if (bool(second.all()) or not bool(second.any())) and float(own.max()) > 0:
+            farthest = int(torch.argmax(own))
+            new_centres[0 if bool(second.all()) else 1] = points[farthest]
+            kept[farthest] = False
+        masks = torch.stack([~second & kept, second & kept]).to(points.dtype)
+        sizes = masks.sum(1)
+        means = (masks @ points) / sizes.clamp_min(1)[:, None]
+        new_centres = torch.where(sizes[:, None] > 0, means, new_centres)
+        shift = float((new_centres - centres).pow(2).sum())
+        centres = new_centres
+        if previous is not None and torch.equal(second, previous):
+            converged = True
             break
-        second = assignment
-        centres = torch.stack([points[~second].mean(0), points[second].mean(0)])
-    return second
+        if shift <= threshold:
+            break
+        previous = second
+    if not converged:
+        distances = _squared_distances(points, squared_norms, centres)
+        second = distances[:, 1] < distances[:, 0]
+    inertia = float(torch.where(second, distances[:, 1], distances[:, 0]).sum())
+    return second, inertia
+
+
+def _same_partition(first: torch.Tensor, second: torch.Tensor) -> bool:
+    return bool(torch.equal(first, second) or torch.equal(first, ~second))

@@ -11,7 +11,8 @@ k-means of the peers' features). Its life cycle:
    ``f <- normalise((1 - m) f_old + m normalise(f_new))`` and the label of its most similar centroid (dot product,
    centroids not re-normalised); cluster sizes and centroids follow; clusters below ``min_cluster_size`` lose
    their members to the nearest normal centroid and are refilled by splitting the largest cluster in two
-   (2-means, or a random half when 2-means is degenerate); the loss weights are recomputed.
+   (the reference's 2-means: k-means++ starts, 10 restarts; a random half only when a part is empty); the loss
+   weights are recomputed.
 
 Bookkeeping is exact and incremental: per-cluster sums (float64) and sizes change only where the batch moves
 samples, so an iteration costs O(batch x dims) instead of the reference's passes over all N samples (bincount,
@@ -160,12 +161,15 @@ class OnlineClustering(nn.Module):
     @torch.no_grad()
     def recompute_clusters(self) -> None:
         """Sizes, sums and centroids from scratch (one pass over the memory); ``update`` keeps them exact
-        incrementally, this is the brute-force reference and the initialisation."""
+        incrementally, this is the brute-force reference and the initialisation. The sums go through
+        :func:`add_per_cluster`: in sample order on the CPU (bit for bit the former ``index_add_``), reduced per
+        cluster first on GPUs, where ``index_add_``'s atomic adds would sum in any order (every rank, and every
+        rerun, must start from the same centroids)."""
         self.cluster_sizes.copy_(torch.bincount(self.labels, minlength=self.num_clusters))
         self.centroid_sums.zero_()
         for start in range(0, self.num_samples, CHUNK_ROWS):
-            self.centroid_sums.index_add_(0, self.labels[start : start + CHUNK_ROWS],
-                                          self.samples_memory[start : start + CHUNK_ROWS].double())
+            add_per_cluster(self.centroid_sums, self.labels[start : start + CHUNK_ROWS],
+                            self.samples_memory[start : start + CHUNK_ROWS])
         self._refresh_centroids(None)
 
     # -------------------------------------------------------------------------------------- per iteration
@@ -220,8 +224,8 @@ class OnlineClustering(nn.Module):
     def handle_small_clusters(self, generator: torch.Generator) -> int:
         """Empty every cluster with fewer than ``min_cluster_size`` members into its members' nearest normal
         centroids, then refill each emptied cluster with part of the (then) largest cluster. Returns how many
-        clusters were handled. Every cluster ends at or above the minimum whenever the largest cluster has at
-        least twice the minimum at each split (always at sensible scales: N / k >= 2 x minimum)."""
+        clusters were handled. No cluster ends empty (the largest has at least 2 members at sensible scales);
+        as in the reference, a 2-means part may stay below the minimum until a later update handles it."""
         minimum = self.options.min_cluster_size
         is_small = self.cluster_sizes < minimum
         small = torch.nonzero(is_small).squeeze(1)
@@ -242,12 +246,12 @@ class OnlineClustering(nn.Module):
         return small.numel()
 
     def _split(self, features: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """BoolTensor over the rows of one cluster: the part that leaves. 2-means, unless it leaves either part
-        below the minimum size: then a random half."""
+        """BoolTensor over the rows of one cluster: the part that leaves (2-means' second part, as the reference's
+        ``_partition_max_cluster``: scikit-learn's KMeans(n_clusters=2), k-means++ starts, 10 restarts). Only
+        when a part is empty (identical points) a random half leaves instead; a small part is kept, as there."""
         count = features.shape[0]
         part = two_means(features, generator, self.options.split_iterations)
-        smallest_part = min(int(part.sum()), count - int(part.sum()))
-        if smallest_part < max(self.options.min_cluster_size, 1):
+        if not 0 < int(part.sum()) < count:
             part = torch.zeros(count, dtype=torch.bool, device=features.device)
             part[torch.randperm(count, generator=generator)[: count // 2].to(features.device)] = True
         return part

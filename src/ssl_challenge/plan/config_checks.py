@@ -207,8 +207,8 @@ def check_track_layers(config: dict) -> None:
     """Tracks that read extracted features ask for layers that are extracted (features.layers)."""
     extracted = config["features"]["layers"]
     tracks = ["voc07_svm", "voc07_lowshot"]
-    if config["evaluation"]["places205_linear"]["mode"] == "cached" or planning.concatenations(config):
-        tracks.append("places205_linear")  # concatenations are probed on their features in either mode
+    if config["evaluation"]["places205_linear"]["mode"] == "cached":
+        tracks.append("places205_linear")  # online, every probe (a concatenation's too) runs trunks
     for track in tracks:
         missing = [layer for layer in config["evaluation"][track]["layers"] if layer not in extracted]
         if missing:
@@ -218,7 +218,9 @@ def check_track_layers(config: dict) -> None:
 
 def check_data_sources(config: dict, embedded_built: bool) -> None:
     """The data on disk: the Fashion-MNIST files of the embedded build (unless ``embedded_built``), or the real
-    roots' layouts. Raises naming the config key and what is missing."""
+    roots' layouts, and the challenge's published low-shot samples when a folder is set. Raises naming the config
+    key and what is missing."""
+    check_published_lowshot_samples(config["evaluation"]["voc07_lowshot"])
     data = config["data"]
     if data["source"] == "embedded":
         folder = data["embedded"]["fashion_mnist_dir"]
@@ -233,6 +235,27 @@ def check_data_sources(config: dict, embedded_built: bool) -> None:
     layouts.check_places205_root(data["places205_root"])
     if config["evaluation"]["imagenet_linear"]["enabled"]:
         layouts.check_imagenet_root(data["imagenet_root"], "val")
+
+
+def check_published_lowshot_samples(lowshot: dict) -> None:
+    """``evaluation.voc07_lowshot.published_samples``, when set: the folder exists and holds
+    train_targets_sample<s>_k<k>.json for every sample s in 1..num_samples and every k of k_values."""
+    folder = lowshot.get("published_samples") or ""
+    if not folder:
+        return
+    key = "config key 'evaluation.voc07_lowshot.published_samples'"
+    if not Path(folder).is_dir():
+        raise ConfigError(f"{key} = {folder!r}: the folder does not exist; point it at the challenge's "
+                          "low_shot_voc07/low_shot_train/ folder (or set it to \"\" to draw the samples)")
+    from ..evaluation.lowshot import published_sample_path  # only when set: it imports the SVM code
+
+    missing = [published_sample_path(folder, sample, k).name for k in lowshot["k_values"]
+               for sample in range(1, lowshot["num_samples"] + 1)
+               if not published_sample_path(folder, sample, k).is_file()]
+    if missing:
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        raise ConfigError(f"{key} = {folder!r} lacks {shown} (samples 1..{lowshot['num_samples']} of k_values "
+                          f"{list(lowshot['k_values'])}); or remove those k from evaluation.voc07_lowshot.k_values")
 
 
 def numbers(value: Any, path: tuple = ()) -> Iterator[tuple[tuple, float]]:

@@ -28,6 +28,9 @@ CONCAT = "concat"  # the member part of a CODC experiment's concatenation (so no
 TRACKS = ("voc07_svm", "voc07_lowshot", "places205_linear")  # every leaderboard row gets these
 NAMED_SECTIONS = ("models", "codc", "concatenations")  # entries keep the file's order: the leaderboard's rows
 CODC_TRAINING_KEYS = ("epochs", "batch_size", "optimizer", "schedule", "seed", "checkpoint_every")
+# A round's run settings that come from its member's own recipe (models.<member>), with their defaults (the
+# schema's and PretrainConfig's): ROT and ODC keep their SyncBN in a round, a bf16 or channels-last member stays so.
+CODC_MEMBER_RUN_SETTINGS = {"sync_bn": False, "precision": "fp32", "channels_last": False}
 # What a job's result depends on, per job kind (besides its input files and its wildcards): its params.
 SVM_OPTIONS = ("costs", "extra_powers")  # an SVM job (full or low-shot) of one layer; not the list of layers
 LOWSHOT_DRAW_OPTIONS = ("num_samples", "seed")  # one k's low-shot samples; each (k, sample) drawn alone
@@ -220,13 +223,16 @@ def codc_round_config(config: dict, experiment: str, member: str, round_: int, *
                       model_file: Callable[[str], str], codc_labels_file: Callable[[str, str, int], str],
                       labels_file: LabelsFile) -> dict:
     """The training config of one member in one round: the codc method around the member's own method, started
-    from its previous-round weights, with the round's initial labels."""
+    from its previous-round weights, with the round's initial labels; the experiment's schedule (one for all
+    members) and the member's own run settings (``CODC_MEMBER_RUN_SETTINGS``: a setting at its default is left
+    out, the training config's default fills it, so a round's params name only what its member changed)."""
     settings, base = config["codc"][experiment], config["models"][member]
     return {
         "method": "codc",
         "backbone": base["backbone"],
         "augmentation": base["augmentation"],  # each member keeps its own image pipeline
         **{key: settings[key] for key in CODC_TRAINING_KEYS if key in settings},
+        **{key: base[key] for key, default in CODC_MEMBER_RUN_SETTINGS.items() if base.get(key, default) != default},
         "method_options": codc.round_options(
             settings, base["method"], method_options(config, member, labels_file),
             codc_labels_file(experiment, member, round_),
@@ -401,9 +407,22 @@ def dataset_splits() -> dict[str, list[str]]:
 
 
 def probes_online(config: dict, model: str) -> bool:
-    """Whether the Places205 probe of ``model`` runs its frozen trunk over the images (online mode), or trains on
-    its extracted features (cached mode, and always for a concatenation, which has no trunk)."""
-    return config["evaluation"]["places205_linear"]["mode"] == "online" and model not in concatenations(config)
+    """Whether the Places205 probe of ``model`` runs frozen trunks over the images (online mode, the reference
+    pipeline; a concatenation runs its members' trunks), or trains on its extracted features (cached mode, a
+    labelled approximation: no crop or flip, squashed images)."""
+    return config["evaluation"]["places205_linear"]["mode"] == "online"
+
+
+def linear_probe_inputs(config: dict, model: str, model_file: Callable[[str], str],
+                        features_file: Callable[[str, str], str]) -> dict[str, str | list[str]]:
+    """The Places205 probe's input files: online, ``model``'s model file, or a concatenation's members' model
+    files in member order (``members``); cached, its Places205 train and val feature files."""
+    if not probes_online(config, model):
+        return {subset: features_file(model, f"places205_{subset}") for subset in ("train", "val")}
+    members = concatenations(config).get(model)
+    if members:
+        return {"members": [model_file(member) for member in members]}
+    return {"model": model_file(model)}
 
 
 def probe_feature_options(config: dict, online: bool) -> dict:

@@ -71,14 +71,33 @@ def published_table() -> pd.DataFrame:
     return frame
 
 
-def write_tables(measured: pd.DataFrame, published: pd.DataFrame, outputs: Sequence[str]) -> None:
-    """leaderboard.csv (a `section` column separates measured from published rows), .md and .tex."""
+def lowshot_samples_note(evaluations: dict) -> str:
+    """Where the low-shot column's samples came from, from the results' ``seed`` (None: read from the challenge's
+    published files, ``evaluation.voc07_lowshot.published_samples``): "" when no low-shot result records it."""
+    sources = set()
+    for files in evaluations.values():
+        for path in files.get("voc07_lowshot", []):
+            result = read_json(path)
+            if "seed" not in result:
+                continue
+            seed = result["seed"]
+            sources.add("published samples (the challenge's files)" if seed is None
+                        else f"drawn (random seed {seed})")
+    return f"Low-shot samples (voc07_lowshot): {'; '.join(sorted(sources))}." if sources else ""
+
+
+def write_tables(measured: pd.DataFrame, published: pd.DataFrame, outputs: Sequence[str],
+                 samples_note: str = "") -> None:
+    """leaderboard.csv (a `section` column separates measured from published rows), .md and .tex; ``samples_note``
+    (:func:`lowshot_samples_note`) goes under the measured table."""
     csv_path, md_path, tex_path = paths_by_suffix(outputs, (".csv", ".md", ".tex"))
     combined = pd.concat([measured.assign(section="measured"), published.assign(section="published")])
     with atomic_path(csv_path) as tmp:
         combined.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL)
     published_view = published.drop(columns=["source"])
     note = selection_note([track for track in SELECTION if track in measured.columns])
+    if samples_note:
+        note = f"{note} {samples_note}" if note else samples_note
     write_text_atomic(md_path, "\n".join([
         "# Leaderboard", "", "Measured by this pipeline (best layer per track, x100):", "",
         markdown_table(measured), "", note, "", f"## Published reference figures ({PUBLISHED_SOURCE})", "",
@@ -157,7 +176,7 @@ def plot_lowshot(evaluations: dict, output: str | Path) -> None:
 def write_leaderboard(evaluations: dict, benchmark_dir: str, table_outputs: Sequence[str], stage_times_output: str,
                       lowshot_plot: str, log: logging.Logger) -> pd.DataFrame:
     measured = measured_table(evaluations)
-    write_tables(measured, published_table(), table_outputs)
+    write_tables(measured, published_table(), table_outputs, lowshot_samples_note(evaluations))
     times = stage_times(benchmark_dir)
     with atomic_path(stage_times_output) as tmp:
         times.to_csv(tmp, index=False)

@@ -1,7 +1,7 @@
 """The challenge's submission files (FAIR benchmark, iccv_challenge/): one writer and one reader per format, and the
 scorers that recompute a track's figure from a file and the dataset's own labels.
 
-Formats (see ../shared/PROTOCOLS.md, "The challenge's submission files"):
+Formats (see docs/protocols.md, "The challenge's submission files"):
 
 - VOC07 classification (full SVM): JSON {image id: {class name: score}} over the VOC07 test images, one image per
   line. Scored with the SVM track's AP (all-point, difficult images left out per class), mAP x100.

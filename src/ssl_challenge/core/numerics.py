@@ -1,40 +1,17 @@
-"""Bit-reproducible CPU numerics: the same inputs give the same bytes whatever the thread count (measured: AVX-512
-and forced-AVX2 code paths also agree on one machine; across CPU models see docs/reproducibility.md).
+"""A job's numerics: deterministic mode (the ``resources.deterministic`` config key, default true) and the record
+of what was in force (:func:`numerics_record`, stored with every result).
 
-What makes torch results depend on the thread count or the CPU (measured with torch 2.14.1 on a 2-core Xeon):
+On the CPU, deterministic mode makes the same inputs give the same bytes whatever the thread count. It turns oneDNN
+off and sends every CPU ``conv2d`` through :mod:`.chunked_conv` (fixed chunks, installed by :func:`start_numerics`,
+which every job calls where it starts); pins MKL's GEMM and ATen's kernels to one code path (the environment pins
+below, set by ``job_logging`` before torch loads, so torchrun workers inherit them) and keeps MKL's GEMM on one
+thread where its strict mode does not apply (:mod:`.threads`); eigendecompositions run on one thread
+(:func:`.threads.single_thread`) and ``models.necks.BatchNorm1d`` reduces column by column. On a GPU the same key
+sets cuDNN's deterministic mode, deterministic algorithms in warn-only mode and cuBLAS's workspace variable
+(:func:`configure_cuda`); the record then says what was in force, with every operation torch warned about.
 
-- oneDNN convolutions: the weight gradient's reduction (and, measured, the input gradient's) is split over the
-  threads, and every kernel is chosen by the CPU's instruction set (``ONEDNN_MAX_CPU_ISA=AVX2`` changes forward
-  and backward). Deterministic mode turns oneDNN off globally (``torch.backends.mkldnn.enabled = False``), pins
-  its kernels to AVX2 and sends every CPU ``conv2d`` through :mod:`ssl_challenge.core.chunked_conv` (installed by
-  :func:`start_numerics`, which every job calls where it starts): fixed chunks of 32 images, each through oneDNN on
-  one thread, their weight gradients added in chunk order. (Until 2026-12-01
-  convolutions ran without oneDNN, as im2col + GEMM: deterministic too, at twice the cost of a training step.)
-- MKL GEMM splits long inner products over threads and picks its kernels by CPU. ``MKL_CBWR=AVX2,STRICT``
-  (Intel's conditional numerical reproducibility, strict mode) fixes both for GEMM on Intel processors. On
-  others MKL ignores that branch (its verbose mode says ``CNR:AUTO,STRICT``) and its GEMM depended on the thread
-  count (measured on a 2-core AMD EPYC with AVX-512: a linear layer's 4 x 16 weight gradient summed over 64 rows
-  differed between 1 and 2 threads): there deterministic mode runs MKL's GEMM on one thread
-  (:func:`.threads.keep_mkl_gemm_reproducible`); torch's own threads still split the work around it. Results
-  then agree between thread counts on such a CPU, not with an Intel CPU's.
-- LAPACK ``eigh`` (PCA, the SVM's basis) differs with the thread count even under ``MKL_CBWR``: callers run it on
-  one thread (:func:`.threads.single_thread`).
-- ATen's BatchNorm over ``[B, C]`` rows and over channels-last maps splits its statistics over threads:
-  ``models.necks.BatchNorm1d`` computes them with per-column reductions instead, and channels-last inputs are
-  used only while oneDNN is on.
-- Full reductions to one number of tensors over 32768 elements (``x.sum()``) are split over threads; no stage
-  reduces such a tensor in a way that feeds back into training.
-
-Deterministic mode is the ``resources.deterministic`` config key (default true). ``job_logging`` exports it as
-``SSL_CHALLENGE_DETERMINISTIC`` with the environment pins below, before torch is imported, so torchrun workers
-inherit it too. The cost: a CPU training step of the embedded network takes ~1.4x the time of oneDNN's own
-threaded path (benchmarks/README.md, ``numerics_cost.py``).
-
-On a GPU the same key sets cuDNN's deterministic mode (autotuner off), torch's deterministic algorithms in warn-only
-mode and cuBLAS's workspace variable (:func:`configure_cuda`, called where the device is chosen); the record then
-carries a ``cuda`` part saying what was in force, with every operation torch warned about as not deterministic.
-
-This module does not import torch at import time.
+What each of these fixes, the measurements behind them and their cost are in docs/reproducibility.md and
+benchmarks/README.md (``numerics_cost.py``). This module does not import torch at import time.
 """
 from __future__ import annotations
 

@@ -113,11 +113,11 @@ def test_a_rot_change_reaches_the_codc_rounds_that_use_rot(smoke_run, tmp_path):
 
 
 def dry_run_after_editing(workdir: Path, module: str) -> str:
-    """What `snakemake -n` says after an edit of a library module (undone afterwards)."""
+    """What `snakemake -n` says after a code edit of a library module (undone afterwards)."""
     path = workdir / "src" / "ssl_challenge" / module
     original = path.read_text()
     try:
-        path.write_text(original + "\n# an edit that changes the code digest\n")
+        path.write_text(original + "\n_EDITED_CODE = 1  # a code edit (a comment alone leaves the digest as it is)\n")
         return run_snakemake(workdir, "-n", "all_tracks", *SMOKE).stdout
     finally:
         path.write_text(original)

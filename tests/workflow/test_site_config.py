@@ -51,7 +51,8 @@ def test_site_roots_and_published_folder_reach_the_full_scale_rules(workflow_cop
                                "evaluation": {"voc07_lowshot": {"published_samples": str(empty)}}})
     result = run_snakemake(workflow_copy, "-n", "all_tracks", *CHALLENGE, check=False)
     assert result.returncode != 0
-    assert f"'evaluation.voc07_lowshot.published_samples': '{empty}' holds no" in output_of(result)
+    assert (f"'evaluation.voc07_lowshot.published_samples' = '{empty}' lacks train_targets_sample1_k1.json"
+            in output_of(result))  # checked before any job runs (plan.config_checks)
 
 
 def test_the_command_line_config_wins_over_the_site_file(workflow_copy, tmp_path):

@@ -9,10 +9,10 @@ import warnings
 
 import numpy as np
 import pytest
-from sklearn.metrics import precision_recall_curve
 from sklearn.svm import LinearSVC
 
 from ssl_challenge.evaluation.lowshot import draw_lowshot_samples, evaluate_lowshot
+from svm_fixture import voc_interpolated_ap, voc_like_problem
 
 CLASSES = ["cat", "dog", "bus"]
 K_VALUES = [1, 2, 4]
@@ -28,26 +28,7 @@ CONVERGED_SETTINGS = dict(REFERENCE_SETTINGS, tol=1e-8, max_iter=1_000_000)
 
 def tiny_problem(seed=0, rows_train=150, rows_test=80, dim=12):
     """Non-negative features with a class signal; labels 1 / -1 / 0 (difficult) in both splits."""
-    rng = np.random.default_rng(seed)
-    signatures = rng.normal(size=(len(CLASSES), dim))
-
-    def split(rows):
-        labels = np.where(rng.random((rows, len(CLASSES))) < 0.3, 1, -1).astype(np.int8)
-        features = np.maximum((labels > 0) @ signatures * 0.6 + rng.normal(size=(rows, dim)) + 0.3, 0)
-        labels[rng.random(labels.shape) < 0.08] = 0
-        return features.astype(np.float32), labels
-
-    return (*split(rows_train), *split(rows_test))
-
-
-def voc_ap(scores, labels):
-    """AP of one class on the test split from scikit-learn's precision-recall curve: difficult (0) left out, the
-    precision replaced by its monotone envelope, summed over the recall steps (VOC2010+)."""
-    kept = labels != 0
-    precision, recall, _ = precision_recall_curve(labels[kept] > 0, scores[kept])
-    precision, recall = precision[::-1], recall[::-1]  # recall ascending
-    envelope = np.maximum.accumulate(precision[::-1])[::-1]
-    return float(np.sum(np.diff(recall) * envelope[1:]))
+    return voc_like_problem(len(CLASSES), rows_train, rows_test, dim, seed, signal=0.6, difficult=0.08)
 
 
 def reference_lowshot(train_x, test_x, test_y, samples, settings):
@@ -70,7 +51,7 @@ def reference_lowshot(train_x, test_x, test_y, samples, settings):
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")  # liblinear's convergence warnings: the reference has them
                         model = LinearSVC(C=cost, **settings).fit(train_x[rows], targets)
-                    aps.append(voc_ap(model.decision_function(test_x), test_y[:, c]))
+                    aps.append(voc_interpolated_ap(model.decision_function(test_x), test_y[:, c]))
                 sample_maps[s, j] = 100 * np.mean(aps)
         chosen = int(np.argmax(sample_maps.mean(axis=0)))
         at_cost = sample_maps[:, chosen]

@@ -7,13 +7,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import precision_recall_curve
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.svm import LinearSVC
 
 from ssl_challenge.evaluation import svm_solver
 from ssl_challenge.evaluation.svm import protocol_costs, train_and_test_full_svm
 from ssl_challenge.evaluation.svm_solver import l2_normalise_rows, solve_squared_hinge, spectral_basis
+from svm_fixture import voc_interpolated_ap, voc_like_problem
 
 torch.set_num_threads(1)
 CLASSES = ["cat", "dog", "bus"]
@@ -22,25 +22,7 @@ COSTS = protocol_costs([1.0, 10.0, 100.0], extra_powers=True)
 
 def voc_like(num_train=120, num_test=90, dim=16, seed=0):
     """Non-negative features with a class signal; labels 1 / -1 / 0 with a few difficult entries."""
-    rng = np.random.default_rng(seed)
-    signatures = rng.normal(size=(len(CLASSES), dim))
-
-    def split(rows):
-        labels = np.where(rng.random((rows, len(CLASSES))) < 0.3, 1, -1).astype(np.int8)
-        features = np.maximum((labels > 0) @ signatures * 0.5 + rng.normal(size=(rows, dim)) + 0.3, 0)
-        labels[rng.random(labels.shape) < 0.06] = 0
-        return features.astype(np.float32), labels
-
-    return (*split(num_train), *split(num_test))
-
-
-def voc_interpolated_ap(scores, labels):
-    """Written independently of the module: scikit-learn's PR curve and the VOC2010 envelope."""
-    kept = labels != 0
-    precision, recall, _ = precision_recall_curve(labels[kept] > 0, scores[kept])
-    precision, recall = precision[::-1], recall[::-1]
-    envelope = np.maximum.accumulate(precision[::-1])[::-1]
-    return float(np.sum(np.diff(recall) * envelope[1:]))
+    return voc_like_problem(len(CLASSES), num_train, num_test, dim, seed, signal=0.5, difficult=0.06)
 
 
 def reference_protocol(train_x, train_y, test_x, test_y, costs):
